@@ -1,0 +1,251 @@
+"""Writes a loopback mosquitto config with the project's ACL and runs mosquitto as a child process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from schemas.errors import PepiError
+from schemas.topics import DEFAULT_ROOT
+
+logger = logging.getLogger(__name__)
+
+PRODUCTION_ROOT = "pepi/v1"
+
+
+class BrokerError(PepiError):
+    """mosquitto could not be set up, started or reached."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A broker login."""
+
+    username: str
+    password: str
+
+
+def production_acl() -> str:
+    """The ACL shipped in ``broker/acl``."""
+    return resources.files("broker").joinpath("acl").read_text()
+
+
+def render_acl(root: str, anonymous_access: bool) -> str:
+    """The production ACL for ``root``; with ``anonymous_access`` a section that lets
+    anonymous clients read everything under the root and publish the trigger topics."""
+    body = production_acl().replace(PRODUCTION_ROOT + "/", root + "/")
+    if not anonymous_access:
+        return body
+    anon = (
+        "# anonymous (loopback demo/tests): watch everything, trigger captures\n"
+        f"topic read {root}/#\n"
+        f"topic write {root}/capture\n"
+        f"topic write {root}/nodes/+/capture\n"
+        "topic read homeassistant/#\n\n"
+    )
+    return anon + body
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nothing listens on ``host:port`` and we could bind it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def find_mosquitto() -> str:
+    """Path of the mosquitto binary, or a BrokerError saying how to install it."""
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise BrokerError("mosquitto not found: install it with 'apt-get install mosquitto'")
+
+
+@dataclass
+class EmbeddedBroker:
+    """A mosquitto child process on loopback with the project's ACL.
+
+    ``root`` may contain ``+`` levels (tests use ``pepi-t/+`` so each test can
+    take its own root under one broker)."""
+
+    root: str = DEFAULT_ROOT
+    port: int = 0
+    host: str = "127.0.0.1"
+    anonymous_access: bool = True
+    persistence: bool = True
+    workdir: Path | None = None
+    max_packet_size: int = 1_048_576
+    users: dict[str, str] = field(default_factory=dict)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _own_workdir: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        """``mqtt://host:port`` for clients."""
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "mosquitto.log"
+
+    def add_user(self, username: str, password: str | None = None) -> Credentials:
+        """Create (or update) a login; a running broker reloads it at once."""
+        password = password or secrets.token_urlsafe(18)
+        self.users[username] = password
+        if self.workdir is not None:
+            self._write_passwords()
+            self.reload()
+        return Credentials(username, password)
+
+    def start(self) -> EmbeddedBroker:
+        """Write the config and start mosquitto; returns when it accepts connections."""
+        binary = find_mosquitto()
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="pepi-broker-"))
+            self._own_workdir = True
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.port == 0:
+            self.port = free_port(self.host)
+        elif not port_is_free(self.port, self.host):
+            raise BrokerError(f"port {self.port} on {self.host} is in use: choose another")
+        self._write_passwords()
+        (self.workdir / "acl").write_text(render_acl(self.root, self.anonymous_access))
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(self._config_text())
+        log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        self._wait_ready()
+        logger.info("mosquitto listening on %s (pid %s)", self.url, self._proc.pid)
+        return self
+
+    def _config_text(self) -> str:
+        assert self.workdir is not None
+        lines = [
+            "# written by pepi-fleet broker.runner: loopback only, project ACL",
+            "per_listener_settings false",
+            f"allow_anonymous {'true' if self.anonymous_access else 'false'}",
+            f"password_file {self.workdir / 'passwd'}",
+            f"acl_file {self.workdir / 'acl'}",
+            # The port goes in a listener line: '-p' is ignored when one exists,
+            # and '-p' alone starts a local-only mode that ignores the ACL.
+            f"listener {self.port} {self.host}",
+            f"max_packet_size {self.max_packet_size}",
+            "set_tcp_nodelay true",
+            "max_queued_messages 100",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.workdir}/",
+            "autosave_interval 1",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "log_dest stderr",
+        ]
+        if os.geteuid() == 0:
+            # As root mosquitto drops to the 'mosquitto' user, which cannot read
+            # this private folder or write persistence into it.
+            lines.append("user root")
+        return "\n".join(lines) + "\n"
+
+    def _write_passwords(self) -> None:
+        assert self.workdir is not None
+        path = self.workdir / "passwd"
+        path.write_text("")
+        path.chmod(0o600)
+        binary = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+        for username, password in self.users.items():
+            result = subprocess.run(
+                [binary, "-b", str(path), username, password],
+                capture_output=True, text=True, check=False,
+            )
+            if result.returncode != 0:
+                raise BrokerError(f"mosquitto_passwd failed for {username}: {result.stderr.strip()}")
+
+    def _wait_ready(self, timeout: float = 10.0) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise BrokerError(f"mosquitto exited at start: {self.log_tail()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise BrokerError(f"mosquitto did not listen on {self.url} within {timeout} s")
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines mosquitto logged."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto rereads the password file and ACL."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGHUP)
+            time.sleep(0.2)  # mosquitto gives no signal that the reload is done
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop mosquitto (SIGTERM, or SIGKILL with ``kill``); the workdir stays."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def restart(self, kill: bool = False) -> None:
+        """Stop and start again on the same port with the same persistence."""
+        self.stop(kill=kill)
+        self.start()
+
+    def close(self) -> None:
+        """Stop mosquitto and remove a workdir this object created."""
+        self.stop()
+        if self._own_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

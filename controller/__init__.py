@@ -1,0 +1,1 @@
+"""The pepi-fleet controller: presence, capture sets, loss-free retrieval, CLI."""

@@ -1,0 +1,1 @@
+"""Camera backends behind one small Protocol (synthetic, folder, picamera2)."""

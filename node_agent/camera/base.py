@@ -1,0 +1,57 @@
+"""The camera seam: what the agent needs from any backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas.status import CameraInfo
+
+RGBArray = npt.NDArray[np.uint8]
+"""Height x width x 3, uint8."""
+
+
+@dataclass(frozen=True)
+class CapturedFrame:
+    """One frame from one camera, before encoding."""
+
+    camera: int
+    timestamp: float
+    """Wall clock (Unix s) at which the frame's exposure started, on this node."""
+    pixels: RGBArray
+    model: str
+
+
+class Camera(Protocol):
+    """A node's camera(s). Only the agent's capture thread calls ``capture``."""
+
+    def infos(self) -> list[CameraInfo]:
+        """One entry per camera, index order."""
+        ...
+
+    def capture(
+        self, cameras: list[int], capture_id: str, at: float | None
+    ) -> list[CapturedFrame]:
+        """Frames from ``cameras``: the next frame (``at`` None) or the frame nearest ``at``.
+
+        Blocks until the frame exists. Raises CameraError on failure."""
+        ...
+
+    def preview_jpeg(self, camera: int, max_width: int = 640) -> bytes:
+        """A small JPEG of what the camera sees now (for MJPEG streams). Thread-safe."""
+        ...
+
+    def set_resolution(self, width: int, height: int) -> None:
+        """Change the capture resolution; CameraError if unsupported."""
+        ...
+
+    def set_fps(self, fps: float) -> None:
+        """Change the frame rate; CameraError if unsupported."""
+        ...
+
+    def close(self) -> None:
+        """Release the hardware."""
+        ...

@@ -1,0 +1,258 @@
+"""The one capture path (MQTT and Thrift): accept, schedule, fire, encode, store, report."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+
+from node_agent.camera.base import Camera, CapturedFrame
+from node_agent.encode import encode_frame
+from node_agent.preview import thumbnail_jpeg
+from node_agent.store import CaptureStore, DuplicateCapture, StoredCapture, StoreFull
+from node_agent.timing import SPIN_BEFORE_S, Fire, decide, still_on_time
+from schemas.capture import CaptureCommand, CaptureResult, CaptureStatus, Frame, auto_capture_id
+from schemas.errors import PepiError
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class CaptureRequest:
+    """A validated command plus how and when it arrived."""
+
+    command: CaptureCommand
+    received_at: float
+    source: str = "mqtt"
+    expires_at: float | None = None
+    retained: bool = False
+    recapture: bool = False
+    """Thrift semantics: a held id is captured again and the old capture kept aside."""
+
+
+@dataclass(order=True)
+class _Armed:
+    fire_at: float
+    seq: int
+    request: CaptureRequest = field(compare=False)
+    capture_id: str = field(compare=False)
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """Knobs of the capture path."""
+
+    late_tolerance_s: float = 0.5
+    max_armed: int = 64
+    jpeg_quality: int = 90
+
+
+class CaptureService:
+    """Owns the camera thread. ``submit`` may be called from any thread and never blocks."""
+
+    def __init__(
+        self,
+        node_id: str,
+        camera: Camera,
+        store: CaptureStore,
+        publish_result: Callable[[CaptureResult], None],
+        publish_preview: Callable[[bytes], None] | None = None,
+        settings: CaptureSettings | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.node_id = node_id
+        self.camera = camera
+        self.store = store
+        self.settings = settings or CaptureSettings()
+        self._publish_result = publish_result
+        self._publish_preview = publish_preview
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._incoming: deque[CaptureRequest] = deque()
+        self._armed: list[_Armed] = []
+        self._seq = itertools.count()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        # One worker keeps results in order and the camera thread free for the next shot.
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop firing; armed captures are dropped (and reported), encodes in flight finish."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._encoder.shutdown(wait=True)
+
+    def set_jpeg_quality(self, quality: int) -> None:
+        self.settings = CaptureSettings(
+            self.settings.late_tolerance_s, self.settings.max_armed, quality
+        )
+
+    def submit(self, request: CaptureRequest) -> None:
+        """Queue a request for the capture thread."""
+        with self._cond:
+            self._incoming.append(request)
+            self._cond.notify_all()
+
+    # -- capture thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                item = self._next_due()
+                if item is None:
+                    break
+            self._fire(item)
+        with self._cond:
+            leftovers = list(self._armed)
+            self._armed.clear()
+        for item in leftovers:
+            self.store.abandon(item.capture_id)
+            self._report_failure(item.request, item.capture_id, "agent stopping", CaptureStatus.ERROR)
+
+    def _next_due(self) -> _Armed | None:
+        """Under the lock: accept incoming requests, wait for the next armed one to be due."""
+        while not self._stopping:
+            while self._incoming:
+                self._accept(self._incoming.popleft())
+            if not self._armed:
+                self._cond.wait()
+                continue
+            wait = self._armed[0].fire_at - self._clock() - SPIN_BEFORE_S
+            if wait > 0:
+                self._cond.wait(wait)
+                continue
+            item = heapq.heappop(self._armed)
+            return item
+        return None
+
+    def _accept(self, request: CaptureRequest) -> None:
+        now = self._clock()
+        capture_id = request.command.capture_id or auto_capture_id(request.received_at)
+        decision = decide(
+            at=request.command.at, received_at=request.received_at, now=now,
+            late_tolerance_s=self.settings.late_tolerance_s, expires_at=request.expires_at,
+            retained=request.retained,
+        )
+        if not isinstance(decision, Fire):
+            self._report_failure(request, capture_id, decision.reason, CaptureStatus.LATE)
+            return
+        if len(self._armed) >= self.settings.max_armed:
+            self._report_failure(
+                request, capture_id,
+                f"{len(self._armed)} captures already armed; wait for them to fire",
+                CaptureStatus.BUSY,
+            )
+            return
+        try:
+            if request.recapture and self.store.get(capture_id) is not None:
+                self.store.rename_aside(capture_id)
+            self.store.reserve(capture_id)
+        except DuplicateCapture as exc:
+            self._report_failure(request, capture_id, str(exc), CaptureStatus.DUPLICATE)
+            return
+        try:
+            self.store.check_space()
+        except StoreFull as exc:
+            self.store.abandon(capture_id)
+            self._report_failure(request, capture_id, str(exc), CaptureStatus.STORE_FULL)
+            return
+        heapq.heappush(self._armed, _Armed(decision.fire_at, next(self._seq), request, capture_id))
+
+    def _fire(self, item: _Armed) -> None:
+        _spin_until(item.fire_at, self._clock)
+        request = item.request
+        fired_at = self._clock()
+        late = still_on_time(
+            at=request.command.at, now=fired_at,
+            late_tolerance_s=self.settings.late_tolerance_s, expires_at=request.expires_at,
+        )
+        if late is not None:
+            self.store.abandon(item.capture_id)
+            self._report_failure(request, item.capture_id, late.reason, CaptureStatus.LATE)
+            return
+        cameras = request.command.cameras or [info.index for info in self.camera.infos()]
+        try:
+            frames = self.camera.capture(cameras, item.capture_id, request.command.at)
+        except PepiError as exc:
+            self.store.abandon(item.capture_id)
+            self._report_failure(request, item.capture_id, f"camera: {exc}", CaptureStatus.ERROR)
+            return
+        self._encoder.submit(self._finish, item, fired_at, frames)
+
+    # -- encode thread --------------------------------------------------------------------------
+
+    def _finish(self, item: _Armed, fired_at: float, frames: list[CapturedFrame]) -> None:
+        request, capture_id = item.request, item.capture_id
+        fmt = request.command.format
+        try:
+            images: dict[int, bytes] = {}
+            stored_frames: list[Frame] = []
+            for frame in frames:
+                encoded = encode_frame(
+                    frame, fmt, node_id=self.node_id, capture_id=capture_id,
+                    jpeg_quality=self.settings.jpeg_quality,
+                )
+                images[frame.camera] = encoded.data
+                stored_frames.append(Frame(
+                    camera=frame.camera, timestamp=frame.timestamp, width=encoded.width,
+                    height=encoded.height, format=fmt, bytes=len(encoded.data),
+                    sha256=encoded.sha256,
+                ))
+            capture = StoredCapture(
+                capture_id=capture_id, source=request.source, received_at=request.received_at,
+                fired_at=fired_at, at=request.command.at, frames=stored_frames,
+            )
+            self.store.commit(capture, images)
+        except StoreFull as exc:
+            self._report_failure(request, capture_id, str(exc), CaptureStatus.STORE_FULL)
+            return
+        except (PepiError, OSError, ValueError) as exc:
+            logger.exception("capture %s failed while storing", capture_id)
+            self.store.abandon(capture_id)
+            self._report_failure(request, capture_id, f"store: {exc}", CaptureStatus.ERROR)
+            return
+        self._publish_result(CaptureResult(
+            node_id=self.node_id, capture_id=capture_id, status=CaptureStatus.OK,
+            received_at=request.received_at, fired_at=fired_at, at=request.command.at,
+            frames=stored_frames, source=_source(request.source),
+        ))
+        if self._publish_preview is not None and frames:
+            self._publish_preview(thumbnail_jpeg(frames[0]))
+
+    def _report_failure(
+        self, request: CaptureRequest, capture_id: str, reason: str, status: CaptureStatus
+    ) -> None:
+        logger.warning("capture %s (%s): %s: %s", capture_id, request.source, status, reason)
+        self._publish_result(CaptureResult(
+            node_id=self.node_id, capture_id=capture_id, status=status,
+            received_at=request.received_at, at=request.command.at, error=reason,
+            source=_source(request.source),
+        ))
+
+
+def _source(value: str) -> Literal["mqtt", "thrift"]:
+    return "thrift" if value == "thrift" else "mqtt"
+
+
+def _spin_until(deadline: float, clock: Clock) -> None:
+    """Sleep coarsely, then spin the last stretch: sleep alone overshoots by up to a ms."""
+    remaining = deadline - clock()
+    if remaining > SPIN_BEFORE_S:
+        time.sleep(remaining - SPIN_BEFORE_S)
+    while clock() < deadline:
+        pass

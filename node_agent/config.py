@@ -1,0 +1,44 @@
+"""The node agent's one configuration model (flags, PEPI_* environment, config file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from schemas.ids import validate_node_id
+from schemas.status import Resolution
+from schemas.topics import DEFAULT_ROOT
+
+
+class NodeConfig(BaseModel):
+    """Everything ``pepi node`` needs; loaded once in main() and passed down."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    broker: str = "mqtt://127.0.0.1:1883"
+    username: str | None = Field(default=None, description="MQTT username (default: node id)")
+    password: str | None = None
+    ca_file: Path | None = None
+    node_id: Annotated[str, AfterValidator(validate_node_id)]
+    topic_root: str = DEFAULT_ROOT
+    data_dir: Path
+    thrift_host: str = "0.0.0.0"
+    thrift_port: int = Field(default=6000, ge=0, lt=65536)
+    advertise_host: str | None = None
+    stream_port: int = Field(default=6001, ge=-1, lt=65536)
+    stream_fps: float = Field(default=4.0, gt=0, le=30)
+    camera: Literal["synthetic", "folder", "picamera2"] = "synthetic"
+    camera_count: int = Field(default=1, ge=1, le=4)
+    folder: Path | None = None
+    resolution: Resolution = (1920, 1080)
+    fps: float = Field(default=30.0, gt=0, le=240)
+    frame_lock: bool = False
+    heartbeat_s: float = Field(default=5.0, gt=0)
+    late_tolerance_s: float = Field(default=0.5, ge=0)
+    jpeg_quality: int = Field(default=90, ge=1, le=100)
+    max_store_bytes: int = Field(default=2 * 1024**3, gt=0)
+    min_free_bytes: int = Field(default=256 * 1024**2, ge=0)
+    evict_retrieved: bool = False
+    allow_shutdown: bool = False

@@ -1,0 +1,227 @@
+"""PEPI's CameraServer (and the FleetCameraServer extension) over Thrift."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from thriftpy2.protocol import TBinaryProtocolFactory
+from thriftpy2.thrift import TProcessor
+from thriftpy2.transport import TBufferedTransportFactory, TSocket, TTransportException
+
+from node_agent import pepi_idl
+from node_agent.capture_service import CaptureRequest, CaptureService
+from node_agent.store import CaptureStore, StoredCapture
+from schemas.capture import CaptureCommand
+from schemas.errors import PayloadError, StoreError
+from schemas.ids import validate_capture_id
+
+logger = logging.getLogger(__name__)
+
+RETRIEVE_WAIT_S = 15.0
+"""How long a retrieve waits for a capture still being taken before ImageUnavailable."""
+CLIENT_TIMEOUT_S = 60.0
+"""Idle/slow client cut-off; large images over Wi-Fi need more than thriftpy2's 3 s."""
+
+_FORMATS = {"jpeg", "jpg", "png", "raw"}
+
+
+class CameraServerHandler:
+    """Implements every method of ``FleetCameraServer`` (PEPI's ``CameraServer`` included)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        store: CaptureStore,
+        captures: CaptureService,
+        stream_urls: Callable[[], list[str]],
+        allow_shutdown: bool = False,
+        request_shutdown: Callable[[], None] | None = None,
+    ) -> None:
+        self._idl = pepi_idl.load()
+        self._node_id = node_id
+        self._store = store
+        self._captures = captures
+        self._stream_urls = stream_urls
+        self._allow_shutdown = allow_shutdown
+        self._request_shutdown = request_shutdown
+
+    # -- PEPI CameraServer ----------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        return True
+
+    def identify(self) -> str:
+        return self._node_id
+
+    def stream_urls(self) -> list[str]:
+        return self._stream_urls()
+
+    def shutdown(self) -> None:
+        if self._allow_shutdown and self._request_shutdown is not None:
+            logger.warning("shutdown() over Thrift: stopping the agent")
+            self._request_shutdown()
+        else:
+            logger.warning("shutdown() over Thrift ignored (start with --allow-shutdown to obey)")
+
+    def start_capture(self, data_code: str) -> None:
+        try:
+            validate_capture_id(data_code)
+        except PayloadError as exc:
+            # oneway: the caller cannot be told; the log and an MQTT-less no-op is all we can do
+            logger.error("start_capture over Thrift refused: %s", exc)
+            return
+        self._captures.submit(CaptureRequest(
+            command=CaptureCommand(capture_id=data_code), received_at=time.time(),
+            source="thrift", recapture=True,
+        ))
+
+    def retrieve_stills_jpg(self, with_data_code: str) -> list[bytes]:
+        return self._retrieve_all(with_data_code, "jpeg")
+
+    def retrieve_stills_png(self, with_data_code: str) -> list[bytes]:
+        return self._retrieve_all(with_data_code, "png")
+
+    def enumerate_methods(self) -> dict[str, list[str]]:
+        service = self._idl.FleetCameraServer
+        methods = {}
+        for name in service.thrift_services:
+            spec = getattr(service, f"{name}_args").thrift_spec
+            methods[name] = [spec[key][1] for key in sorted(spec)]
+        return methods
+
+    # -- FleetCameraServer ----------------------------------------------------------------------
+
+    def list_captures(self) -> list[Any]:
+        return [self._capture_info(c) for c in self._store.captures()]
+
+    def get_capture(self, capture_id: str) -> Any:
+        return self._capture_info(self._wait(capture_id))
+
+    def fetch_image(self, capture_id: str, camera: int, format: str) -> Any:  # noqa: A002
+        fmt = self._format(format)
+        self._wait(capture_id)
+        try:
+            data, frame = self._store.read_image(capture_id, camera, fmt)
+        except StoreError as exc:
+            raise self._idl.ImageUnavailable(message=str(exc)) from exc
+        return self._idl.ImageBlob(
+            data=data, sha256=hashlib.sha256(data).hexdigest(), frame=self._frame_info(frame)
+        )
+
+    def release(self, capture_id: str) -> bool:
+        return self._store.release(capture_id)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _retrieve_all(self, code: str, fmt: str) -> list[bytes]:
+        capture = self._wait(code)
+        images = []
+        for frame in capture.frames:
+            try:
+                data, _ = self._store.read_image(code, frame.camera, self._format(fmt))
+            except StoreError as exc:
+                raise self._idl.ImageUnavailable(message=str(exc)) from exc
+            images.append(data)
+        return images
+
+    def _wait(self, capture_id: str) -> StoredCapture:
+        try:
+            validate_capture_id(capture_id)
+            return self._store.wait_for(capture_id, timeout=RETRIEVE_WAIT_S)
+        except (PayloadError, StoreError) as exc:
+            raise self._idl.ImageUnavailable(message=str(exc)) from exc
+
+    def _format(self, fmt: str) -> Any:
+        fmt = fmt.lower()
+        if fmt not in _FORMATS:
+            raise self._idl.ImageUnavailable(
+                message=f"unknown format {fmt[:20]!r}: use jpeg, png or raw"
+            )
+        return "jpeg" if fmt == "jpg" else fmt
+
+    def _frame_info(self, frame: Any) -> Any:
+        return self._idl.FrameInfo(
+            camera=frame.camera, timestamp=frame.timestamp, width=frame.width,
+            height=frame.height, format=frame.format, size=frame.bytes, sha256=frame.sha256,
+        )
+
+    def _capture_info(self, capture: StoredCapture) -> Any:
+        return self._idl.CaptureInfo(
+            capture_id=capture.capture_id, received_at=capture.received_at,
+            fired_at=capture.fired_at, frames=[self._frame_info(f) for f in capture.frames],
+            retrieved=capture.retrieved, source=capture.source,
+        )
+
+
+class ThriftServer:
+    """A threaded Thrift server (one thread per connection) that can be stopped cleanly."""
+
+    def __init__(self, handler: CameraServerHandler, host: str, port: int) -> None:
+        self._processor = TProcessor(pepi_idl.load().FleetCameraServer, handler)
+        self._sock = socket.create_server((host, port), reuse_port=False, backlog=128)
+        self.host = host
+        self.port = int(self._sock.getsockname()[1])
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="thrift-accept", daemon=True)
+        self._clients: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._thread.start()
+        logger.info("Thrift CameraServer on %s:%d", self.host, self.port)
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                logger.exception("accept failed")
+                continue
+            conn.settimeout(CLIENT_TIMEOUT_S)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._clients.add(conn)
+            threading.Thread(target=self._handle, args=(conn,), name="thrift-conn",
+                             daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        trans_factory = TBufferedTransportFactory()
+        proto_factory = TBinaryProtocolFactory()
+        itrans = trans_factory.get_transport(TSocket(sock=conn))
+        otrans = trans_factory.get_transport(TSocket(sock=conn))
+        iprot, oprot = proto_factory.get_protocol(itrans), proto_factory.get_protocol(otrans)
+        try:
+            while not self._stopping.is_set():
+                self._processor.process(iprot, oprot)
+        except (TTransportException, OSError):
+            pass
+        except Exception:
+            logger.exception("Thrift connection failed")
+        finally:
+            with self._lock:
+                self._clients.discard(conn)
+            itrans.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        with self._lock:
+            clients = list(self._clients)
+        for conn in clients:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._thread.join(timeout=5)

@@ -1,0 +1,83 @@
+/*******************************************************************************
+ * pepi.thrift — PEPI's interface, wire-compatible, plus the fleet extension.
+ *
+ * Camera, CameraServer and ImageUnavailable keep PEPI's method names, argument
+ * ids and semantics, so PEPI's clients and contract tests work unchanged.
+ * Image lists are declared `binary` (identical to `string` on the wire, but
+ * never UTF-8-decoded by readers).
+ ******************************************************************************/
+
+/* Thrown when a requested image is not available on the server */
+exception ImageUnavailable {
+    1: string message,
+}
+
+/* A Camera provides images from a physical camera as RGB arrays (PEPI). */
+service Camera {
+    list<list<list<i16>>> still(),
+    list<list<list<i16>>> low_res_still(),
+    list<i16> get_max_resolution(),
+    list<i16> get_current_resolution(),
+    oneway void set_resolution(1:i16 x, 2:i16 y)
+}
+
+/* A CameraServer wraps the cameras of one node (PEPI). */
+service CameraServer {
+    /* True, always */
+    bool ping(),
+    /* this server's unique identifier (the node id) */
+    string identify(),
+    /* one http:// MJPEG stream URL per camera */
+    list<string> stream_urls(),
+    /* accepted always; powers off only when the node allows it */
+    oneway void shutdown(),
+    /* capture now and store under data_code; a code already held is captured
+       again and the older capture is kept under a renamed id */
+    oneway void start_capture(1:string data_code),
+    /* one PNG per camera; waits (bounded) for a capture still in progress */
+    list<binary> retrieve_stills_png(1:string with_data_code) throws (1:ImageUnavailable unavailable),
+    /* one JPEG per camera; retrieval never deletes (see release) */
+    list<binary> retrieve_stills_jpg(1:string with_data_code) throws (1:ImageUnavailable unavailable),
+    /* method name -> argument names */
+    map<string, list<string>> enumerate_methods()
+}
+
+/*******************************************************************************
+ * Fleet extension: what the controller needs for loss-free retrieval.
+ ******************************************************************************/
+
+struct FrameInfo {
+    1: i32 camera,
+    2: double timestamp,   /* wall clock (Unix s) of the frame on the node */
+    3: i32 width,
+    4: i32 height,
+    5: string format,      /* jpeg | png | raw */
+    6: i64 size,           /* bytes of the stored file */
+    7: string sha256,
+}
+
+struct CaptureInfo {
+    1: string capture_id,
+    2: double received_at,
+    3: double fired_at,
+    4: list<FrameInfo> frames,
+    5: bool retrieved,     /* some client already fetched it */
+    6: string source,      /* mqtt | thrift */
+}
+
+struct ImageBlob {
+    1: binary data,
+    2: string sha256,      /* of data */
+    3: FrameInfo frame,
+}
+
+service FleetCameraServer extends CameraServer {
+    /* every capture the node still holds, oldest first */
+    list<CaptureInfo> list_captures(),
+    /* one capture's metadata; waits (bounded) for one still in progress */
+    CaptureInfo get_capture(1:string capture_id) throws (1:ImageUnavailable unavailable),
+    /* one image as stored (format = its stored format) or converted (cached) */
+    ImageBlob fetch_image(1:string capture_id, 2:i32 camera, 3:string format) throws (1:ImageUnavailable unavailable),
+    /* the controller verified its copy: delete it here; false if not held */
+    bool release(1:string capture_id),
+}

@@ -1,0 +1,138 @@
+"""Capture command and result payloads, and the one parser for all three command forms."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from schemas.errors import PayloadError
+from schemas.ids import validate_capture_id, validate_node_id
+
+MAX_COMMAND_BYTES = 4096
+"""Capture commands are tiny; anything larger is refused before parsing."""
+
+ImageFormat = Literal["jpeg", "png", "raw"]
+CaptureId = Annotated[str, AfterValidator(validate_capture_id)]
+NodeId = Annotated[str, AfterValidator(validate_node_id)]
+
+
+def _finite(value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+class CaptureCommand(BaseModel):
+    """What the trigger topics carry. Every field is optional."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    capture_id: CaptureId | None = None
+    at: Annotated[float | None, AfterValidator(_finite)] = Field(
+        default=None, description="Unix time (s) to fire at on the node's clock; absent = now"
+    )
+    cameras: list[Annotated[int, Field(ge=0, le=15)]] | None = Field(
+        default=None, min_length=1, max_length=16, description="camera indexes; absent = all"
+    )
+    format: ImageFormat = "jpeg"
+
+
+class CaptureStatus(StrEnum):
+    """Outcome of one capture command on one node."""
+
+    OK = "ok"
+    LATE = "late"
+    DUPLICATE = "duplicate"
+    BUSY = "busy"
+    STORE_FULL = "store_full"
+    ERROR = "error"
+
+
+class Frame(BaseModel):
+    """One stored image of one camera."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    camera: int = Field(ge=0)
+    timestamp: float = Field(description="wall clock (Unix s) of the frame on the node")
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    format: ImageFormat
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class CaptureResult(BaseModel):
+    """One per capture command per node, on ``nodes/<node>/result``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node_id: NodeId
+    capture_id: CaptureId | None = Field(
+        description="null only when the command was unreadable and carried no usable id"
+    )
+    status: CaptureStatus
+    received_at: float
+    fired_at: float | None = None
+    at: float | None = Field(default=None, description="the requested fire time, if any")
+    frames: list[Frame] = Field(default_factory=list)
+    error: str | None = None
+    source: Literal["mqtt", "thrift"] = "mqtt"
+
+
+def auto_capture_id(received_at: float) -> str:
+    """The id a node gives an id-less trigger: ``auto-<UTC receipt time to the ms>``."""
+    stamp = datetime.fromtimestamp(received_at, UTC)
+    return "auto-" + stamp.strftime("%Y%m%dT%H%M%S") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def parse_capture_command(payload: bytes) -> CaptureCommand:
+    """Parse any of the three command forms: JSON object, plain id token, empty/``{}``.
+
+    Raises PayloadError with a one-line reason for anything else.
+    """
+    if len(payload) > MAX_COMMAND_BYTES:
+        raise PayloadError(
+            f"capture command is {len(payload)} bytes; the limit is {MAX_COMMAND_BYTES}"
+        )
+    try:
+        text = payload.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise PayloadError("capture command is not UTF-8 text") from exc
+    if not text:
+        return CaptureCommand()
+    if text[0] in '{["':
+        return _parse_json_command(text)
+    return CaptureCommand(capture_id=validate_capture_id(text))
+
+
+def _parse_json_command(text: str) -> CaptureCommand:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"capture command is not valid JSON: {exc.msg} at char {exc.pos}") from exc
+    if isinstance(data, str):
+        return CaptureCommand(capture_id=validate_capture_id(data))
+    if not isinstance(data, dict):
+        raise PayloadError("capture command JSON must be an object, a string id, or empty")
+    try:
+        return CaptureCommand.model_validate(data)
+    except ValidationError as exc:
+        raise PayloadError(describe_validation_error(exc)) from exc
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each bad field and why."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "payload"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)

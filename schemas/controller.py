@@ -1,0 +1,33 @@
+"""What the controller publishes about completed capture sets."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.capture import CaptureStatus
+
+
+class NodeOutcome(BaseModel):
+    """One node's part in a capture set."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node_id: str
+    status: CaptureStatus | None = Field(description="null when the node never answered")
+    frames: int = 0
+    error: str | None = None
+
+
+class CaptureSetSummary(BaseModel):
+    """Published on ``controller/captures`` when a set is complete."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    capture_id: str
+    triggered_at: float
+    completed_at: float
+    expected: list[str]
+    outcomes: list[NodeOutcome]
+    spread_s: float | None = Field(description="max - min frame timestamp over all frames")
+    fired_spread_s: float | None = None
+    complete: bool = Field(description="every expected node answered ok")

@@ -1,0 +1,129 @@
+"""Every MQTT topic string, built and parsed in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from schemas.errors import PayloadError
+from schemas.ids import validate_node_id
+
+DEFAULT_ROOT = "pepi/v1"
+DEFAULT_DISCOVERY_PREFIX = "homeassistant"
+
+
+class TopicKind(StrEnum):
+    """What a topic under the root carries."""
+
+    CAPTURE = "capture"
+    NODE_CAPTURE = "node_capture"
+    AVAILABILITY = "availability"
+    STATUS = "status"
+    RESULT = "result"
+    PREVIEW = "preview"
+    SET = "set"
+    CLOCK_PING = "clock_ping"
+    CLOCK_PONG = "clock_pong"
+    CONTROLLER_AVAILABILITY = "controller_availability"
+    CONTROLLER_CAPTURES = "controller_captures"
+
+
+_NODE_LEAVES = {
+    "capture": TopicKind.NODE_CAPTURE,
+    "availability": TopicKind.AVAILABILITY,
+    "status": TopicKind.STATUS,
+    "result": TopicKind.RESULT,
+    "preview": TopicKind.PREVIEW,
+    "set": TopicKind.SET,
+    "clock/ping": TopicKind.CLOCK_PING,
+    "clock/pong": TopicKind.CLOCK_PONG,
+}
+
+
+@dataclass(frozen=True)
+class ParsedTopic:
+    """A topic split into what it is and which node it concerns."""
+
+    kind: TopicKind
+    node_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic builder for one root (default ``pepi/v1``)."""
+
+    root: str = DEFAULT_ROOT
+    discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX
+
+    def __post_init__(self) -> None:
+        if not self.root or any(c in self.root for c in "#+\0") or self.root.endswith("/"):
+            raise PayloadError(f"invalid topic root {self.root!r}: no wildcards, no trailing /")
+
+    def capture(self) -> str:
+        """The broadcast trigger every node listens to."""
+        return f"{self.root}/capture"
+
+    def node(self, node_id: str, leaf: str) -> str:
+        return f"{self.root}/nodes/{validate_node_id(node_id)}/{leaf}"
+
+    def node_capture(self, node_id: str) -> str:
+        return self.node(node_id, "capture")
+
+    def availability(self, node_id: str) -> str:
+        return self.node(node_id, "availability")
+
+    def status(self, node_id: str) -> str:
+        return self.node(node_id, "status")
+
+    def result(self, node_id: str) -> str:
+        return self.node(node_id, "result")
+
+    def preview(self, node_id: str) -> str:
+        return self.node(node_id, "preview")
+
+    def settings(self, node_id: str) -> str:
+        return self.node(node_id, "set")
+
+    def clock_ping(self, node_id: str) -> str:
+        return self.node(node_id, "clock/ping")
+
+    def clock_pong(self, node_id: str) -> str:
+        return self.node(node_id, "clock/pong")
+
+    def all_nodes(self, leaf: str) -> str:
+        """Subscription filter for ``leaf`` of every node."""
+        return f"{self.root}/nodes/+/{leaf}"
+
+    def controller_availability(self) -> str:
+        return f"{self.root}/controller/availability"
+
+    def controller_captures(self) -> str:
+        return f"{self.root}/controller/captures"
+
+    def discovery(self, object_id: str) -> str:
+        """Home Assistant device-based discovery config topic."""
+        return f"{self.discovery_prefix}/device/{object_id}/config"
+
+    def parse(self, topic: str) -> ParsedTopic | None:
+        """Classify a topic under this root; None for anything else."""
+        prefix = self.root + "/"
+        if not topic.startswith(prefix):
+            return None
+        rest = topic[len(prefix) :]
+        if rest == "capture":
+            return ParsedTopic(TopicKind.CAPTURE)
+        if rest == "controller/availability":
+            return ParsedTopic(TopicKind.CONTROLLER_AVAILABILITY)
+        if rest == "controller/captures":
+            return ParsedTopic(TopicKind.CONTROLLER_CAPTURES)
+        parts = rest.split("/", 2)
+        if len(parts) != 3 or parts[0] != "nodes":
+            return None
+        kind = _NODE_LEAVES.get(parts[2])
+        if kind is None:
+            return None
+        try:
+            node_id = validate_node_id(parts[1])
+        except PayloadError:
+            return None
+        return ParsedTopic(kind, node_id)

@@ -1,0 +1,70 @@
+"""Shared fixtures: a real mosquitto from the project's config, real node processes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support.mqtt_watch import Watcher
+from support.nodes import NodeProcess, node_process
+
+from broker.runner import EmbeddedBroker
+
+TEST_ROOT_PATTERN = "pepi-t/+"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """One mosquitto for the session, the project's ACL applied to every test root."""
+    b = EmbeddedBroker(root=TEST_ROOT_PATTERN, workdir=tmp_path_factory.mktemp("broker"))
+    b.add_user("controller")
+    b.start()
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def root() -> str:
+    """A topic root of this test's own, so tests never see each other's messages."""
+    return f"pepi-t/{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def watcher(broker: EmbeddedBroker, root: str) -> Iterator[Watcher]:
+    """Anonymous observer of everything under the test's root."""
+    w = Watcher(broker.port, [f"{root}/#"])
+    yield w
+    w.close()
+
+
+StartNode = Callable[..., NodeProcess]
+
+
+@pytest.fixture
+def start_node(
+    broker: EmbeddedBroker, root: str, watcher: Watcher, tmp_path: Path
+) -> Iterator[StartNode]:
+    """Start a real ``pepi node`` process and wait until its retained ``online`` arrives."""
+    started: list[NodeProcess] = []
+
+    def start(node_id: str | None = None, *extra: str, wait: bool = True) -> NodeProcess:
+        node_id = node_id or f"n{uuid.uuid4().hex[:6]}"
+        node = node_process(broker, root, node_id, tmp_path, *extra)
+        started.append(node.start())
+        if wait:
+            wait_online(watcher, root, node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop()
+
+
+def wait_online(watcher: Watcher, root: str, node: NodeProcess, after: float = 0.0) -> None:
+    try:
+        watcher.wait_topic(f"{root}/nodes/{node.node_id}/availability", b"online",
+                           timeout=20, after=after)
+    except TimeoutError as exc:
+        raise AssertionError(f"node never came online:\n{node.log()[-3000:]}") from exc
