@@ -1,4 +1,4 @@
-"""Writes a loopback mosquitto config with the project's ACL and runs mosquitto as a child process."""
+"""Writes a loopback mosquitto config with the project ACL and runs mosquitto as a child."""
 
 from __future__ import annotations
 
@@ -135,7 +135,9 @@ class EmbeddedBroker:
         conf.write_text(self._config_text())
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
-            [binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
+            [binary, "-c", str(conf)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         log.close()
@@ -181,10 +183,14 @@ class EmbeddedBroker:
         for username, password in self.users.items():
             result = subprocess.run(
                 [binary, "-b", str(path), username, password],
-                capture_output=True, text=True, check=False,
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if result.returncode != 0:
-                raise BrokerError(f"mosquitto_passwd failed for {username}: {result.stderr.strip()}")
+                raise BrokerError(
+                    f"mosquitto_passwd failed for {username}: {result.stderr.strip()}"
+                )
 
     def _wait_ready(self, timeout: float = 10.0) -> None:
         assert self._proc is not None

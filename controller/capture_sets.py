@@ -69,19 +69,7 @@ class CaptureSetView:
     def summary(self, completed_at: float) -> CaptureSetSummary:
         """The payload published on ``controller/captures``."""
         parts = {p.node_id: p for p in self.parts}
-        outcomes = []
-        for node_id in sorted(self.expected | parts.keys()):
-            part = parts.get(node_id)
-            outcomes.append(
-                NodeOutcome(node_id=node_id, status=None)
-                if part is None
-                else NodeOutcome(
-                    node_id=node_id,
-                    status=part.result.status,
-                    frames=len(part.result.frames),
-                    error=part.result.error,
-                )
-            )
+        outcomes = [_outcome(n, parts.get(n)) for n in sorted(self.expected | parts.keys())]
         complete = bool(self.expected) and all(
             n in parts and parts[n].result.status is CaptureStatus.OK for n in self.expected
         )
@@ -114,6 +102,13 @@ class _Set:
     view: CaptureSetView
     auto_ref: float | None  # receipt-time reference for claiming auto-… results
     parts: dict[str, NodePart] = field(default_factory=dict)
+
+
+def _outcome(node_id: str, part: NodePart | None) -> NodeOutcome:
+    if part is None:
+        return NodeOutcome(node_id=node_id, status=None)
+    r = part.result
+    return NodeOutcome(node_id=node_id, status=r.status, frames=len(r.frames), error=r.error)
 
 
 def _spread(values: Iterable[float | None]) -> float | None:
@@ -200,6 +195,8 @@ class CaptureSetBook:
         node = result.node_id
         with self._lock:
             target, opened = self._find(result, node_capture_id), False
+            if target is not None and self._is_recapture(target, result):
+                target = None  # the node captured again under an id it no longer held
             if target is None:
                 target, opened = self._open_orphan(result, node_capture_id, received_at), True
             after_completion = target.view.completed_at is not None
@@ -246,7 +243,18 @@ class CaptureSetBook:
             claimed = self._claim_auto(result)
             if claimed is not None:
                 return claimed
-        return exact
+        # An auto set's name can equal a node's auto id (same ms) without claiming its result.
+        return exact if exact is not None and exact.view.kind is SetKind.ORPHAN else None
+
+    @staticmethod
+    def _is_recapture(entry: _Set, result: CaptureResult) -> bool:
+        previous = entry.parts.get(result.node_id)
+        return (
+            previous is not None
+            and previous.result.status is CaptureStatus.OK
+            and result.status is CaptureStatus.OK
+            and previous.result.frames != result.frames
+        )
 
     def _claim_auto(self, result: CaptureResult) -> _Set | None:
         node, t = result.node_id, result.received_at

@@ -24,7 +24,10 @@ def main(verbose: int) -> None:
 
 @main.command("schemas")
 @click.option(
-    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
     help="Folder to write one <Model>.schema.json per MQTT payload into.",
 )
 def schemas_command(out_dir: Path) -> None:

@@ -43,7 +43,10 @@ class NodeAgent:
     """One Pi's agent. ``start`` brings everything up; ``stop`` publishes ``offline`` and ends."""
 
     def __init__(
-        self, config: NodeConfig, camera: Camera, store: CaptureStore,
+        self,
+        config: NodeConfig,
+        camera: Camera,
+        store: CaptureStore,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -53,18 +56,30 @@ class NodeAgent:
         self._clock = clock
         self.stopped = threading.Event()
         self.captures = CaptureService(
-            config.node_id, camera, store, self._publish_result, self._publish_preview,
-            CaptureSettings(config.late_tolerance_s, jpeg_quality=config.jpeg_quality), clock,
+            config.node_id,
+            camera,
+            store,
+            self._publish_result,
+            self._publish_preview,
+            CaptureSettings(config.late_tolerance_s, jpeg_quality=config.jpeg_quality),
+            clock,
         )
         self.stream: MjpegServer | None = None
         if config.stream_port >= 0:
             self.stream = MjpegServer(
-                camera.preview_jpeg, len(camera.infos()), config.thrift_host, config.stream_port,
+                camera.preview_jpeg,
+                len(camera.infos()),
+                config.thrift_host,
+                config.stream_port,
                 fps=config.stream_fps,
             )
         handler = CameraServerHandler(
-            config.node_id, store, self.captures, self.stream_urls,
-            allow_shutdown=config.allow_shutdown, request_shutdown=self.stopped.set,
+            config.node_id,
+            store,
+            self.captures,
+            self.stream_urls,
+            allow_shutdown=config.allow_shutdown,
+            request_shutdown=self.stopped.set,
         )
         self.thrift = ThriftServer(handler, config.thrift_host, config.thrift_port)
         self.advertise_host = config.advertise_host or _advertise_host(config.thrift_host)
@@ -100,8 +115,9 @@ class NodeAgent:
             self.stream.start()
         self.link.start()
         self._heartbeat.start()
-        logger.info("node %s up: thrift %s:%d", self.config.node_id, self.advertise_host,
-                    self.thrift.port)
+        logger.info(
+            "node %s up: thrift %s:%d", self.config.node_id, self.advertise_host, self.thrift.port
+        )
 
     def stop(self) -> None:
         """Clean stop: ``offline`` is published by us (a clean disconnect sends no Will)."""
@@ -123,11 +139,15 @@ class NodeAgent:
     def status(self) -> NodeStatus:
         """The heartbeat payload as of now."""
         return NodeStatus(
-            node_id=self.config.node_id, sent_at=self._clock(),
-            heartbeat_s=self.config.heartbeat_s, version=__version__,
+            node_id=self.config.node_id,
+            sent_at=self._clock(),
+            heartbeat_s=self.config.heartbeat_s,
+            version=__version__,
             thrift=ThriftEndpoint(host=self.advertise_host, port=self.thrift.port),
-            cameras=self.camera.infos(), stream_urls=self.stream_urls(),
-            store=self.store.info(), clock=ClockInfo(synced=clock_synchronised()),
+            cameras=self.camera.infos(),
+            stream_urls=self.stream_urls(),
+            store=self.store.info(),
+            clock=ClockInfo(synced=clock_synchronised()),
         )
 
     # -- publishing -----------------------------------------------------------------------------
@@ -175,18 +195,28 @@ class NodeAgent:
         except PayloadError as exc:
             self._reject(msg, str(exc))
             return
-        self.captures.submit(CaptureRequest(
-            command=command, received_at=msg.received_at, source="mqtt",
-            expires_at=msg.expires_at, retained=msg.retain,
-        ))
+        self.captures.submit(
+            CaptureRequest(
+                command=command,
+                received_at=msg.received_at,
+                source="mqtt",
+                expires_at=msg.expires_at,
+                retained=msg.retain,
+            )
+        )
 
     def _reject(self, msg: InboundMessage, reason: str) -> None:
         capture_id = _salvage_capture_id(msg.payload)
         logger.error("bad capture command on %s: %s", msg.topic, reason)
-        self._publish_result(CaptureResult(
-            node_id=self.config.node_id, capture_id=capture_id, status=CaptureStatus.ERROR,
-            received_at=msg.received_at, error=f"{msg.topic}: {reason}",
-        ))
+        self._publish_result(
+            CaptureResult(
+                node_id=self.config.node_id,
+                capture_id=capture_id,
+                status=CaptureStatus.ERROR,
+                received_at=msg.received_at,
+                error=f"{msg.topic}: {reason}",
+            )
+        )
 
     def _on_clock_ping(self, msg: InboundMessage) -> None:
         if len(msg.payload) > MAX_PING_BYTES:
@@ -199,8 +229,9 @@ class NodeAgent:
             return
         # Answered here, not queued: t3 must be taken as close to the send as possible.
         pong = ClockPong(seq=ping.seq, t1=ping.t1, t2=msg.received_at, t3=self._clock())
-        self.link.publish(self.topics.clock_pong(self.config.node_id), pong.model_dump_json(),
-                          qos=0)
+        self.link.publish(
+            self.topics.clock_pong(self.config.node_id), pong.model_dump_json(), qos=0
+        )
 
     def _apply_settings(self, msg: InboundMessage) -> None:
         if len(msg.payload) > MAX_SETTINGS_BYTES:

@@ -7,7 +7,6 @@ import itertools
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -77,7 +76,6 @@ class CaptureService:
         self._publish_preview = publish_preview
         self._clock = clock
         self._cond = threading.Condition()
-        self._incoming: deque[CaptureRequest] = deque()
         self._armed: list[_Armed] = []
         self._seq = itertools.count()
         self._stopping = False
@@ -103,9 +101,12 @@ class CaptureService:
         )
 
     def submit(self, request: CaptureRequest) -> None:
-        """Queue a request for the capture thread."""
+        """Accept (or refuse) a request at once and arm it for the capture thread.
+
+        Reserving the id here, not later on the capture thread, means a retrieve that
+        follows a Thrift ``start_capture`` on the same connection always finds it pending."""
         with self._cond:
-            self._incoming.append(request)
+            self._accept(request)
             self._cond.notify_all()
 
     # -- capture thread -------------------------------------------------------------------------
@@ -122,13 +123,13 @@ class CaptureService:
             self._armed.clear()
         for item in leftovers:
             self.store.abandon(item.capture_id)
-            self._report_failure(item.request, item.capture_id, "agent stopping", CaptureStatus.ERROR)
+            self._report_failure(
+                item.request, item.capture_id, "agent stopping", CaptureStatus.ERROR
+            )
 
     def _next_due(self) -> _Armed | None:
-        """Under the lock: accept incoming requests, wait for the next armed one to be due."""
+        """Under the lock: wait for the next armed capture to be due."""
         while not self._stopping:
-            while self._incoming:
-                self._accept(self._incoming.popleft())
             if not self._armed:
                 self._cond.wait()
                 continue
@@ -144,8 +145,11 @@ class CaptureService:
         now = self._clock()
         capture_id = request.command.capture_id or auto_capture_id(request.received_at)
         decision = decide(
-            at=request.command.at, received_at=request.received_at, now=now,
-            late_tolerance_s=self.settings.late_tolerance_s, expires_at=request.expires_at,
+            at=request.command.at,
+            received_at=request.received_at,
+            now=now,
+            late_tolerance_s=self.settings.late_tolerance_s,
+            expires_at=request.expires_at,
             retained=request.retained,
         )
         if not isinstance(decision, Fire):
@@ -153,7 +157,8 @@ class CaptureService:
             return
         if len(self._armed) >= self.settings.max_armed:
             self._report_failure(
-                request, capture_id,
+                request,
+                capture_id,
                 f"{len(self._armed)} captures already armed; wait for them to fire",
                 CaptureStatus.BUSY,
             )
@@ -178,8 +183,10 @@ class CaptureService:
         request = item.request
         fired_at = self._clock()
         late = still_on_time(
-            at=request.command.at, now=fired_at,
-            late_tolerance_s=self.settings.late_tolerance_s, expires_at=request.expires_at,
+            at=request.command.at,
+            now=fired_at,
+            late_tolerance_s=self.settings.late_tolerance_s,
+            expires_at=request.expires_at,
         )
         if late is not None:
             self.store.abandon(item.capture_id)
@@ -204,18 +211,31 @@ class CaptureService:
             stored_frames: list[Frame] = []
             for frame in frames:
                 encoded = encode_frame(
-                    frame, fmt, node_id=self.node_id, capture_id=capture_id,
+                    frame,
+                    fmt,
+                    node_id=self.node_id,
+                    capture_id=capture_id,
                     jpeg_quality=self.settings.jpeg_quality,
                 )
                 images[frame.camera] = encoded.data
-                stored_frames.append(Frame(
-                    camera=frame.camera, timestamp=frame.timestamp, width=encoded.width,
-                    height=encoded.height, format=fmt, bytes=len(encoded.data),
-                    sha256=encoded.sha256,
-                ))
+                stored_frames.append(
+                    Frame(
+                        camera=frame.camera,
+                        timestamp=frame.timestamp,
+                        width=encoded.width,
+                        height=encoded.height,
+                        format=fmt,
+                        bytes=len(encoded.data),
+                        sha256=encoded.sha256,
+                    )
+                )
             capture = StoredCapture(
-                capture_id=capture_id, source=request.source, received_at=request.received_at,
-                fired_at=fired_at, at=request.command.at, frames=stored_frames,
+                capture_id=capture_id,
+                source=request.source,
+                received_at=request.received_at,
+                fired_at=fired_at,
+                at=request.command.at,
+                frames=stored_frames,
             )
             self.store.commit(capture, images)
         except StoreFull as exc:
@@ -226,11 +246,18 @@ class CaptureService:
             self.store.abandon(capture_id)
             self._report_failure(request, capture_id, f"store: {exc}", CaptureStatus.ERROR)
             return
-        self._publish_result(CaptureResult(
-            node_id=self.node_id, capture_id=capture_id, status=CaptureStatus.OK,
-            received_at=request.received_at, fired_at=fired_at, at=request.command.at,
-            frames=stored_frames, source=_source(request.source),
-        ))
+        self._publish_result(
+            CaptureResult(
+                node_id=self.node_id,
+                capture_id=capture_id,
+                status=CaptureStatus.OK,
+                received_at=request.received_at,
+                fired_at=fired_at,
+                at=request.command.at,
+                frames=stored_frames,
+                source=_source(request.source),
+            )
+        )
         if self._publish_preview is not None and frames:
             self._publish_preview(thumbnail_jpeg(frames[0]))
 
@@ -238,11 +265,17 @@ class CaptureService:
         self, request: CaptureRequest, capture_id: str, reason: str, status: CaptureStatus
     ) -> None:
         logger.warning("capture %s (%s): %s: %s", capture_id, request.source, status, reason)
-        self._publish_result(CaptureResult(
-            node_id=self.node_id, capture_id=capture_id, status=status,
-            received_at=request.received_at, at=request.command.at, error=reason,
-            source=_source(request.source),
-        ))
+        self._publish_result(
+            CaptureResult(
+                node_id=self.node_id,
+                capture_id=capture_id,
+                status=status,
+                received_at=request.received_at,
+                at=request.command.at,
+                error=reason,
+                source=_source(request.source),
+            )
+        )
 
 
 def _source(value: str) -> Literal["mqtt", "thrift"]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import signal
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -20,6 +21,8 @@ from schemas.capture import describe_validation_error
 from schemas.errors import PepiError
 
 logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def load_config_file(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
@@ -44,64 +47,185 @@ def parse_resolution(_ctx: click.Context, _p: click.Parameter, value: Any) -> An
     return (width, height)
 
 
-def _opt(*names: str, env: str, **kwargs: Any) -> Any:
+def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
+    """A click option that also reads ``PEPI_<env>``."""
     return click.option(*names, envvar=f"PEPI_{env}", show_envvar=True, **kwargs)
 
 
 @click.command("node")
-@click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              callback=load_config_file, is_eager=True, expose_value=False,
-              help="TOML file with any of these options (keys as below, e.g. node_id = \"cam01\").")
-@_opt("--broker", env="BROKER", default="mqtt://127.0.0.1:1883", show_default=True,
-      help="Broker URL: mqtt://[user:pass@]host[:port] or mqtts:// for TLS.")
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    callback=load_config_file,
+    is_eager=True,
+    expose_value=False,
+    help='TOML file with any of these options (keys as below, e.g. node_id = "cam01").',
+)
+@_opt(
+    "--broker",
+    env="BROKER",
+    default="mqtt://127.0.0.1:1883",
+    show_default=True,
+    help="Broker URL: mqtt://[user:pass@]host[:port] or mqtts:// for TLS.",
+)
 @_opt("--username", env="MQTT_USERNAME", help="MQTT username (default: the node id).")
 @_opt("--password", env="MQTT_PASSWORD", help="MQTT password.")
-@_opt("--password-file", env="MQTT_PASSWORD_FILE",
-      type=click.Path(exists=True, dir_okay=False, path_type=Path),
-      help="File holding the MQTT password (keeps it out of ps and shell history).")
-@_opt("--ca-file", env="CA_FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-      help="CA certificate for mqtts:// brokers.")
-@_opt("--node-id", env="NODE_ID",
-      help="Node id [a-z0-9][a-z0-9_-]{0,31}; default: Pi CPU serial, else /etc/machine-id.")
-@_opt("--topic-root", env="TOPIC_ROOT", default="pepi/v1", show_default=True,
-      help="MQTT topic root.")
-@_opt("--data-dir", env="DATA_DIR", type=click.Path(file_okay=False, path_type=Path),
-      required=True, help="Where captures are stored (survives restarts).")
-@_opt("--thrift-host", env="THRIFT_HOST", default="0.0.0.0", show_default=True,
-      help="Address the Thrift CameraServer and MJPEG streams bind to.")
-@_opt("--thrift-port", env="THRIFT_PORT", type=int, default=6000, show_default=True,
-      help="Thrift CameraServer port (0 = any free port, reported in the status).")
-@_opt("--advertise-host", env="ADVERTISE_HOST",
-      help="Address the controller should use to reach this node (default: bind address).")
-@_opt("--stream-port", env="STREAM_PORT", type=int, default=6001, show_default=True,
-      help="MJPEG preview port (0 = any free port, -1 = no streams).")
-@_opt("--camera", env="CAMERA", type=click.Choice(["synthetic", "folder", "picamera2"]),
-      default="synthetic", show_default=True,
-      help="Camera backend: synthetic test chart, images from --folder, or the Pi camera.")
-@_opt("--camera-count", env="CAMERA_COUNT", type=int, default=1, show_default=True,
-      help="Number of cameras (synthetic backend).")
-@_opt("--folder", env="FOLDER", type=click.Path(file_okay=False, path_type=Path),
-      help="Image folder for --camera folder.")
-@_opt("--resolution", env="RESOLUTION", callback=parse_resolution, default="1920x1080",
-      show_default=True, help="Capture resolution WIDTHxHEIGHT.")
-@_opt("--fps", env="FPS", type=float, default=30.0, show_default=True,
-      help="Sensor frame rate; immediate captures snap to the next frame.")
-@_opt("--frame-lock/--no-frame-lock", env="FRAME_LOCK", default=False, show_default=True,
-      help="Put frame starts on a wall-clock grid shared by all nodes (like libcamera sync).")
-@_opt("--heartbeat", "heartbeat_s", env="HEARTBEAT", type=float, default=5.0, show_default=True,
-      help="Seconds between retained status heartbeats.")
-@_opt("--late-tolerance", "late_tolerance_s", env="LATE_TOLERANCE", type=float, default=0.5,
-      show_default=True, help="A trigger whose 'at' is further in the past is not fired (late).")
-@_opt("--jpeg-quality", env="JPEG_QUALITY", type=int, default=90, show_default=True,
-      help="JPEG quality 1-100.")
-@_opt("--max-store-bytes", env="MAX_STORE_BYTES", type=int, default=2 * 1024**3,
-      show_default=True, help="Refuse captures (store_full) beyond this many stored bytes.")
-@_opt("--min-free-bytes", env="MIN_FREE_BYTES", type=int, default=256 * 1024**2,
-      show_default=True, help="Refuse captures when the disk would have less free than this.")
-@_opt("--evict-retrieved/--no-evict-retrieved", env="EVICT_RETRIEVED", default=False,
-      show_default=True, help="When full, delete the oldest already-retrieved capture first.")
-@_opt("--allow-shutdown/--no-allow-shutdown", env="ALLOW_SHUTDOWN", default=False,
-      show_default=True, help="Let Thrift shutdown() stop this agent (otherwise only logged).")
+@_opt(
+    "--password-file",
+    env="MQTT_PASSWORD_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File holding the MQTT password (keeps it out of ps and shell history).",
+)
+@_opt(
+    "--ca-file",
+    env="CA_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CA certificate for mqtts:// brokers.",
+)
+@_opt(
+    "--node-id",
+    env="NODE_ID",
+    help="Node id [a-z0-9][a-z0-9_-]{0,31}; default: Pi CPU serial, else /etc/machine-id.",
+)
+@_opt(
+    "--topic-root", env="TOPIC_ROOT", default="pepi/v1", show_default=True, help="MQTT topic root."
+)
+@_opt(
+    "--data-dir",
+    env="DATA_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Where captures are stored (survives restarts).",
+)
+@_opt(
+    "--thrift-host",
+    env="THRIFT_HOST",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address the Thrift CameraServer and MJPEG streams bind to.",
+)
+@_opt(
+    "--thrift-port",
+    env="THRIFT_PORT",
+    type=int,
+    default=6000,
+    show_default=True,
+    help="Thrift CameraServer port (0 = any free port, reported in the status).",
+)
+@_opt(
+    "--advertise-host",
+    env="ADVERTISE_HOST",
+    help="Address the controller should use to reach this node (default: bind address).",
+)
+@_opt(
+    "--stream-port",
+    env="STREAM_PORT",
+    type=int,
+    default=6001,
+    show_default=True,
+    help="MJPEG preview port (0 = any free port, -1 = no streams).",
+)
+@_opt(
+    "--camera",
+    env="CAMERA",
+    type=click.Choice(["synthetic", "folder", "picamera2"]),
+    default="synthetic",
+    show_default=True,
+    help="Camera backend: synthetic test chart, images from --folder, or the Pi camera.",
+)
+@_opt(
+    "--camera-count",
+    env="CAMERA_COUNT",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Number of cameras (synthetic backend).",
+)
+@_opt(
+    "--folder",
+    env="FOLDER",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Image folder for --camera folder.",
+)
+@_opt(
+    "--resolution",
+    env="RESOLUTION",
+    callback=parse_resolution,
+    default="1920x1080",
+    show_default=True,
+    help="Capture resolution WIDTHxHEIGHT.",
+)
+@_opt(
+    "--fps",
+    env="FPS",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Sensor frame rate; immediate captures snap to the next frame.",
+)
+@_opt(
+    "--frame-lock/--no-frame-lock",
+    env="FRAME_LOCK",
+    default=False,
+    show_default=True,
+    help="Put frame starts on a wall-clock grid shared by all nodes (like libcamera sync).",
+)
+@_opt(
+    "--heartbeat",
+    "heartbeat_s",
+    env="HEARTBEAT",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds between retained status heartbeats.",
+)
+@_opt(
+    "--late-tolerance",
+    "late_tolerance_s",
+    env="LATE_TOLERANCE",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="A trigger whose 'at' is further in the past is not fired (late).",
+)
+@_opt(
+    "--jpeg-quality",
+    env="JPEG_QUALITY",
+    type=int,
+    default=90,
+    show_default=True,
+    help="JPEG quality 1-100.",
+)
+@_opt(
+    "--max-store-bytes",
+    env="MAX_STORE_BYTES",
+    type=int,
+    default=2 * 1024**3,
+    show_default=True,
+    help="Refuse captures (store_full) beyond this many stored bytes.",
+)
+@_opt(
+    "--min-free-bytes",
+    env="MIN_FREE_BYTES",
+    type=int,
+    default=256 * 1024**2,
+    show_default=True,
+    help="Refuse captures when the disk would have less free than this.",
+)
+@_opt(
+    "--evict-retrieved/--no-evict-retrieved",
+    env="EVICT_RETRIEVED",
+    default=False,
+    show_default=True,
+    help="When full, delete the oldest already-retrieved capture first.",
+)
+@_opt(
+    "--allow-shutdown/--no-allow-shutdown",
+    env="ALLOW_SHUTDOWN",
+    default=False,
+    show_default=True,
+    help="Let Thrift shutdown() stop this agent (otherwise only logged).",
+)
 def node_command(password_file: Path | None, **options: Any) -> None:
     """Run a node agent: MQTT-triggered capture, PEPI Thrift CameraServer, MJPEG previews."""
     if password_file is not None:
@@ -120,8 +244,13 @@ def node_command(password_file: Path | None, **options: Any) -> None:
 def run_node(config: NodeConfig) -> None:
     """Start the agent and block until SIGINT/SIGTERM (or an allowed Thrift shutdown)."""
     camera = make_camera(
-        config.camera, node_id=config.node_id, resolution=config.resolution, fps=config.fps,
-        count=config.camera_count, frame_lock=config.frame_lock, folder=config.folder,
+        config.camera,
+        node_id=config.node_id,
+        resolution=config.resolution,
+        fps=config.fps,
+        count=config.camera_count,
+        frame_lock=config.frame_lock,
+        folder=config.folder,
     )
     store = CaptureStore(
         config.data_dir,

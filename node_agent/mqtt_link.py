@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from schemas.errors import PepiError
@@ -51,7 +51,9 @@ class BrokerAddress:
         if not parts.hostname:
             raise BrokerUrlError(f"broker URL {url!r}: no host")
         return cls(
-            host=parts.hostname, port=port, tls=tls,
+            host=parts.hostname,
+            port=port,
+            tls=tls,
             username=urllib.parse.unquote(parts.username) if parts.username else None,
             password=urllib.parse.unquote(parts.password) if parts.password else None,
         )
@@ -108,7 +110,8 @@ class MqttLink:
         self.connected = threading.Event()
         self.last_error: str | None = None
         client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=options.client_id,
+            CallbackAPIVersion.VERSION2,
+            client_id=options.client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         username = options.username or address.username
@@ -129,7 +132,9 @@ class MqttLink:
     def start(self) -> None:
         """Connect in the background; paho retries the first connect and every reconnect."""
         self._client.connect_async(
-            self.address.host, self.address.port, keepalive=self.options.keepalive,
+            self.address.host,
+            self.address.port,
+            keepalive=self.options.keepalive,
             clean_start=True,
         )
         self._client.loop_start()
@@ -138,7 +143,11 @@ class MqttLink:
         return self.connected.wait(timeout)
 
     def publish(
-        self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False,
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int = 1,
+        retain: bool = False,
         expiry_s: int | None = None,
     ) -> mqtt.MQTTMessageInfo:
         """Queue a publish (never blocks; safe from any thread, including callbacks)."""
@@ -162,8 +171,12 @@ class MqttLink:
     # -- paho callbacks (network thread) ------------------------------------------------------
 
     def _handle_connect(
-        self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
-        reason_code: ReasonCode, properties: Properties | None,
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
             self.last_error = f"broker refused the connection: {reason_code}"
@@ -173,14 +186,19 @@ class MqttLink:
         for topic, qos in self.options.subscriptions:
             client.subscribe(topic, qos=qos)
         self.connected.set()
-        logger.info("connected to %s:%d as %s", self.address.host, self.address.port,
-                    self.options.client_id)
+        logger.info(
+            "connected to %s:%d as %s", self.address.host, self.address.port, self.options.client_id
+        )
         if self._on_connected is not None:
             self._on_connected()
 
     def _handle_disconnect(
-        self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
-        reason_code: ReasonCode, properties: Properties | None,
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
     ) -> None:
         self.connected.clear()
         reason = str(reason_code)
@@ -195,7 +213,12 @@ class MqttLink:
         props = getattr(msg, "properties", None)
         if props is not None and hasattr(props, "MessageExpiryInterval"):
             expiry = float(props.MessageExpiryInterval)
-        self._on_message(InboundMessage(
-            topic=msg.topic, payload=bytes(msg.payload), retain=bool(msg.retain),
-            received_at=received_at, expiry_interval=expiry,
-        ))
+        self._on_message(
+            InboundMessage(
+                topic=msg.topic,
+                payload=bytes(msg.payload),
+                retain=bool(msg.retain),
+                received_at=received_at,
+                expiry_interval=expiry,
+            )
+        )

@@ -1,4 +1,4 @@
-"""The node's capture store: atomic on-disk captures with metadata, bounded by bytes and free disk."""
+"""The node's capture store: atomic on-disk captures with metadata, bounded in size."""
 
 from __future__ import annotations
 
@@ -94,7 +94,9 @@ class CaptureStore:
                 logger.warning("ignoring unreadable capture folder %s: %s", folder, exc)
                 continue
             if meta.capture_id != folder.name:
-                logger.warning("ignoring capture folder %s: metadata names %s", folder, meta.capture_id)
+                logger.warning(
+                    "ignoring capture folder %s: metadata names %s", folder, meta.capture_id
+                )
                 continue
             self._held[meta.capture_id] = meta
             self._sizes[meta.capture_id] = _folder_bytes(folder)
@@ -141,8 +143,10 @@ class CaptureStore:
         for n in range(1, 100000):
             suffix = f".r{n}"
             candidate = capture_id[: 64 - len(suffix)] + suffix
-            if candidate not in self._held and candidate not in self._pending and is_capture_id(
-                candidate
+            if (
+                candidate not in self._held
+                and candidate not in self._pending
+                and is_capture_id(candidate)
             ):
                 return candidate
         raise StoreError(f"no free id to keep capture {capture_id} aside")
@@ -240,10 +244,7 @@ class CaptureStore:
         folder = self._captures_dir / capture_id
         try:
             stored = (folder / image_name(camera, frame.format)).read_bytes()
-            if fmt == frame.format:
-                data = stored
-            else:
-                data = self._converted(folder, stored, frame, fmt)
+            data = stored if fmt == frame.format else self._converted(folder, stored, frame, fmt)
         except FileNotFoundError as exc:
             raise CaptureNotFound(f"capture {capture_id} was released while reading") from exc
         self._mark_retrieved(capture)

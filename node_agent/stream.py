@@ -30,10 +30,10 @@ class MjpegServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 server._serve(self)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 logger.debug("stream %s: " + format, self.client_address[0], *args)
 
         self._preview = preview
@@ -42,9 +42,7 @@ class MjpegServer:
         self._httpd = ThreadingHTTPServer((host, port), Handler)
         self._httpd.daemon_threads = True
         self.port = int(self._httpd.server_address[1])
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="mjpeg", daemon=True
-        )
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="mjpeg", daemon=True)
 
     def paths(self) -> list[str]:
         """One stream path per camera."""
@@ -98,7 +96,8 @@ class MjpegServer:
                 req.wfile.write(
                     f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                     f"Content-Length: {len(jpeg)}\r\n\r\n".encode()
-                    + jpeg + b"\r\n"
+                    + jpeg
+                    + b"\r\n"
                 )
                 req.wfile.flush()
                 self._stopping.wait(self._interval)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import socket
@@ -76,10 +77,14 @@ class CameraServerHandler:
             # oneway: the caller cannot be told; the log and an MQTT-less no-op is all we can do
             logger.error("start_capture over Thrift refused: %s", exc)
             return
-        self._captures.submit(CaptureRequest(
-            command=CaptureCommand(capture_id=data_code), received_at=time.time(),
-            source="thrift", recapture=True,
-        ))
+        self._captures.submit(
+            CaptureRequest(
+                command=CaptureCommand(capture_id=data_code),
+                received_at=time.time(),
+                source="thrift",
+                recapture=True,
+            )
+        )
 
     def retrieve_stills_jpg(self, with_data_code: str) -> list[bytes]:
         return self._retrieve_all(with_data_code, "jpeg")
@@ -103,7 +108,7 @@ class CameraServerHandler:
     def get_capture(self, capture_id: str) -> Any:
         return self._capture_info(self._wait(capture_id))
 
-    def fetch_image(self, capture_id: str, camera: int, format: str) -> Any:  # noqa: A002
+    def fetch_image(self, capture_id: str, camera: int, format: str) -> Any:
         fmt = self._format(format)
         self._wait(capture_id)
         try:
@@ -147,15 +152,23 @@ class CameraServerHandler:
 
     def _frame_info(self, frame: Any) -> Any:
         return self._idl.FrameInfo(
-            camera=frame.camera, timestamp=frame.timestamp, width=frame.width,
-            height=frame.height, format=frame.format, size=frame.bytes, sha256=frame.sha256,
+            camera=frame.camera,
+            timestamp=frame.timestamp,
+            width=frame.width,
+            height=frame.height,
+            format=frame.format,
+            size=frame.bytes,
+            sha256=frame.sha256,
         )
 
     def _capture_info(self, capture: StoredCapture) -> Any:
         return self._idl.CaptureInfo(
-            capture_id=capture.capture_id, received_at=capture.received_at,
-            fired_at=capture.fired_at, frames=[self._frame_info(f) for f in capture.frames],
-            retrieved=capture.retrieved, source=capture.source,
+            capture_id=capture.capture_id,
+            received_at=capture.received_at,
+            fired_at=capture.fired_at,
+            frames=[self._frame_info(f) for f in capture.frames],
+            retrieved=capture.retrieved,
+            source=capture.source,
         )
 
 
@@ -189,8 +202,9 @@ class ThriftServer:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._clients.add(conn)
-            threading.Thread(target=self._handle, args=(conn,), name="thrift-conn",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._handle, args=(conn,), name="thrift-conn", daemon=True
+            ).start()
 
     def _handle(self, conn: socket.socket) -> None:
         trans_factory = TBufferedTransportFactory()
@@ -212,16 +226,12 @@ class ThriftServer:
 
     def stop(self) -> None:
         self._stopping.set()
-        try:
+        with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._sock.close()
         with self._lock:
             clients = list(self._clients)
         for conn in clients:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self._thread.join(timeout=5)

@@ -41,16 +41,15 @@ def decide(
             "retained trigger ignored: a retained capture would re-fire on every reconnect; "
             "publish triggers without -r and clear it with an empty retained message"
         )
-    late = still_on_time(
-        at=at, now=now, late_tolerance_s=late_tolerance_s, expires_at=expires_at
-    )
+    late = still_on_time(at=at, now=now, late_tolerance_s=late_tolerance_s, expires_at=expires_at)
     if late is not None:
         return late
     return Fire(fire_at=now if at is None else max(at, now))
 
 
-def still_on_time(*, at: float | None, now: float, late_tolerance_s: float,
-                  expires_at: float | None) -> Late | None:
+def still_on_time(
+    *, at: float | None, now: float, late_tolerance_s: float, expires_at: float | None
+) -> Late | None:
     """Re-check just before firing (a queued or delayed command may have gone stale)."""
     if expires_at is not None and now > expires_at:
         return Late(f"MQTT message expiry ran out {now - expires_at:.3f} s before firing")

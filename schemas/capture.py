@@ -115,7 +115,9 @@ def _parse_json_command(text: str) -> CaptureCommand:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise PayloadError(f"capture command is not valid JSON: {exc.msg} at char {exc.pos}") from exc
+        raise PayloadError(
+            f"capture command is not valid JSON: {exc.msg} at char {exc.pos}"
+        ) from exc
     if isinstance(data, str):
         return CaptureCommand(capture_id=validate_capture_id(data))
     if not isinstance(data, dict):

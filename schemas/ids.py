@@ -16,7 +16,8 @@ def validate_node_id(value: str) -> str:
     """Return ``value`` if it is a valid node id, else raise PayloadError."""
     if not _NODE_ID.fullmatch(value):
         raise PayloadError(
-            f"invalid node id {value[:40]!r}: use 1-32 of a-z 0-9 _ - starting with a letter or digit"
+            f"invalid node id {value[:40]!r}: "
+            "use 1-32 of a-z 0-9 _ - starting with a letter or digit"
         )
     return value
 

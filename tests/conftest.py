@@ -64,7 +64,8 @@ def start_node(
 
 def wait_online(watcher: Watcher, root: str, node: NodeProcess, after: float = 0.0) -> None:
     try:
-        watcher.wait_topic(f"{root}/nodes/{node.node_id}/availability", b"online",
-                           timeout=20, after=after)
+        watcher.wait_topic(
+            f"{root}/nodes/{node.node_id}/availability", b"online", timeout=20, after=after
+        )
     except TimeoutError as exc:
         raise AssertionError(f"node never came online:\n{node.log()[-3000:]}") from exc

@@ -32,9 +32,7 @@ class Camera(Protocol):
         """One entry per camera, index order."""
         ...
 
-    def capture(
-        self, cameras: list[int], capture_id: str, at: float | None
-    ) -> list[CapturedFrame]:
+    def capture(self, cameras: list[int], capture_id: str, at: float | None) -> list[CapturedFrame]:
         """Frames from ``cameras``: the next frame (``at`` None) or the frame nearest ``at``.
 
         Blocks until the frame exists. Raises CameraError on failure."""

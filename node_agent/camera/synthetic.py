@@ -60,10 +60,13 @@ class SyntheticCamera:
         # Guards settings and the background cache: preview_jpeg runs on other threads.
         self._lock = threading.Lock()
         self._backgrounds: dict[tuple[tuple[int, int], int], Image.Image] = {}
+        # Room for a capture and two preview sizes per camera (~6 MB each at 1080p).
+        self._cache_size = 3 * count + 2
         self._closed = False
         _check_resolution(resolution)
         self._resolution = resolution
         self._frame_clock = self._make_frame_clock(fps)
+        self._warm(resolution)
 
     @property
     def frame_clock(self) -> FrameClock:
@@ -122,6 +125,7 @@ class SyntheticCamera:
     def set_resolution(self, width: int, height: int) -> None:
         """Change the resolution of every camera, up to ``MAX_RESOLUTION``."""
         _check_resolution((width, height))
+        self._warm((width, height))
         with self._lock:
             self._resolution = (width, height)
 
@@ -164,8 +168,15 @@ class SyntheticCamera:
             cached = self._backgrounds.get(key)
             if cached is None:
                 cached = _chart_background(size, camera, self._tint, self._node_id)
+                if len(self._backgrounds) >= self._cache_size:
+                    del self._backgrounds[next(iter(self._backgrounds))]
                 self._backgrounds[key] = cached
             return cached
+
+    def _warm(self, size: tuple[int, int]) -> None:
+        # Building a 1080p background takes ~0.1 s: do it now, not in the first capture.
+        for camera in range(self._count):
+            self._background(size, camera)
 
     def _render(
         self, size: tuple[int, int], camera: int, capture_id: str, start: float, index: int

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 
 @dataclass(frozen=True)
@@ -25,14 +25,21 @@ class Seen:
 class Watcher:
     """Subscribes to filters and records every message; ``wait_for`` blocks on a predicate."""
 
-    def __init__(self, port: int, filters: list[str], username: str | None = None,
-                 password: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        filters: list[str],
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.messages: list[Seen] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                   client_id=f"watch-{uuid.uuid4().hex[:8]}",
-                                   protocol=MQTTProtocolVersion.MQTTv5)
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"watch-{uuid.uuid4().hex[:8]}",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
         if username:
             self._client.username_pw_set(username, password)
         self._filters = filters
@@ -49,12 +56,12 @@ class Watcher:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         with self._cond:
-            self.messages.append(Seen(msg.topic, bytes(msg.payload), bool(msg.retain),
-                                      time.time()))
+            self.messages.append(Seen(msg.topic, bytes(msg.payload), bool(msg.retain), time.time()))
             self._cond.notify_all()
 
-    def wait_for(self, predicate: Callable[[Seen], bool], timeout: float = 15.0,
-                 what: str = "message") -> Seen:
+    def wait_for(
+        self, predicate: Callable[[Seen], bool], timeout: float = 15.0, what: str = "message"
+    ) -> Seen:
         """The first recorded message (past or future) matching ``predicate``."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -68,16 +75,25 @@ class Watcher:
                     raise TimeoutError(f"no {what} within {timeout} s; saw topics {topics}")
                 self._cond.wait(remaining)
 
-    def wait_topic(self, topic: str, payload: bytes | None = None, timeout: float = 15.0,
-                   after: float = 0.0) -> Seen:
+    def wait_topic(
+        self, topic: str, payload: bytes | None = None, timeout: float = 15.0, after: float = 0.0
+    ) -> Seen:
         return self.wait_for(
-            lambda s: s.topic == topic and s.at >= after
-            and (payload is None or s.payload == payload),
-            timeout, what=f"{topic} {payload!r}",
+            lambda s: (
+                s.topic == topic and s.at >= after and (payload is None or s.payload == payload)
+            ),
+            timeout,
+            what=f"{topic} {payload!r}",
         )
 
-    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False,
-                expiry_s: int | None = None) -> mqtt.MQTTMessageInfo:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int = 1,
+        retain: bool = False,
+        expiry_s: int | None = None,
+    ) -> mqtt.MQTTMessageInfo:
         props = None
         if expiry_s is not None:
             props = Properties(PacketTypes.PUBLISH)

@@ -27,7 +27,9 @@ class NodeProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "controller.cli", "-v", "node", *self.args],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             env={**os.environ, "PEPI_MQTT_PASSWORD": self.creds.password},
         )
         log.close()
@@ -56,17 +58,34 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def node_process(broker: EmbeddedBroker, root: str, node_id: str, base: Path,
-                 *extra: str) -> NodeProcess:
+def node_process(
+    broker: EmbeddedBroker, root: str, node_id: str, base: Path, *extra: str
+) -> NodeProcess:
     """A configured (not yet started) node with its own broker login."""
     creds = broker.add_user(node_id)
     data_dir = base / node_id
     thrift_port, stream_port = free_port(), free_port()
     args = [
-        "--broker", broker.url, "--node-id", node_id, "--topic-root", root,
-        "--data-dir", str(data_dir), "--thrift-host", "127.0.0.1",
-        "--thrift-port", str(thrift_port), "--stream-port", str(stream_port),
-        "--resolution", "640x480", "--heartbeat", "1", *extra,
+        "--broker",
+        broker.url,
+        "--node-id",
+        node_id,
+        "--topic-root",
+        root,
+        "--data-dir",
+        str(data_dir),
+        "--thrift-host",
+        "127.0.0.1",
+        "--thrift-port",
+        str(thrift_port),
+        "--stream-port",
+        str(stream_port),
+        "--resolution",
+        "640x480",
+        "--heartbeat",
+        "1",
+        *extra,
     ]
-    return NodeProcess(node_id, data_dir, thrift_port, stream_port, creds, args,
-                       base / f"{node_id}.log")
+    return NodeProcess(
+        node_id, data_dir, thrift_port, stream_port, creds, args, base / f"{node_id}.log"
+    )

@@ -1,0 +1,150 @@
+"""Download orchestration: what nodes owe, several nodes in parallel, manifests, releases."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from controller.ledger import Ledger
+from controller.manifest import write_manifest
+from controller.retrieval import (
+    DEFAULT_TIMEOUT_MS,
+    ImageFetcher,
+    RetrievalError,
+    release_capture,
+    sha256_of,
+)
+
+logger = logging.getLogger(__name__)
+
+Endpoint = tuple[str, int]
+
+
+@dataclass
+class NodeRun:
+    """What one ``download_owed`` pass did for one node."""
+
+    node_id: str
+    done: int = 0
+    failed: int = 0
+    released: list[str] = field(default_factory=list)
+    skipped: str | None = None  # why nothing was tried (busy, no endpoint)
+
+
+class Downloader:
+    """Fetches what nodes owe, writes manifests, then releases captures on the nodes.
+
+    Idempotent: a file already on disk with the expected sha256 counts as done
+    without a refetch, and a pass with nothing owed does nothing. One pass per
+    node at a time; different nodes run in parallel on a bounded pool.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        data_dir: Path,
+        endpoint_of: Callable[[str], Endpoint | None],
+        workers: int = 8,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._ledger = ledger
+        self._data_dir = data_dir
+        self._endpoint_of = endpoint_of
+        self._timeout_ms = timeout_ms
+        self._clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download")
+        self._busy: set[str] = set()
+        self._busy_lock = threading.Lock()
+
+    def submit(self, node_id: str, *, force: bool = False) -> Future[NodeRun]:
+        """Run ``download_owed`` on the pool (e.g. when a node comes back online)."""
+        return self._pool.submit(self.download_owed, node_id, force=force)
+
+    def run_pending(self) -> list[NodeRun]:
+        """One pass over every node with work due, in parallel; waits for all of them."""
+        futures = [self.submit(n) for n in self._ledger.nodes_with_work(self._clock())]
+        runs = []
+        for future in futures:
+            try:
+                runs.append(future.result())
+            except Exception:
+                logger.exception("download pass failed")
+        return runs
+
+    def download_owed(self, node_id: str, *, force: bool = False) -> NodeRun:
+        """Fetch what ``node_id`` owes, then write manifests and release what is verified.
+
+        ``force`` ignores the back-off of failed images (the node just came back).
+        """
+        with self._busy_lock:
+            if node_id in self._busy:
+                return NodeRun(node_id, skipped="busy")
+            self._busy.add(node_id)
+        try:
+            return self._download(node_id, force)
+        finally:
+            with self._busy_lock:
+                self._busy.discard(node_id)
+
+    def _download(self, node_id: str, force: bool) -> NodeRun:
+        run = NodeRun(node_id)
+        rows = self._ledger.owed_by(node_id, None if force else self._clock())
+        touched: set[str] = set()
+        missing = []
+        for row in rows:
+            if sha256_of(self._data_dir / row.path) == row.sha256:
+                self._ledger.mark_done(row.id)  # a pass killed after writing, before marking
+                run.done += 1
+                touched.add(row.set_id)
+            else:
+                missing.append(row)
+        endpoint = self._endpoint_of(node_id)
+        if endpoint is None:
+            run.skipped = "no endpoint (node not online)"
+        elif missing:
+            fetcher = ImageFetcher(
+                *endpoint, self._data_dir, self._ledger, self._timeout_ms, self._clock
+            )
+            report = fetcher.fetch(missing)
+            run.done += len(report.done)
+            run.failed += len(report.failed)
+            touched |= {row.set_id for row in missing if row.id in report.done}
+        for set_id in sorted(touched):
+            self.write_manifest(set_id)
+        if endpoint is not None:
+            self._release(node_id, endpoint, touched, run)
+        return run
+
+    def _release(self, node_id: str, endpoint: Endpoint, written: set[str], run: NodeRun) -> None:
+        for set_id, node_capture_id in self._ledger.releasable(node_id):
+            if set_id not in written:
+                self.write_manifest(set_id)  # the copy must be on record before the node forgets
+            try:
+                held = release_capture(*endpoint, node_capture_id, self._timeout_ms)
+            except RetrievalError as exc:
+                self._ledger.mark_released(set_id, node_id, error=str(exc))
+                logger.warning("release on node %s failed, will retry: %s", node_id, exc)
+                return
+            self._ledger.mark_released(set_id, node_id)
+            run.released.append(node_capture_id)
+            if not held:
+                logger.info("node %s no longer held %s", node_id, node_capture_id)
+
+    def write_manifest(self, set_id: str) -> Path | None:
+        """(Re)write a set's manifest from the ledger; None if the set is unknown."""
+        detail = self._ledger.get_set(set_id)
+        if detail is None:
+            return None
+        path = write_manifest(self._data_dir, detail, self._clock())
+        self._ledger.mark_manifest_written(set_id)
+        return path
+
+    def close(self) -> None:
+        """Wait for running passes and stop the pool."""
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,388 @@
+"""The download ledger: capture sets, node results and owed images in SQLite."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from schemas import CaptureResult, CaptureStatus, PepiError
+
+logger = logging.getLogger(__name__)
+
+LEDGER_FILE = "ledger.sqlite3"
+SCHEMA_VERSION = 1
+EXTENSIONS = {"jpeg": "jpeg", "png": "png", "raw": "npy"}
+
+_SCHEMA = """
+CREATE TABLE capture_sets (
+    set_id TEXT PRIMARY KEY, kind TEXT NOT NULL, triggered_at REAL NOT NULL, at REAL,
+    target_node TEXT, expected TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'open',
+    completed_at REAL, spread_s REAL, fired_spread_s REAL, manifest_at REAL,
+    created_at REAL NOT NULL);
+CREATE INDEX capture_sets_newest ON capture_sets (triggered_at DESC);
+CREATE TABLE node_results (
+    set_id TEXT NOT NULL REFERENCES capture_sets (set_id), node_id TEXT NOT NULL,
+    node_capture_id TEXT NOT NULL, status TEXT NOT NULL, fired_at REAL,
+    result_json TEXT NOT NULL, recorded_at REAL NOT NULL, released_at REAL,
+    release_attempts INTEGER NOT NULL DEFAULT 0, release_error TEXT,
+    PRIMARY KEY (set_id, node_id));
+CREATE TABLE owed_images (
+    id INTEGER PRIMARY KEY, set_id TEXT NOT NULL REFERENCES capture_sets (set_id),
+    node_id TEXT NOT NULL, node_capture_id TEXT NOT NULL, camera INTEGER NOT NULL,
+    format TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL, frame_ts REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'downloading', 'done', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at REAL,
+    path TEXT NOT NULL, updated_at REAL NOT NULL, UNIQUE (set_id, node_id, camera));
+CREATE INDEX owed_images_by_node ON owed_images (node_id, state);
+"""
+
+
+class LedgerError(PepiError):
+    """The ledger file cannot be used."""
+
+
+class ImageState(StrEnum):
+    """Download state of one owed image."""
+
+    PENDING = "pending"
+    DOWNLOADING = "downloading"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class OwedImage:
+    """One image a node owes; ``path`` is relative to the data dir."""
+
+    id: int
+    set_id: str
+    node_id: str
+    node_capture_id: str
+    camera: int
+    format: str
+    sha256: str
+    size: int
+    frame_ts: float
+    state: ImageState
+    attempts: int
+    last_error: str | None
+    path: str
+
+
+@dataclass(frozen=True)
+class SetRecord:
+    """One capture set with its download counts."""
+
+    set_id: str
+    kind: str
+    triggered_at: float
+    at: float | None
+    target_node: str | None
+    expected: tuple[str, ...]
+    state: str
+    completed_at: float | None
+    spread_s: float | None
+    fired_spread_s: float | None
+    manifest_at: float | None
+    images_total: int
+    images_done: int
+    images_failed: int
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """One node's result in a set and whether its capture was released on the node."""
+
+    set_id: str
+    node_id: str
+    node_capture_id: str
+    result: CaptureResult
+    recorded_at: float
+    released_at: float | None
+    release_error: str | None
+
+
+@dataclass(frozen=True)
+class SetDetail:
+    """A set with its results and owed images."""
+
+    record: SetRecord
+    results: tuple[ResultRecord, ...]
+    images: tuple[OwedImage, ...]
+
+
+def image_path(set_id: str, node_id: str, camera: int, fmt: str) -> str:
+    """PEPI's naming, relative to the data dir: ``<set>/id<node>_d<set>_cam<n>.<ext>``."""
+    return f"{set_id}/id{node_id}_d{set_id}_cam{camera}.{EXTENSIONS.get(fmt, fmt)}"
+
+
+_SET_COLUMNS = """s.set_id, s.kind, s.triggered_at, s.at, s.target_node, s.expected, s.state,
+    s.completed_at, s.spread_s, s.fired_spread_s, s.manifest_at,
+    (SELECT COUNT(*) FROM owed_images i WHERE i.set_id = s.set_id),
+    (SELECT COUNT(*) FROM owed_images i WHERE i.set_id = s.set_id AND i.state = 'done'),
+    (SELECT COUNT(*) FROM owed_images i WHERE i.set_id = s.set_id AND i.state = 'failed')"""
+_IMAGE_COLUMNS = """id, set_id, node_id, node_capture_id, camera, format, sha256, size, frame_ts,
+    state, attempts, last_error, path"""
+
+
+_SETS_NEWEST = "FROM capture_sets s ORDER BY s.triggered_at DESC, s.set_id"
+_RELEASABLE = """r.status = 'ok' AND r.released_at IS NULL AND NOT EXISTS (SELECT 1
+    FROM owed_images i WHERE i.set_id = r.set_id AND i.node_id = r.node_id AND i.state != 'done')"""
+_RELEASED = """UPDATE node_results SET release_attempts = release_attempts + 1,
+    release_error = ?, released_at = CASE WHEN ? IS NULL THEN ? END
+    WHERE set_id = ? AND node_id = ?"""
+_RESULTS_OF_SET = """SELECT set_id, node_id, node_capture_id, result_json, recorded_at,
+    released_at, release_error FROM node_results WHERE set_id = ? ORDER BY node_id"""
+_SPREADS = """UPDATE capture_sets SET
+    spread_s = (SELECT MAX(frame_ts) - MIN(frame_ts) FROM owed_images WHERE set_id = ?),
+    fired_spread_s = (SELECT MAX(fired_at) - MIN(fired_at) FROM node_results WHERE set_id = ?)
+    WHERE set_id = ?"""
+_OWED = (
+    "(state = 'pending' OR (state = 'failed' AND (? IS NULL OR COALESCE(next_attempt_at, 0) <= ?)))"
+)
+
+
+class Ledger:
+    """``<data_dir>/ledger.sqlite3``: one connection, serialised by a lock, safe across threads."""
+
+    def __init__(self, data_dir: Path, clock: Callable[[], float] = time.time) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / LEDGER_FILE
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            self._migrate()
+        except LedgerError:
+            self._db.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise LedgerError(
+                f"cannot use ledger {self.path}: {exc}; move the file away to start a new one"
+            ) from exc
+
+    def _migrate(self) -> None:
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise LedgerError(
+                f"ledger {self.path} has schema {version}, newer than this controller's "
+                f"{SCHEMA_VERSION}: upgrade pepi-fleet or use another data dir"
+            )
+        if version == 0:
+            try:
+                self._db.executescript(
+                    f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;"
+                )
+            except sqlite3.DatabaseError:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        with self._tx() as db:
+            # A controller killed mid-download left these; nothing is downloading now.
+            reset = db.execute(
+                "UPDATE owed_images SET state = 'pending' WHERE state = 'downloading'"
+            )
+            if reset.rowcount:
+                logger.info("ledger: %s interrupted downloads are pending again", reset.rowcount)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _rows(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._tx() as db:
+            return db.execute(sql, args).fetchall()
+
+    def _run(self, sql: str, args: tuple[object, ...] = ()) -> None:
+        with self._tx() as db:
+            db.execute(sql, args)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+    def record_set(
+        self,
+        set_id: str,
+        triggered_at: float,
+        expected: Iterable[str],
+        *,
+        kind: str = "explicit",
+        at: float | None = None,
+        target_node: str | None = None,
+    ) -> None:
+        """Create a set, or merge ``expected`` into an existing one of that id."""
+        with self._tx() as db:
+            row = db.execute("SELECT expected FROM capture_sets WHERE set_id = ?", (set_id,))
+            old = row.fetchone()
+            merged = json.dumps(sorted(set(expected) | set(json.loads(old[0]) if old else [])))
+            db.execute(
+                "INSERT INTO capture_sets (set_id, kind, triggered_at, at, target_node, expected,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (set_id) DO UPDATE SET"
+                " expected = excluded.expected, at = COALESCE(excluded.at, at)",
+                (set_id, kind, triggered_at, at, target_node, merged, self._clock()),
+            )
+
+    def record_result(
+        self, set_id: str, result: CaptureResult, node_capture_id: str | None = None
+    ) -> bool:
+        """Store a node's result and what its frames owe; False if an earlier ok result stays.
+
+        ``node_capture_id`` defaults to ``result.capture_id`` (what the node stored it under).
+        A set not recorded yet is created for the result.
+        """
+        node_cid = node_capture_id or result.capture_id
+        if node_cid is None:
+            raise ValueError("a result without a capture id cannot be recorded")
+        now = self._clock()
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO capture_sets (set_id, kind, triggered_at, at, expected,"
+                " created_at) VALUES (?, 'orphan', ?, ?, ?, ?)",
+                (set_id, result.received_at, result.at, json.dumps([result.node_id]), now),
+            )
+            previous = db.execute(
+                "SELECT status FROM node_results WHERE set_id = ? AND node_id = ?",
+                (set_id, result.node_id),
+            ).fetchone()
+            if previous is not None and previous[0] == CaptureStatus.OK:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO node_results (set_id, node_id, node_capture_id, status,"
+                " fired_at, result_json, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (set_id, result.node_id, node_cid, result.status, result.fired_at,
+                 result.model_dump_json(), now),
+            )  # fmt: skip
+            if result.status is CaptureStatus.OK:
+                db.executemany(
+                    "INSERT OR IGNORE INTO owed_images (set_id, node_id, node_capture_id, camera,"
+                    " format, sha256, size, frame_ts, path, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (set_id, result.node_id, node_cid, f.camera, f.format, f.sha256, f.bytes,
+                         f.timestamp, image_path(set_id, result.node_id, f.camera, f.format), now)
+                        for f in result.frames
+                    ],
+                )  # fmt: skip
+            db.execute(_SPREADS, (set_id, set_id, set_id))
+            return True
+
+    def owed_by(self, node_id: str, now: float | None = None) -> list[OwedImage]:
+        """Pending or failed images of a node, oldest set first.
+
+        With ``now``, failed images whose back-off has not run out are left for later.
+        """
+        sql = f"SELECT {_IMAGE_COLUMNS} FROM owed_images WHERE node_id = ? AND {_OWED} ORDER BY id"
+        return [_image(r) for r in self._rows(sql, (node_id, now, now))]
+
+    def nodes_with_work(self, now: float | None = None) -> list[str]:
+        """Nodes owing images (back-off respected with ``now``) or with captures to release."""
+        sql = (
+            f"SELECT node_id FROM owed_images WHERE {_OWED} UNION SELECT node_id"
+            f" FROM node_results r WHERE {_RELEASABLE} ORDER BY node_id"
+        )
+        return [str(r[0]) for r in self._rows(sql, (now, now))]
+
+    def mark_downloading(self, image_id: int) -> None:
+        """A transfer starts (a controller killed now leaves the row pending after restart)."""
+        self._set_image(image_id, "state = 'downloading'", ())
+
+    def mark_done(self, image_id: int) -> None:
+        """The file is on disk and its sha256 matched."""
+        self._set_image(image_id, "state = 'done', last_error = NULL, next_attempt_at = NULL", ())
+
+    def mark_failed(self, image_id: int, error: str, retry_at: float | None = None) -> None:
+        """An attempt failed (counted); retry after ``retry_at`` (None: at the next pass)."""
+        sql = "state = 'failed', attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+        self._set_image(image_id, sql, (error, retry_at))
+
+    def _set_image(self, image_id: int, assignments: str, args: tuple[object, ...]) -> None:
+        sql = f"UPDATE owed_images SET {assignments}, updated_at = ? WHERE id = ?"
+        self._run(sql, (*args, self._clock(), image_id))
+
+    def set_complete(self, set_id: str, completed_at: float | None = None) -> None:
+        """Assembly is over (every expected node answered, or the timeout passed)."""
+        when = completed_at if completed_at is not None else self._clock()
+        sql = "UPDATE capture_sets SET state = 'complete', completed_at = ? WHERE set_id = ?"
+        self._run(sql, (when, set_id))
+
+    def mark_manifest_written(self, set_id: str) -> None:
+        """Remember when the set's manifest was last written."""
+        self._run(
+            "UPDATE capture_sets SET manifest_at = ? WHERE set_id = ?", (self._clock(), set_id)
+        )
+
+    def all_downloaded(self, set_id: str) -> bool:
+        """True when every image the set is owed is done."""
+        sql = "SELECT COUNT(*) FROM owed_images WHERE set_id = ? AND state != 'done'"
+        return self._rows(sql, (set_id,))[0][0] == 0
+
+    def releasable(self, node_id: str) -> list[tuple[str, str]]:
+        """``(set_id, node_capture_id)`` of ok results fully downloaded but not yet released."""
+        sql = (
+            "SELECT r.set_id, r.node_capture_id FROM node_results r"
+            f" WHERE r.node_id = ? AND {_RELEASABLE} ORDER BY r.recorded_at"
+        )
+        return [(str(r[0]), str(r[1])) for r in self._rows(sql, (node_id,))]
+
+    def mark_released(self, set_id: str, node_id: str, error: str | None = None) -> None:
+        """Record a release call: done, or failed with ``error`` (retried later)."""
+        self._run(_RELEASED, (error, error, self._clock(), set_id, node_id))
+
+    def list_sets(self, limit: int = 50, offset: int = 0) -> list[SetRecord]:
+        """Sets, newest trigger first."""
+        sql = f"SELECT {_SET_COLUMNS} {_SETS_NEWEST} LIMIT ? OFFSET ?"
+        return [_set_record(r) for r in self._rows(sql, (limit, offset))]
+
+    def get_set(self, set_id: str) -> SetDetail | None:
+        """One set with its results and images, or None."""
+        rows = self._rows(
+            f"SELECT {_SET_COLUMNS} FROM capture_sets s WHERE s.set_id = ?", (set_id,)
+        )
+        if not rows:
+            return None
+        results = self._rows(_RESULTS_OF_SET, (set_id,))
+        sql = f"SELECT {_IMAGE_COLUMNS} FROM owed_images WHERE set_id = ? ORDER BY node_id, camera"
+        images = self._rows(sql, (set_id,))
+        return SetDetail(
+            _set_record(rows[0]),
+            tuple(
+                ResultRecord(r[0], r[1], r[2], CaptureResult.model_validate_json(r[3]), *r[4:])  # type: ignore[arg-type]
+                for r in results
+            ),
+            tuple(_image(r) for r in images),
+        )
+
+
+def _image(row: tuple[object, ...]) -> OwedImage:
+    values = list(row)
+    values[9] = ImageState(str(values[9]))
+    return OwedImage(*values)  # type: ignore[arg-type]
+
+
+def _set_record(row: tuple[object, ...]) -> SetRecord:
+    values = list(row)
+    values[5] = tuple(json.loads(str(values[5])))
+    return SetRecord(*values)  # type: ignore[arg-type]

@@ -1,0 +1,145 @@
+"""Files in the data dir: atomic writes and each capture set's ``manifest.json``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from controller.ledger import ImageState, SetDetail
+from schemas import CaptureStatus
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.json"
+
+
+class ManifestFrame(BaseModel):
+    """One camera's image of one node; ``file`` is None until it is downloaded and verified."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    camera: int
+    timestamp: float
+    width: int
+    height: int
+    format: str
+    bytes: int
+    sha256: str
+    file: str | None
+
+
+class ManifestNode(BaseModel):
+    """One node's answer in the set."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node_id: str
+    node_capture_id: str
+    status: CaptureStatus
+    received_at: float
+    fired_at: float | None
+    error: str | None
+    frames: list[ManifestFrame]
+
+
+class Manifest(BaseModel):
+    """``<data_dir>/<set>/manifest.json``: what the set holds and how well it was synchronised."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    capture_id: str
+    triggered_at: float
+    at: float | None
+    completed_at: float | None
+    expected: list[str]
+    nodes: list[ManifestNode]
+    cameras: list[int]
+    files: list[str]
+    spread_s: float | None
+    fired_spread_s: float | None
+    downloaded: bool
+    written_at: float
+
+
+def build_manifest(detail: SetDetail, written_at: float) -> Manifest:
+    """The manifest of one set as the ledger knows it now; lists only verified files."""
+    done = {
+        (img.node_id, img.camera): Path(img.path).name
+        for img in detail.images
+        if img.state is ImageState.DONE
+    }
+    nodes = [
+        ManifestNode(
+            node_id=r.node_id,
+            node_capture_id=r.node_capture_id,
+            status=r.result.status,
+            received_at=r.result.received_at,
+            fired_at=r.result.fired_at,
+            error=r.result.error,
+            frames=[
+                ManifestFrame(**f.model_dump(), file=done.get((r.node_id, f.camera)))
+                for f in r.result.frames
+            ],
+        )
+        for r in detail.results
+    ]
+    record = detail.record
+    return Manifest(
+        capture_id=record.set_id,
+        triggered_at=record.triggered_at,
+        at=record.at,
+        completed_at=record.completed_at,
+        expected=list(record.expected),
+        nodes=nodes,
+        cameras=sorted({f.camera for n in nodes for f in n.frames}),
+        files=sorted(done.values()),
+        spread_s=record.spread_s,
+        fired_spread_s=record.fired_spread_s,
+        downloaded=all(img.state is ImageState.DONE for img in detail.images),
+        written_at=written_at,
+    )
+
+
+def write_manifest(data_dir: Path, detail: SetDetail, written_at: float | None = None) -> Path:
+    """Write the set's manifest atomically; return its path."""
+    manifest = build_manifest(detail, time.time() if written_at is None else written_at)
+    path = data_dir / detail.record.set_id / MANIFEST_FILE
+    write_atomic(path, (manifest.model_dump_json(indent=2) + "\n").encode())
+    logger.debug("wrote %s", path)
+    return path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` is either whole or absent (temp file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,96 @@
+"""Malformed input on every topic the node reads: clear error, agent alive, store intact."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import StartNode
+from support.expect import assert_retrievable, wait_result
+from support.mqtt_watch import Watcher
+from support.pub import mosquitto_pub
+
+from broker.runner import EmbeddedBroker
+from schemas import CaptureStatus
+
+BAD_COMMANDS = {
+    "invalid-json": ('{"capture_id": "x1", ', "not valid JSON"),
+    "unknown-field": ('{"capture_id": "x2", "shutter": 5}', "unknown field"),
+    "unsafe-id": ("../../etc/passwd", "invalid capture id"),
+    "overlong-id": ("a" * 65, "invalid capture id"),
+    "wrong-type": ('{"capture_id": "x3", "at": "soon"}', "at:"),
+    "array": ("[1, 2]", "must be an object"),
+    "oversized": ('{"capture_id": "x4", "pad": "' + "p" * 8000 + '"}', "limit"),
+    "bad-camera": ('{"capture_id": "x5", "cameras": [-1]}', "cameras"),
+    "bad-format": ('{"capture_id": "x6", "format": "gif"}', "format"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_COMMANDS))
+def test_bad_capture_command_gives_error_result(
+    broker: EmbeddedBroker, root: str, watcher: Watcher, start_node: StartNode, case: str
+) -> None:
+    node = start_node("cam1")
+    mosquitto_pub(broker.port, f"{root}/capture", "good-before")
+    before = wait_result(watcher, root, "cam1", "good-before")
+    payload, expected = BAD_COMMANDS[case]
+    mosquitto_pub(broker.port, f"{root}/nodes/cam1/capture", payload)
+    error = wait_result(watcher, root, "cam1", status=CaptureStatus.ERROR)
+    assert expected in (error.error or ""), error.error
+    assert f"{root}/nodes/cam1/capture" in (error.error or "")
+    mosquitto_pub(broker.port, f"{root}/capture", "good-after")
+    assert wait_result(watcher, root, "cam1", "good-after").status == CaptureStatus.OK
+    assert node.alive
+    assert_retrievable(node, before)
+
+
+def test_bad_settings_and_clock_ping_are_logged_and_survived(
+    broker: EmbeddedBroker, root: str, watcher: Watcher, start_node: StartNode
+) -> None:
+    node = start_node("cam1")
+    controller = broker.add_user("controller")
+    for topic, payload in [
+        ("set", "{not json"),
+        ("set", '{"resolution": [0, 0]}'),
+        ("set", '{"iso": 100}'),
+        ("clock/ping", "garbage"),
+        ("clock/ping", '{"seq": -1, "t1": 1}'),
+    ]:
+        mosquitto_pub(
+            broker.port,
+            f"{root}/nodes/cam1/{topic}",
+            payload,
+            username=controller.username,
+            password=controller.password,
+        )
+    mosquitto_pub(
+        broker.port,
+        f"{root}/nodes/cam1/clock/ping",
+        '{"seq": 1, "t1": 5.0}',
+        username=controller.username,
+        password=controller.password,
+    )
+    watcher.wait_topic(f"{root}/nodes/cam1/clock/pong")
+    mosquitto_pub(broker.port, f"{root}/capture", "still-alive")
+    assert wait_result(watcher, root, "cam1", "still-alive").status == CaptureStatus.OK
+    log = node.log()
+    assert "bad settings" in log and "bad clock ping" in log and "unknown field" in log
+
+
+def test_settings_change_resolution(
+    broker: EmbeddedBroker, root: str, watcher: Watcher, start_node: StartNode
+) -> None:
+    start_node("cam1")
+    controller = broker.add_user("controller")
+    mosquitto_pub(
+        broker.port,
+        f"{root}/nodes/cam1/set",
+        '{"resolution": [320, 240]}',
+        username=controller.username,
+        password=controller.password,
+    )
+    watcher.wait_for(
+        lambda s: s.topic == f"{root}/nodes/cam1/status" and b"[320,240]" in s.payload,
+        what="status at 320x240",
+    )
+    mosquitto_pub(broker.port, f"{root}/capture", "small")
+    result = wait_result(watcher, root, "cam1", "small")
+    assert (result.frames[0].width, result.frames[0].height) == (320, 240)

@@ -1,0 +1,49 @@
+"""Waiting for and checking node results in tests."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+from PIL import Image
+
+from node_agent.encode import read_exif_timestamp
+from schemas import CaptureResult, CaptureStatus
+from support.mqtt_watch import Seen, Watcher
+from support.nodes import NodeProcess
+from support.thrift_clients import camera_server
+
+
+def wait_result(
+    watcher: Watcher,
+    root: str,
+    node: str,
+    capture_id: str | None = None,
+    status: CaptureStatus | None = None,
+    after: float = 0.0,
+) -> CaptureResult:
+    """The node's next result matching the given id/status."""
+
+    def match(seen: Seen) -> bool:
+        if seen.topic != f"{root}/nodes/{node}/result" or seen.at < after:
+            return False
+        result = CaptureResult.model_validate_json(seen.payload)
+        return (capture_id is None or result.capture_id == capture_id) and (
+            status is None or result.status == status
+        )
+
+    seen = watcher.wait_for(match, what=f"result {capture_id} {status}")
+    return CaptureResult.model_validate_json(seen.payload)
+
+
+def assert_retrievable(node: NodeProcess, result: CaptureResult) -> None:
+    """Every frame of an ok result can be fetched and matches its sha256 and EXIF time."""
+    assert result.status == CaptureStatus.OK, result.error
+    assert result.frames
+    with camera_server(node.thrift_port, fleet=True) as server:
+        for frame in result.frames:
+            blob = server.fetch_image(result.capture_id, frame.camera, frame.format)
+            assert hashlib.sha256(blob.data).hexdigest() == frame.sha256 == blob.sha256
+            assert Image.open(io.BytesIO(blob.data)).format == "JPEG"
+            assert read_exif_timestamp(blob.data) == pytest.approx(frame.timestamp, abs=1e-6)

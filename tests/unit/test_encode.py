@@ -1,0 +1,136 @@
+"""Frame encoding: EXIF contents, timestamp round trips, raw arrays and conversion."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from PIL.ExifTags import IFD, Base
+
+from node_agent.camera.base import CapturedFrame
+from node_agent.camera.synthetic import SyntheticCamera
+from node_agent.encode import convert_image, encode_frame, read_exif_timestamp
+from schemas.errors import PayloadError
+
+TIMESTAMP = 1_767_225_600.123456  # 2026-01-01T00:00:00.123456Z
+
+
+def _frame(timestamp: float = TIMESTAMP, size: tuple[int, int] = (160, 120)) -> CapturedFrame:
+    camera = SyntheticCamera(
+        "node-a", resolution=size, clock=lambda: timestamp, sleep=lambda _: None
+    )
+    pixels = camera.capture([0], "cap-7", timestamp)[0].pixels
+    return CapturedFrame(camera=2, timestamp=timestamp, pixels=pixels, model="synthetic")
+
+
+def _encode(frame: CapturedFrame, fmt: str) -> bytes:
+    return encode_frame(frame, fmt, node_id="node-a", capture_id="cap-7").data  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_encode_exif_names_node_capture_camera_and_time(fmt: str) -> None:
+    data = _encode(_frame(), fmt)
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == fmt.upper()
+        exif = image.getexif()
+    sub = exif.get_ifd(IFD.Exif)
+    assert exif[Base.Make] == "pepi-fleet"
+    assert exif[Base.Model] == "synthetic"
+    assert exif[Base.DateTime] == "2026:01:01 00:00:00"
+    assert exif[Base.ImageDescription] == "pepi-fleet node node-a capture cap-7 camera 2"
+    assert sub[Base.DateTimeOriginal] == "2026:01:01 00:00:00"
+    assert sub[Base.SubsecTimeOriginal] == "123456"
+    assert sub[Base.OffsetTimeOriginal] == "+00:00"
+    assert sub[Base.BodySerialNumber] == "node-a"
+    assert sub[Base.ImageUniqueID] == "node-a-cap-7-cam2"
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+@pytest.mark.parametrize(
+    "timestamp", [TIMESTAMP, 1_767_225_600.000005, 1_767_225_659.999999, 1_700_000_000.0333333]
+)
+def test_encode_exif_timestamp_round_trips_to_the_microsecond(fmt: str, timestamp: float) -> None:
+    parsed = read_exif_timestamp(_encode(_frame(timestamp), fmt))
+    assert round(parsed * 1e6) == round(timestamp * 1e6)
+
+
+def test_encode_reports_size_format_and_sha256() -> None:
+    frame = _frame()
+    encoded = encode_frame(frame, "jpeg", node_id="node-a", capture_id="cap-7")
+    assert (encoded.format, encoded.width, encoded.height) == ("jpeg", 160, 120)
+    assert encoded.sha256 == hashlib.sha256(encoded.data).hexdigest()
+
+
+def test_encode_raw_is_the_exact_rgb_array_as_npy() -> None:
+    frame = _frame()
+    encoded = encode_frame(frame, "raw", node_id="node-a", capture_id="cap-7")
+    assert (encoded.width, encoded.height) == (160, 120)
+    loaded = np.load(io.BytesIO(encoded.data), allow_pickle=False)
+    assert loaded.dtype == np.uint8
+    assert np.array_equal(loaded, frame.pixels)
+
+
+def test_encode_png_is_lossless() -> None:
+    frame = _frame()
+    with Image.open(io.BytesIO(_encode(frame, "png"))) as image:
+        assert np.array_equal(np.asarray(image.convert("RGB")), frame.pixels)
+
+
+def test_encode_1080p_jpeg_is_under_1_5_mb() -> None:
+    data = _encode(_frame(size=(1920, 1080)), "jpeg")
+    assert len(data) < 1_500_000
+
+
+def test_encode_jpeg_quality_trades_size() -> None:
+    frame = _frame(size=(640, 480))
+    low = encode_frame(frame, "jpeg", node_id="n", capture_id="c", jpeg_quality=50)
+    high = encode_frame(frame, "jpeg", node_id="n", capture_id="c", jpeg_quality=95)
+    assert len(low.data) < len(high.data)
+
+
+def test_encode_convert_jpeg_to_png_keeps_pixels_and_exif() -> None:
+    jpeg = _encode(_frame(), "jpeg")
+    png = convert_image(jpeg, "jpeg", "png")
+    with Image.open(io.BytesIO(png)) as image, Image.open(io.BytesIO(jpeg)) as original:
+        assert image.format == "PNG"
+        assert np.array_equal(np.asarray(image), np.asarray(original))
+        assert image.getexif().get_ifd(IFD.Exif)[Base.ImageUniqueID] == "node-a-cap-7-cam2"
+    assert round(read_exif_timestamp(png) * 1e6) == round(TIMESTAMP * 1e6)
+
+
+def test_encode_convert_png_source_keeps_the_same_pixels() -> None:
+    frame = _frame()
+    png = _encode(frame, "png")
+    assert convert_image(png, "png", "png") == png
+    raw = convert_image(png, "png", "raw")
+    assert np.array_equal(np.load(io.BytesIO(raw)), frame.pixels)
+    back = convert_image(raw, "raw", "png")
+    with Image.open(io.BytesIO(back)) as image:
+        assert image.format == "PNG"
+        assert np.array_equal(np.asarray(image), frame.pixels)
+
+
+def test_encode_convert_png_to_jpeg_keeps_the_timestamp() -> None:
+    jpeg = convert_image(_encode(_frame(), "png"), "png", "jpeg", jpeg_quality=80)
+    with Image.open(io.BytesIO(jpeg)) as image:
+        assert image.format == "JPEG"
+    assert round(read_exif_timestamp(jpeg) * 1e6) == round(TIMESTAMP * 1e6)
+
+
+def test_encode_convert_garbage_is_a_payload_error() -> None:
+    with pytest.raises(PayloadError, match="not a readable jpeg"):
+        convert_image(b"not an image", "jpeg", "png")
+    with pytest.raises(PayloadError, match="not a readable raw"):
+        convert_image(b"not an array", "raw", "png")
+
+
+def test_encode_read_exif_timestamp_without_exif_is_a_payload_error() -> None:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, format="JPEG")
+    with pytest.raises(PayloadError, match="not written by pepi-fleet"):
+        read_exif_timestamp(out.getvalue())
+    with pytest.raises(PayloadError, match="could not be read"):
+        read_exif_timestamp(b"garbage")

@@ -1,0 +1,246 @@
+"""Download ledger on real SQLite files: owed images, states, crash recovery, releases."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.ledger import LEDGER_FILE, ImageState, Ledger, LedgerError, image_path
+from schemas import CaptureResult, CaptureStatus, Frame
+
+T0 = 1_763_712_000.0
+
+
+class FakeClock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def frame(camera: int, timestamp: float, fmt: str = "jpeg") -> Frame:
+    sha = hashlib.sha256(f"{camera}-{timestamp}".encode()).hexdigest()
+    return Frame.model_validate(
+        {
+            "camera": camera,
+            "timestamp": timestamp,
+            "width": 4,
+            "height": 3,
+            "format": fmt,
+            "bytes": 100 + camera,
+            "sha256": sha,
+        }
+    )
+
+
+def result(
+    node: str,
+    capture_id: str,
+    frames: list[Frame] | None = None,
+    status: CaptureStatus = CaptureStatus.OK,
+    fired_at: float = T0,
+) -> CaptureResult:
+    return CaptureResult(
+        node_id=node,
+        capture_id=capture_id,
+        status=status,
+        received_at=T0,
+        fired_at=fired_at,
+        frames=frames if frames is not None else [],
+        error=None if status is CaptureStatus.OK else "busy",
+    )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, clock: FakeClock) -> Iterator[Ledger]:
+    led = Ledger(tmp_path, clock)
+    yield led
+    led.close()
+
+
+def test_ledger_creates_versioned_wal_database(tmp_path: Path, ledger: Ledger) -> None:
+    assert ledger.path == tmp_path / LEDGER_FILE
+    db = sqlite3.connect(ledger.path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+def test_ledger_refuses_newer_schema(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / LEDGER_FILE)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(LedgerError, match="newer"):
+        Ledger(tmp_path)
+
+
+def test_ledger_refuses_file_that_is_not_a_database(tmp_path: Path) -> None:
+    (tmp_path / LEDGER_FILE).write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(LedgerError, match="move the file away"):
+        Ledger(tmp_path)
+
+
+def test_ledger_result_creates_owed_images(ledger: Ledger) -> None:
+    ledger.record_set("scan-1", T0, ["a", "b"])
+    assert ledger.record_result("scan-1", result("a", "scan-1", [frame(0, T0), frame(1, T0)]))
+    owed = ledger.owed_by("a")
+    assert [(i.camera, i.state, i.path) for i in owed] == [
+        (0, ImageState.PENDING, "scan-1/ida_dscan-1_cam0.jpeg"),
+        (1, ImageState.PENDING, "scan-1/ida_dscan-1_cam1.jpeg"),
+    ]
+    assert owed[0].node_capture_id == "scan-1" and owed[1].size == 101
+    assert ledger.owed_by("b") == []
+    assert not ledger.all_downloaded("scan-1")
+
+
+def test_ledger_image_path_uses_pepi_naming_and_format_extension() -> None:
+    assert image_path("s", "n1", 2, "jpeg") == "s/idn1_ds_cam2.jpeg"
+    assert image_path("s", "n1", 0, "png") == "s/idn1_ds_cam0.png"
+    assert image_path("s", "n1", 0, "raw") == "s/idn1_ds_cam0.npy"
+
+
+def test_ledger_auto_set_downloads_from_node_capture_id(ledger: Ledger) -> None:
+    ledger.record_set("auto-20251121T080000000Z", T0, ["a"], kind="auto")
+    node_cid = "auto-20251121T080000012Z"
+    ledger.record_result("auto-20251121T080000000Z", result("a", node_cid, [frame(0, T0)]))
+    [row] = ledger.owed_by("a")
+    assert row.node_capture_id == node_cid
+    assert row.set_id == "auto-20251121T080000000Z"
+    assert row.path.endswith("_dauto-20251121T080000000Z_cam0.jpeg")
+
+
+def test_ledger_non_ok_result_owes_nothing_and_does_not_replace_ok(ledger: Ledger) -> None:
+    ledger.record_set("s", T0, ["a", "b"])
+    assert ledger.record_result("s", result("b", "s", status=CaptureStatus.BUSY))
+    assert ledger.owed_by("b") == []
+    ledger.record_result("s", result("a", "s", [frame(0, T0)]))
+    assert not ledger.record_result("s", result("a", "s", status=CaptureStatus.DUPLICATE))
+    detail = ledger.get_set("s")
+    assert detail is not None
+    statuses = {r.node_id: r.result.status for r in detail.results}
+    assert statuses == {"a": CaptureStatus.OK, "b": CaptureStatus.BUSY}
+    assert len(ledger.owed_by("a")) == 1
+
+
+def test_ledger_result_without_set_creates_orphan_set(ledger: Ledger) -> None:
+    ledger.record_result("7", result("a", "7", [frame(0, T0)]))
+    detail = ledger.get_set("7")
+    assert detail is not None
+    assert detail.record.kind == "orphan" and detail.record.expected == ("a",)
+
+
+def test_ledger_record_set_merges_expected(ledger: Ledger) -> None:
+    ledger.record_set("s", T0, ["a"])
+    ledger.record_set("s", T0 + 5, ["b"], at=T0 + 9)
+    detail = ledger.get_set("s")
+    assert detail is not None
+    assert detail.record.expected == ("a", "b")
+    assert detail.record.triggered_at == T0 and detail.record.at == T0 + 9
+
+
+def test_ledger_tracks_spread_of_frames_and_fired(ledger: Ledger) -> None:
+    ledger.record_set("s", T0, ["a", "b"])
+    ledger.record_result("s", result("a", "s", [frame(0, T0 + 1.0), frame(1, T0 + 1.25)]))
+    ledger.record_result("s", result("b", "s", [frame(0, T0 + 1.5)], fired_at=T0 + 0.5))
+    [record] = ledger.list_sets()
+    assert record.spread_s == pytest.approx(0.5)
+    assert record.fired_spread_s == pytest.approx(0.5)
+
+
+def test_ledger_done_and_failed_states(ledger: Ledger, clock: FakeClock) -> None:
+    ledger.record_result("s", result("a", "s", [frame(0, T0), frame(1, T0)]))
+    first, second = ledger.owed_by("a")
+    ledger.mark_downloading(first.id)
+    ledger.mark_done(first.id)
+    ledger.mark_downloading(second.id)
+    ledger.mark_failed(second.id, "corrupt transfer", retry_at=T0 + 30)
+    assert ledger.owed_by("a", now=T0 + 10) == []  # backing off
+    assert ledger.nodes_with_work(now=T0 + 10) == []
+    [retry] = ledger.owed_by("a", now=T0 + 30)
+    assert retry.state is ImageState.FAILED
+    assert retry.attempts == 1 and retry.last_error == "corrupt transfer"
+    assert [i.id for i in ledger.owed_by("a")] == [second.id]  # no back-off when asked
+    assert not ledger.all_downloaded("s")
+    ledger.mark_done(second.id)
+    assert ledger.all_downloaded("s")
+    [record] = ledger.list_sets()
+    assert (record.images_total, record.images_done, record.images_failed) == (2, 2, 0)
+
+
+def test_ledger_reopen_after_crash_mid_download_pending_again(tmp_path: Path) -> None:
+    led = Ledger(tmp_path)
+    led.record_set("s", T0, ["a"])
+    led.record_result("s", result("a", "s", [frame(0, T0), frame(1, T0)]))
+    first, second = led.owed_by("a")
+    led.mark_downloading(first.id)
+    led.mark_downloading(second.id)
+    led.mark_done(second.id)
+    assert [i.id for i in led.owed_by("a")] == []  # in flight: nobody else takes it
+    del led  # killed: no close, no cleanup
+
+    reopened = Ledger(tmp_path)
+    [row] = reopened.owed_by("a")
+    assert row.id == first.id and row.state is ImageState.PENDING and row.attempts == 0
+    assert reopened.nodes_with_work() == ["a"]
+    reopened.close()
+
+
+def test_ledger_release_only_after_node_images_done(ledger: Ledger) -> None:
+    ledger.record_set("s", T0, ["a", "b"])
+    ledger.record_result("s", result("a", "s", [frame(0, T0)]))
+    ledger.record_result("s", result("b", "s", [frame(0, T0)]))
+    assert ledger.releasable("a") == []
+    [row] = ledger.owed_by("a")
+    ledger.mark_done(row.id)
+    assert ledger.releasable("a") == [("s", "s")]
+    assert ledger.releasable("b") == []
+    ledger.mark_released("s", "a", error="connection refused")
+    assert ledger.releasable("a") == [("s", "s")]  # retried later
+    ledger.mark_released("s", "a")
+    assert ledger.releasable("a") == []
+    assert ledger.nodes_with_work() == ["b"]
+    detail = ledger.get_set("s")
+    assert detail is not None
+    released = {r.node_id: r.released_at for r in detail.results}
+    assert released == {"a": T0, "b": None}
+
+
+def test_ledger_lists_sets_newest_first_with_paging(ledger: Ledger) -> None:
+    for i in range(5):
+        ledger.record_set(f"s{i}", T0 + i, ["a"])
+    assert [r.set_id for r in ledger.list_sets(limit=2)] == ["s4", "s3"]
+    assert [r.set_id for r in ledger.list_sets(limit=2, offset=2)] == ["s2", "s1"]
+    assert ledger.get_set("missing") is None
+
+
+def test_ledger_set_complete(ledger: Ledger) -> None:
+    ledger.record_set("s", T0, ["a"])
+    ledger.set_complete("s", T0 + 10)
+    ledger.mark_manifest_written("s")
+    [record] = ledger.list_sets()
+    assert record.state == "complete" and record.completed_at == T0 + 10
+    assert record.manifest_at == T0
+
+
+def test_ledger_survives_concurrent_writers(ledger: Ledger) -> None:
+    def record(node: str) -> None:
+        for i in range(20):
+            ledger.record_result(f"s{i}", result(node, f"s{i}", [frame(0, T0 + i)]))
+
+    threads = [threading.Thread(target=record, args=(f"n{k}",)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(len(ledger.owed_by(f"n{k}")) for k in range(4)) == 80

@@ -1,0 +1,167 @@
+"""Presence tracker: online, stale, offline, removed by the controller's receive clock."""
+
+from __future__ import annotations
+
+from controller.presence import NodeState, PresenceTracker, StateChange
+from schemas import NodeStatus
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def status(node_id: str, heartbeat_s: float = 5.0, sent_at: float = 0.0) -> NodeStatus:
+    return NodeStatus.model_validate(
+        {
+            "node_id": node_id,
+            "sent_at": sent_at,
+            "heartbeat_s": heartbeat_s,
+            "version": "test",
+            "thrift": {"host": "127.0.0.1", "port": 6000},
+            "cameras": [],
+            "stream_urls": [],
+            "store": {"captures": 0, "bytes": 0, "free_bytes": 1},
+            "clock": {"synced": True},
+        }
+    )
+
+
+def test_presence_new_node_known_when_retained_status_arrives() -> None:
+    clock = FakeClock()
+    tracker = PresenceTracker(clock)
+    assert tracker.on_availability("n1", "online") == []
+    assert tracker.nodes() == []
+    changes = tracker.on_status("n1", status("n1"))
+    assert changes == [StateChange("n1", None, NodeState.ONLINE)]
+    [view] = tracker.nodes()
+    assert view.state is NodeState.ONLINE
+    assert view.status == status("n1")
+    assert view.last_heartbeat_at == 1000.0
+    assert tracker.online_ids() == {"n1"}
+
+
+def test_presence_status_alone_makes_node_online() -> None:
+    tracker = PresenceTracker(FakeClock())
+    assert tracker.on_status("n1", status("n1")) == [StateChange("n1", None, NodeState.ONLINE)]
+
+
+def test_presence_goes_stale_after_three_heartbeats_despite_retained_online() -> None:
+    clock = FakeClock()
+    tracker = PresenceTracker(clock)
+    tracker.on_availability("n1", "online")
+    tracker.on_status("n1", status("n1", heartbeat_s=5.0))
+    clock.now += 14.9
+    assert tracker.tick() == []
+    clock.now += 0.1
+    assert tracker.tick() == [StateChange("n1", NodeState.ONLINE, NodeState.STALE)]
+    assert tracker.tick() == []
+    assert tracker.online_ids() == set()
+    [view] = tracker.nodes()
+    assert view.changed_at == 1015.0
+
+
+def test_presence_stale_uses_receive_clock_not_sent_at() -> None:
+    clock = FakeClock(now=5000.0)
+    tracker = PresenceTracker(clock)
+    # A node whose own clock is far behind still counts as fresh when its status arrives.
+    tracker.on_status("n1", status("n1", heartbeat_s=2.0, sent_at=10.0))
+    assert tracker.online_ids() == {"n1"}
+
+
+def test_presence_heartbeat_brings_stale_node_back_online() -> None:
+    clock = FakeClock()
+    tracker = PresenceTracker(clock)
+    tracker.on_status("n1", status("n1", heartbeat_s=1.0))
+    clock.now += 10
+    tracker.tick()
+    changes = tracker.on_status("n1", status("n1", heartbeat_s=1.0))
+    assert changes == [StateChange("n1", NodeState.STALE, NodeState.ONLINE)]
+
+
+def test_presence_last_will_offline_and_reconnect() -> None:
+    clock = FakeClock()
+    tracker = PresenceTracker(clock)
+    tracker.on_status("n1", status("n1"))
+    changes = tracker.on_availability("n1", "offline")
+    assert changes == [StateChange("n1", NodeState.ONLINE, NodeState.OFFLINE)]
+    clock.now += 100
+    assert tracker.tick() == []  # offline does not decay into stale
+    # The node reconnects: online first, then a fresh status.
+    assert tracker.on_availability("n1", "online") == [
+        StateChange("n1", NodeState.OFFLINE, NodeState.STALE)
+    ]
+    assert tracker.on_status("n1", status("n1")) == [
+        StateChange("n1", NodeState.STALE, NodeState.ONLINE)
+    ]
+
+
+def test_presence_retained_offline_before_status_stays_offline() -> None:
+    tracker = PresenceTracker(FakeClock())
+    tracker.on_availability("n1", "offline")
+    assert tracker.on_status("n1", status("n1")) == [StateChange("n1", None, NodeState.OFFLINE)]
+    assert tracker.online_ids() == set()
+
+
+def test_presence_cleared_status_removes_node() -> None:
+    tracker = PresenceTracker(FakeClock())
+    tracker.on_status("n1", status("n1"))
+    changes = tracker.on_status("n1", None)
+    assert changes == [StateChange("n1", NodeState.ONLINE, NodeState.REMOVED)]
+    [view] = tracker.nodes()
+    assert view.state is NodeState.REMOVED
+    assert view.status is None
+    assert tracker.on_availability("n1", "offline") == []
+    assert tracker.forget("n1")
+    assert tracker.nodes() == []
+
+
+def test_presence_removed_node_returns_with_new_status() -> None:
+    tracker = PresenceTracker(FakeClock())
+    tracker.on_status("n1", status("n1"))
+    tracker.on_status("n1", None)
+    assert tracker.on_status("n1", status("n1")) == [
+        StateChange("n1", NodeState.REMOVED, NodeState.ONLINE)
+    ]
+
+
+def test_presence_clearing_unknown_node_is_ignored() -> None:
+    tracker = PresenceTracker(FakeClock())
+    assert tracker.on_status("ghost", None) == []
+    assert tracker.nodes() == []
+
+
+def test_presence_ignores_bad_availability_and_mismatched_status() -> None:
+    tracker = PresenceTracker(FakeClock())
+    tracker.on_status("n1", status("n1"))
+    assert tracker.on_availability("n1", "maybe") == []
+    assert tracker.on_status("n2", status("n1")) == []
+    assert [v.node_id for v in tracker.nodes()] == ["n1"]
+    assert tracker.online_ids() == {"n1"}
+
+
+def test_presence_query_does_not_swallow_changes() -> None:
+    clock = FakeClock()
+    tracker = PresenceTracker(clock)
+    tracker.on_status("n1", status("n1", heartbeat_s=1.0))
+    clock.now += 5
+    assert tracker.online_ids() == set()  # the query sees the stale node at once...
+    # ...and the transition is still reported exactly once to the next caller.
+    assert tracker.tick() == [StateChange("n1", NodeState.ONLINE, NodeState.STALE)]
+    assert tracker.tick() == []
+
+
+def test_presence_keeps_last_status_per_node() -> None:
+    tracker = PresenceTracker(FakeClock())
+    tracker.on_status("n1", status("n1", sent_at=1.0))
+    tracker.on_status("n2", status("n2"))
+    tracker.on_status("n1", status("n1", sent_at=2.0))
+    views = {v.node_id: v for v in tracker.nodes()}
+    assert [v.node_id for v in tracker.nodes()] == ["n1", "n2"]
+    assert views["n1"].status is not None
+    assert views["n1"].status.sent_at == 2.0
+    assert tracker.node("n2") is not None
+    assert tracker.node("n3") is None
