@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from controller.commands import capture_command, controller_command, nodes_command
 from node_agent.cli import node_command
 from schemas.export import write_json_schemas
 
@@ -36,7 +37,8 @@ def schemas_command(out_dir: Path) -> None:
         click.echo(str(path))
 
 
-main.add_command(node_command)
+for _command in (node_command, controller_command, nodes_command, capture_command):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -31,3 +31,8 @@ class CaptureSetSummary(BaseModel):
     spread_s: float | None = Field(description="max - min frame timestamp over all frames")
     fired_spread_s: float | None = None
     complete: bool = Field(description="every expected node answered ok")
+    downloaded: bool = Field(
+        default=False, description="every image owed by the answering nodes is verified on disk"
+    )
+    data_dir: str | None = Field(default=None, description="controller folder holding the set")
+    files: list[str] = Field(default_factory=list, description="verified files, relative paths")

@@ -1,0 +1,293 @@
+"""``pepi controller``, ``pepi nodes`` and ``pepi capture``."""
+
+from __future__ import annotations
+
+import json
+import queue
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from controller.config import ControllerConfig
+from controller.oneshot import drain, session
+from controller.service import Controller, new_capture_id
+from schemas.capture import CaptureCommand, describe_validation_error
+from schemas.controller import CaptureSetSummary
+from schemas.errors import PepiError
+from schemas.ids import validate_capture_id, validate_node_id
+from schemas.status import NodeStatus
+from schemas.topics import Topics
+
+broker_option = click.option(
+    "--broker",
+    envvar="PEPI_BROKER",
+    show_envvar=True,
+    default="mqtt://127.0.0.1:1883",
+    show_default=True,
+    help="Broker URL mqtt://[user:pass@]host[:port] (mqtts:// for TLS).",
+)
+username_option = click.option(
+    "--username", envvar="PEPI_MQTT_USERNAME", show_envvar=True, help="MQTT username."
+)
+password_option = click.option(
+    "--password", envvar="PEPI_MQTT_PASSWORD", show_envvar=True, help="MQTT password."
+)
+root_option = click.option(
+    "--topic-root",
+    envvar="PEPI_TOPIC_ROOT",
+    default="pepi/v1",
+    show_default=True,
+    help="MQTT topic root.",
+)
+
+
+@click.command("controller")
+@broker_option
+@username_option
+@password_option
+@root_option
+@click.option(
+    "--data-dir",
+    envvar="PEPI_DATA_DIR",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where capture sets, manifests and the ledger live.",
+)
+@click.option(
+    "--web-host",
+    envvar="PEPI_WEB_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of the web page and REST API.",
+)
+@click.option(
+    "--web-port",
+    envvar="PEPI_WEB_PORT",
+    type=int,
+    default=8080,
+    show_default=True,
+    help="Port of the web page and REST API.",
+)
+@click.option(
+    "--set-timeout",
+    "set_timeout_s",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds after the trigger (or 'at') before a set completes without every node.",
+)
+def controller_command(**options: Any) -> None:
+    """Run the controller: presence, capture sets, loss-free downloads into --data-dir."""
+    try:
+        config = ControllerConfig.model_validate(options)
+    except ValidationError as exc:
+        raise click.UsageError(describe_validation_error(exc)) from exc
+    controller = Controller(config)
+    stop = {"now": False}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.update(now=True))
+    controller.start()
+    click.echo(f"controller: data in {config.data_dir}, broker {config.broker}", err=True)
+    try:
+        while not stop["now"]:
+            time.sleep(0.2)
+    finally:
+        controller.stop()
+
+
+@click.command("nodes")
+@broker_option
+@username_option
+@password_option
+@root_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def nodes_command(
+    broker: str, username: str | None, password: str | None, topic_root: str, as_json: bool
+) -> None:
+    """List the nodes the broker knows (reads the retained topics; no controller needed)."""
+    topics = Topics(topic_root)
+    try:
+        with session(
+            broker,
+            [topics.all_nodes("availability"), topics.all_nodes("status")],
+            username,
+            password,
+        ) as (_link, inbox):
+            messages = drain(inbox)
+    except PepiError as exc:
+        raise click.ClickException(str(exc)) from exc
+    rows = node_rows(topics, messages, time.time())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no nodes have announced themselves on this broker")
+        return
+    click.echo(f"{'NODE':<20} {'STATE':<8} {'ADDRESS':<22} {'CAMERAS':<16} {'AGE':>6} CAPTURES")
+    for r in rows:
+        cams = ",".join(f"{w}x{h}" for w, h in r["resolutions"]) or "-"
+        age = "-" if r["heartbeat_age_s"] is None else f"{r['heartbeat_age_s']:.0f}s"
+        click.echo(
+            f"{r['node_id']:<20} {r['state']:<8} {r['address'] or '-':<22} {cams:<16} "
+            f"{age:>6} {r['captures'] if r['captures'] is not None else '-'}"
+        )
+
+
+def node_rows(topics: Topics, messages: list[Any], now: float) -> list[dict[str, Any]]:
+    """One row per node from retained availability + status (stale: heartbeat 3x overdue)."""
+    availability: dict[str, str] = {}
+    statuses: dict[str, NodeStatus] = {}
+    for msg in messages:
+        parsed = topics.parse(msg.topic)
+        if parsed is None or parsed.node_id is None:
+            continue
+        if parsed.kind.value == "availability":
+            availability[parsed.node_id] = msg.payload.decode("utf-8", "replace")
+        elif parsed.kind.value == "status" and msg.payload:
+            try:
+                statuses[parsed.node_id] = NodeStatus.model_validate_json(msg.payload)
+            except ValidationError:
+                continue
+    rows = []
+    for node_id in sorted(availability.keys() | statuses.keys()):
+        status = statuses.get(node_id)
+        state = "online" if availability.get(node_id) == "online" else "offline"
+        age = None if status is None else max(now - status.sent_at, 0.0)
+        if state == "online" and (status is None or age is None or age > 3 * status.heartbeat_s):
+            state = "stale"
+        rows.append(
+            {
+                "node_id": node_id,
+                "state": state,
+                "address": f"{status.thrift.host}:{status.thrift.port}" if status else None,
+                "cameras": len(status.cameras) if status else 0,
+                "resolutions": [list(c.resolution) for c in status.cameras] if status else [],
+                "heartbeat_age_s": age,
+                "captures": status.store.captures if status else None,
+                "stream_urls": status.stream_urls if status else [],
+            }
+        )
+    return rows
+
+
+@click.command("capture")
+@click.argument("capture_id", required=False)
+@broker_option
+@username_option
+@password_option
+@root_option
+@click.option("--at", type=float, help="Fire at this Unix time (on each node's clock).")
+@click.option("--delay", type=float, help="Fire this many seconds from now.")
+@click.option("--node", "node_id", help="Trigger only this node.")
+@click.option("--wait", is_flag=True, help="Wait for the set and its images on the controller.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds --wait waits for the controller.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --wait: copy the set's files here (controller on this machine).",
+)
+def capture_command(
+    capture_id: str | None,
+    broker: str,
+    username: str | None,
+    password: str | None,
+    topic_root: str,
+    at: float | None,
+    delay: float | None,
+    node_id: str | None,
+    wait: bool,
+    timeout: float,
+    out_dir: Path | None,
+) -> None:
+    """Trigger a capture on every node (or one); optionally wait for the images."""
+    if at is not None and delay is not None:
+        raise click.UsageError("give --at or --delay, not both")
+    try:
+        capture_id = validate_capture_id(capture_id) if capture_id else new_capture_id(time.time())
+        if node_id:
+            validate_node_id(node_id)
+    except PepiError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if delay is not None:
+        at = time.time() + delay
+    topics = Topics(topic_root)
+    command = CaptureCommand(capture_id=capture_id, at=at)
+    topic = topics.node_capture(node_id) if node_id else topics.capture()
+    try:
+        with session(
+            broker, [topics.controller_captures()] if wait else [], username, password
+        ) as (link, inbox):
+            link.publish(topic, command.model_dump_json(exclude_none=True)).wait_for_publish(5)
+            click.echo(f"triggered {capture_id}" + (f" at {at:.3f}" if at else ""), err=True)
+            if not wait:
+                return
+            summary = wait_summary(
+                inbox, capture_id, timeout + (max(at - time.time(), 0) if at else 0)
+            )
+    except PepiError as exc:
+        raise click.ClickException(str(exc)) from exc
+    report(summary, out_dir)
+
+
+def wait_summary(inbox: queue.Queue[Any], capture_id: str, timeout: float) -> CaptureSetSummary:
+    deadline = time.monotonic() + timeout
+    stderr = sys.stderr
+    with click.progressbar(
+        length=int(timeout), label="waiting for the controller", file=stderr
+    ) as bar:
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                msg = inbox.get(timeout=min(remaining, 1.0))
+            except queue.Empty:
+                bar.update(1)
+                continue
+            try:
+                summary = CaptureSetSummary.model_validate_json(msg.payload)
+            except ValidationError:
+                continue
+            if summary.capture_id == capture_id:
+                return summary
+    raise click.ClickException(
+        f"no summary for {capture_id} within {timeout:.0f} s: is 'pepi controller' running "
+        "on this broker?"
+    )
+
+
+def report(summary: CaptureSetSummary, out_dir: Path | None) -> None:
+    spread = "n/a" if summary.spread_s is None else f"{summary.spread_s * 1000:.3f} ms"
+    ok = sum(1 for o in summary.outcomes if o.status == "ok")
+    click.echo(
+        f"capture {summary.capture_id}: {ok}/{len(summary.expected)} nodes ok, "
+        f"spread {spread}, {len(summary.files)} files"
+        + ("" if summary.downloaded else " (downloads still pending)")
+    )
+    for outcome in summary.outcomes:
+        if outcome.status != "ok":
+            click.echo(
+                f"  {outcome.node_id}: {outcome.status or 'no answer'} "
+                f"{outcome.error or ''}".rstrip()
+            )
+    base = Path(summary.data_dir or ".")
+    for rel in summary.files:
+        src = base / rel
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, out_dir / src.name)
+            click.echo(str(out_dir / src.name))
+        else:
+            click.echo(str(src))
+    if not summary.complete or not summary.downloaded:
+        raise SystemExit(1)

@@ -1,0 +1,30 @@
+"""The controller's one configuration model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.topics import DEFAULT_ROOT
+
+
+class ControllerConfig(BaseModel):
+    """Everything ``pepi controller`` needs; loaded once in main() and passed down."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    broker: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    topic_root: str = DEFAULT_ROOT
+    data_dir: Path
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8080, ge=0, lt=65536)
+    set_timeout_s: float = Field(default=10.0, gt=0)
+    download_wait_s: float = Field(
+        default=120.0, gt=0, description="how long a summary waits for downloads to finish"
+    )
+    download_workers: int = Field(default=8, ge=1, le=64)
+    thrift_timeout_ms: int = Field(default=30000, ge=100)

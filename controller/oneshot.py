@@ -1,0 +1,76 @@
+"""Short-lived MQTT sessions for CLI commands: read retained state, publish, wait for an answer."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from node_agent.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
+from schemas.errors import PepiError
+
+
+class BrokerUnreachable(PepiError):
+    """The broker did not accept a connection."""
+
+
+@contextmanager
+def session(
+    broker: str,
+    subscriptions: list[str],
+    username: str | None = None,
+    password: str | None = None,
+    connect_timeout: float = 5.0,
+) -> Iterator[tuple[MqttLink, queue.Queue[InboundMessage]]]:
+    """A connected link whose received messages land in the returned queue."""
+    address = BrokerAddress.parse(broker)
+    _probe(address, connect_timeout)
+    inbox: queue.Queue[InboundMessage] = queue.Queue()
+    link = MqttLink(
+        address,
+        LinkOptions(
+            client_id=f"pepi-cli-{uuid.uuid4().hex[:8]}",
+            username=username,
+            password=password,
+            subscriptions=tuple((s, 1) for s in subscriptions),
+        ),
+        on_message=inbox.put,
+    )
+    link.start()
+    try:
+        if not link.wait_connected(connect_timeout):
+            raise BrokerUnreachable(
+                f"broker {address.host}:{address.port} did not accept us: "
+                f"{link.last_error or 'no answer'} (check --broker, username and password)"
+            )
+        yield link, inbox
+    finally:
+        link.stop()
+
+
+def _probe(address: BrokerAddress, timeout: float) -> None:
+    try:
+        with socket.create_connection((address.host, address.port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise BrokerUnreachable(
+            f"cannot reach the broker at {address.host}:{address.port}: {exc.strerror or exc} "
+            "(is mosquitto running? 'pepi demo' starts one; set --broker or PEPI_BROKER)"
+        ) from exc
+
+
+def drain(
+    inbox: queue.Queue[InboundMessage], quiet_s: float = 0.4, max_s: float = 3.0
+) -> list[InboundMessage]:
+    """Collect messages until none arrived for ``quiet_s`` (retained bursts come at once)."""
+    out: list[InboundMessage] = []
+    deadline = time.monotonic() + max_s
+    while time.monotonic() < deadline:
+        try:
+            out.append(inbox.get(timeout=quiet_s))
+        except queue.Empty:
+            break
+    return out

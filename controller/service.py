@@ -1,0 +1,304 @@
+"""The long-running controller: MQTT in, presence + capture sets + ledger, downloads out."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from controller.capture_sets import CaptureSetBook
+from controller.config import ControllerConfig
+from controller.downloader import Downloader, Endpoint
+from controller.events import EventHub
+from controller.ledger import Ledger
+from controller.presence import NodeState, PresenceTracker, StateChange
+from node_agent.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
+from schemas.capture import (
+    CaptureCommand,
+    CaptureResult,
+    describe_validation_error,
+    parse_capture_command,
+)
+from schemas.controller import CaptureSetSummary
+from schemas.errors import PayloadError
+from schemas.status import NodeStatus
+from schemas.topics import TopicKind, Topics
+
+logger = logging.getLogger(__name__)
+
+TICK_S = 0.2
+RETRY_SWEEP_S = 5.0
+MAX_STATUS_BYTES = 64 * 1024
+MAX_RESULT_BYTES = 256 * 1024
+
+
+@dataclass
+class _AwaitingDownload:
+    summary: CaptureSetSummary
+    give_up_at: float
+
+
+class Controller:
+    """Owns the MQTT link and one worker thread; paho callbacks only enqueue."""
+
+    def __init__(self, config: ControllerConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.topics = Topics(config.topic_root)
+        self._clock = clock
+        self.events = EventHub()
+        self.presence = PresenceTracker(clock)
+        self.book = CaptureSetBook(clock, timeout_s=config.set_timeout_s)
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(config.data_dir, clock)
+        self.downloader = Downloader(
+            self.ledger,
+            config.data_dir,
+            self.endpoint_of,
+            workers=config.download_workers,
+            timeout_ms=config.thrift_timeout_ms,
+            clock=clock,
+        )
+        self._lock = threading.Lock()  # guards presence and book against the web thread
+        self._inbox: queue.Queue[InboundMessage | None] = queue.Queue()
+        self._awaiting: dict[str, _AwaitingDownload] = {}
+        self._stopping = threading.Event()
+        self._worker = threading.Thread(target=self._run, name="controller", daemon=True)
+        t = self.topics
+        self.link = MqttLink(
+            BrokerAddress.parse(config.broker),
+            LinkOptions(
+                client_id=f"pepi-controller-{uuid.uuid4().hex[:8]}",
+                username=config.username,
+                password=config.password,
+                will_topic=t.controller_availability(),
+                ca_file=str(config.ca_file) if config.ca_file else None,
+                subscriptions=(
+                    (t.capture(), 1),
+                    (t.all_nodes("capture"), 1),
+                    (t.all_nodes("availability"), 1),
+                    (t.all_nodes("status"), 1),
+                    (t.all_nodes("result"), 1),
+                ),
+            ),
+            on_message=self._inbox.put,
+            on_connected=self._on_connected,
+            on_disconnected=lambda reason: self.events.emit(
+                "broker", connected=False, reason=reason
+            ),
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._worker.start()
+        self.link.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._inbox.put(None)
+        self._worker.join(timeout=10)
+        self.link.stop(final=(self.topics.controller_availability(), b"offline"))
+        self.downloader.close()
+        self.ledger.close()
+
+    def _on_connected(self) -> None:
+        self.link.publish(self.topics.controller_availability(), b"online", retain=True)
+        self.events.emit("broker", connected=True)
+
+    # -- queries and commands (any thread) -----------------------------------------------------
+
+    def endpoint_of(self, node_id: str) -> Endpoint | None:
+        """Thrift address of a node that is online now."""
+        with self._lock:
+            view = self.presence.node(node_id)
+        if view is None or view.status is None or view.state is not NodeState.ONLINE:
+            return None
+        return view.status.thrift.host, view.status.thrift.port
+
+    def trigger(
+        self, capture_id: str | None = None, at: float | None = None, node_id: str | None = None
+    ) -> str:
+        """Publish a capture command; the set is opened when it comes back from the broker."""
+        capture_id = capture_id or new_capture_id(self._clock())
+        command = CaptureCommand(capture_id=capture_id, at=at)
+        topic = self.topics.node_capture(node_id) if node_id else self.topics.capture()
+        self.link.publish(topic, command.model_dump_json(exclude_none=True), qos=1)
+        return capture_id
+
+    # -- worker thread --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_sweep = 0.0
+        while not self._stopping.is_set():
+            try:
+                msg = self._inbox.get(timeout=TICK_S)
+            except queue.Empty:
+                msg = None
+            if msg is not None:
+                try:
+                    self._handle(msg)
+                except Exception:
+                    logger.exception("message on %s could not be handled", msg.topic)
+            self._tick()
+            if self._clock() >= next_sweep:
+                next_sweep = self._clock() + RETRY_SWEEP_S
+                self._retry_owed()
+
+    def _handle(self, msg: InboundMessage) -> None:
+        parsed = self.topics.parse(msg.topic)
+        if parsed is None:
+            return
+        if parsed.kind in (TopicKind.CAPTURE, TopicKind.NODE_CAPTURE):
+            self._on_trigger(msg, parsed.node_id)
+        elif parsed.kind is TopicKind.AVAILABILITY and parsed.node_id:
+            with self._lock:
+                changes = self.presence.on_availability(
+                    parsed.node_id, msg.payload.decode("utf-8", "replace").strip()
+                )
+            self._presence_changed(changes)
+        elif parsed.kind is TopicKind.STATUS and parsed.node_id:
+            self._on_status(parsed.node_id, msg)
+        elif parsed.kind is TopicKind.RESULT and parsed.node_id:
+            self._on_result(parsed.node_id, msg)
+
+    def _on_trigger(self, msg: InboundMessage, target: str | None) -> None:
+        if msg.retain:
+            return  # nodes never fire retained triggers; neither do we open a set for one
+        try:
+            command = parse_capture_command(msg.payload)
+        except PayloadError as exc:
+            logger.info("trigger on %s not a capture command (%s); nodes report it", msg.topic, exc)
+            return
+        with self._lock:
+            expected = self.presence.online_ids()
+            view = self.book.open_trigger(
+                command.capture_id, expected, msg.received_at, target, at=command.at
+            )
+        self.ledger.record_set(
+            view.set_id,
+            view.triggered_at,
+            view.expected,
+            kind=str(view.kind),
+            at=view.at,
+            target_node=view.target_node,
+        )
+        self.events.emit(
+            "set_opened", capture_id=view.set_id, expected=sorted(view.expected), at=view.at
+        )
+        logger.info("capture set %s opened, expecting %s", view.set_id, sorted(view.expected))
+
+    def _on_status(self, node_id: str, msg: InboundMessage) -> None:
+        status: NodeStatus | None = None
+        if msg.payload:
+            if len(msg.payload) > MAX_STATUS_BYTES:
+                logger.warning("status of %s is %d bytes; ignored", node_id, len(msg.payload))
+                return
+            try:
+                status = NodeStatus.model_validate_json(msg.payload)
+            except ValidationError as exc:
+                logger.warning("bad status from %s: %s", node_id, describe_validation_error(exc))
+                return
+        with self._lock:
+            changes = self.presence.on_status(node_id, status)
+        self._presence_changed(changes)
+        if status is not None:
+            self.events.emit("status", node_id=node_id, status=status.model_dump(mode="json"))
+
+    def _on_result(self, node_id: str, msg: InboundMessage) -> None:
+        if len(msg.payload) > MAX_RESULT_BYTES:
+            logger.warning("result of %s is %d bytes; ignored", node_id, len(msg.payload))
+            return
+        try:
+            result = CaptureResult.model_validate_json(msg.payload)
+        except ValidationError as exc:
+            logger.warning("bad result from %s: %s", node_id, describe_validation_error(exc))
+            return
+        if result.node_id != node_id:
+            logger.warning("result on %s names node %s; ignored", msg.topic, result.node_id)
+            return
+        with self._lock:
+            assignment = self.book.add_result(result, msg.received_at)
+        if assignment is None:
+            self.events.emit(
+                "result", node_id=node_id, capture_id=None, status=result.status, error=result.error
+            )
+            return
+        if assignment.opened:
+            view = self.book.get(assignment.set_id)
+            if view is not None:
+                self.ledger.record_set(
+                    view.set_id, view.triggered_at, view.expected, kind=str(view.kind), at=view.at
+                )
+        self.ledger.record_result(assignment.set_id, result, assignment.node_capture_id)
+        self.events.emit(
+            "result",
+            node_id=node_id,
+            capture_id=assignment.set_id,
+            node_capture_id=assignment.node_capture_id,
+            status=result.status,
+            error=result.error,
+            frames=len(result.frames),
+        )
+        if result.frames:
+            self.downloader.submit(node_id)
+
+    def _presence_changed(self, changes: list[StateChange]) -> None:
+        for change in changes:
+            self.events.emit("presence", node_id=change.node_id, old=change.old, state=change.new)
+            if change.new is NodeState.ONLINE:
+                self.downloader.submit(change.node_id, force=True)  # ask again for what it owes
+
+    def _tick(self) -> None:
+        with self._lock:
+            changes = self.presence.tick()
+            summaries = self.book.tick()
+        self._presence_changed(changes)
+        now = self._clock()
+        for summary in summaries:
+            self.ledger.set_complete(summary.capture_id, summary.completed_at)
+            self._awaiting[summary.capture_id] = _AwaitingDownload(
+                summary, now + self.config.download_wait_s
+            )
+        for set_id, waiting in list(self._awaiting.items()):
+            downloaded = self.ledger.all_downloaded(set_id)
+            if downloaded or now >= waiting.give_up_at:
+                del self._awaiting[set_id]
+                self._publish_summary(waiting.summary, downloaded)
+
+    def _publish_summary(self, summary: CaptureSetSummary, downloaded: bool) -> None:
+        self.downloader.write_manifest(summary.capture_id)
+        detail = self.ledger.get_set(summary.capture_id)
+        files = [] if detail is None else [i.path for i in detail.images if i.state == "done"]
+        final = summary.model_copy(
+            update={
+                "downloaded": downloaded,
+                "files": sorted(files),
+                "data_dir": str(self.config.data_dir.resolve()),
+            }
+        )
+        self.link.publish(self.topics.controller_captures(), final.model_dump_json(), qos=1)
+        self.events.emit("set_complete", summary=final.model_dump(mode="json"))
+        logger.info(
+            "capture set %s complete: spread %s s, %d files%s",
+            final.capture_id,
+            final.spread_s,
+            len(files),
+            "" if downloaded else " (downloads pending)",
+        )
+
+    def _retry_owed(self) -> None:
+        for node_id in self.ledger.nodes_with_work(self._clock()):
+            if self.endpoint_of(node_id) is not None:
+                self.downloader.submit(node_id)
+
+
+def new_capture_id(now: float) -> str:
+    """An explicit id for captures the controller starts: ``cap-<UTC ms>``."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+    return f"cap-{stamp}{int(now * 1000) % 1000:03d}Z"
