@@ -17,7 +17,7 @@ from controller.config import ControllerConfig
 from controller.downloader import Downloader, Endpoint
 from controller.events import EventHub
 from controller.ledger import Ledger
-from controller.presence import NodeState, PresenceTracker, StateChange
+from controller.presence import NodeState, NodeView, PresenceTracker, StateChange
 from node_agent.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
 from schemas.capture import (
     CaptureCommand,
@@ -112,6 +112,19 @@ class Controller:
         self.events.emit("broker", connected=True)
 
     # -- queries and commands (any thread) -----------------------------------------------------
+
+    @property
+    def broker_connected(self) -> bool:
+        return self.link.connected.is_set()
+
+    def nodes(self) -> list[NodeView]:
+        """Every node the controller knows, with state and last status (thread-safe)."""
+        with self._lock:
+            return self.presence.nodes()
+
+    def node(self, node_id: str) -> NodeView | None:
+        with self._lock:
+            return self.presence.node(node_id)
 
     def endpoint_of(self, node_id: str) -> Endpoint | None:
         """Thrift address of a node that is online now."""
