@@ -47,12 +47,20 @@ def make_capture(
         images[captured.camera] = encoded.data
         frames.append(
             Frame(
-                camera=captured.camera, timestamp=captured.timestamp, width=encoded.width,
-                height=encoded.height, format=fmt, bytes=len(encoded.data), sha256=encoded.sha256,
+                camera=captured.camera,
+                timestamp=captured.timestamp,
+                width=encoded.width,
+                height=encoded.height,
+                format=fmt,
+                bytes=len(encoded.data),
+                sha256=encoded.sha256,
             )
         )
     capture = StoredCapture(
-        capture_id=capture_id, received_at=T0, fired_at=T0 + 0.01, frames=frames,
+        capture_id=capture_id,
+        received_at=T0,
+        fired_at=T0 + 0.01,
+        frames=frames,
         stored_at=stored_at,
     )
     return capture, images
@@ -448,9 +456,7 @@ def test_store_info_counts_captures_and_bytes(tmp_path: Path) -> None:
     put(store, "scan-1", cameras=2)
     put(store, "scan-2")
     info = store.info()
-    on_disk = sum(
-        p.stat().st_size for p in (store.root / "captures").rglob("*") if p.is_file()
-    )
+    on_disk = sum(p.stat().st_size for p in (store.root / "captures").rglob("*") if p.is_file())
     assert info.captures == 2
     assert info.bytes == on_disk
     assert info.free_bytes == 10_000_000 - on_disk

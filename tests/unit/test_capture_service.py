@@ -1,0 +1,284 @@
+"""The capture path end to end in one process: synthetic camera, real store, collected results."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from node_agent.camera.synthetic import SyntheticCamera
+from node_agent.capture_service import CaptureRequest, CaptureService, CaptureSettings
+from node_agent.store import CaptureStore, StoreLimits, image_name
+from schemas.capture import CaptureCommand, CaptureResult, CaptureStatus, auto_capture_id
+
+T0 = 1_763_712_000.0
+NODE = "node-a"
+TIMEOUT = 10.0
+
+
+class FixedClock:
+    """The node's wall clock, frozen: immediate captures fire at once, future ones stay armed."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Results:
+    """publish_result that collects results and lets a test wait for the n-th one."""
+
+    def __init__(self) -> None:
+        self.items: list[CaptureResult] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, result: CaptureResult) -> None:
+        with self._cond:
+            self.items.append(result)
+            self._cond.notify_all()
+
+    def wait(self, count: int, timeout: float = TIMEOUT) -> list[CaptureResult]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.items) >= count, timeout):
+                raise AssertionError(f"expected {count} results, got {self.items}")
+            return list(self.items)
+
+    def by_id(self, capture_id: str) -> list[CaptureResult]:
+        with self._cond:
+            return [r for r in self.items if r.capture_id == capture_id]
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, limits: StoreLimits, max_armed: int, cameras: int) -> None:
+        self.clock = FixedClock()
+        self.camera = SyntheticCamera(
+            NODE, resolution=(64, 48), count=cameras, clock=self.clock, sleep=lambda s: None
+        )
+        self.store = CaptureStore(tmp_path / "store", limits)
+        self.results = Results()
+        self.previews: list[bytes] = []
+        self.service = CaptureService(
+            NODE,
+            self.camera,
+            self.store,
+            self.results,
+            publish_preview=self.previews.append,
+            settings=CaptureSettings(late_tolerance_s=0.5, max_armed=max_armed),
+            clock=self.clock,
+        )
+        self.service.start()
+        self._stopped = False
+
+    def submit(self, command: CaptureCommand, **kwargs: object) -> None:
+        request = CaptureRequest(command=command, received_at=self.clock(), **kwargs)  # type: ignore[arg-type]
+        self.service.submit(request)
+
+    def stop(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            self.service.stop()
+
+
+MakeRig = Callable[..., Rig]
+
+
+@pytest.fixture
+def make_rig(tmp_path: Path) -> Iterator[MakeRig]:
+    rigs: list[Rig] = []
+
+    def make(limits: StoreLimits | None = None, max_armed: int = 8, cameras: int = 1) -> Rig:
+        rig = Rig(tmp_path, limits or StoreLimits(min_free_bytes=0), max_armed, cameras)
+        rigs.append(rig)
+        return rig
+
+    yield make
+    for rig in rigs:
+        rig.stop()
+
+
+@pytest.fixture
+def rig(make_rig: MakeRig) -> Rig:
+    return make_rig()
+
+
+def _stored_sha(store: CaptureStore, capture_id: str, camera: int, fmt: str) -> str:
+    path = store.root / "captures" / capture_id / image_name(camera, fmt)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_capture_service_immediate_capture_stores_and_reports_ok(make_rig: MakeRig) -> None:
+    rig = make_rig(cameras=2)
+    rig.submit(CaptureCommand(capture_id="scan-1"))
+    (result,) = rig.results.wait(1)
+    assert result.status is CaptureStatus.OK, result.error
+    assert (result.node_id, result.capture_id, result.error) == (NODE, "scan-1", None)
+    assert result.received_at == T0
+    assert result.fired_at == T0
+    assert [f.camera for f in result.frames] == [0, 1]
+    stored = rig.store.get("scan-1")
+    assert stored is not None
+    assert stored.frames == result.frames
+    for frame in result.frames:
+        assert (frame.width, frame.height, frame.format) == (64, 48, "jpeg")
+        assert frame.timestamp >= T0
+        assert frame.sha256 == _stored_sha(rig.store, "scan-1", frame.camera, "jpeg")
+    assert len(rig.previews) == 1
+
+
+def test_capture_service_honours_cameras_and_format(make_rig: MakeRig) -> None:
+    rig = make_rig(cameras=3)
+    rig.submit(CaptureCommand(capture_id="scan-1", cameras=[2], format="png"))
+    (result,) = rig.results.wait(1)
+    assert result.status is CaptureStatus.OK, result.error
+    assert [(f.camera, f.format) for f in result.frames] == [(2, "png")]
+    assert result.frames[0].sha256 == _stored_sha(rig.store, "scan-1", 2, "png")
+
+
+def test_capture_service_id_less_command_gets_auto_id(rig: Rig) -> None:
+    rig.submit(CaptureCommand())
+    (result,) = rig.results.wait(1)
+    assert result.status is CaptureStatus.OK, result.error
+    assert result.capture_id == auto_capture_id(T0)
+    assert rig.store.get(auto_capture_id(T0)) is not None
+
+
+def test_capture_service_same_id_again_is_duplicate(rig: Rig) -> None:
+    rig.submit(CaptureCommand(capture_id="scan-1"))
+    rig.results.wait(1)
+    first = rig.store.get("scan-1")
+    rig.submit(CaptureCommand(capture_id="scan-1"))
+    results = rig.results.wait(2)
+    assert [r.status for r in results] == [CaptureStatus.OK, CaptureStatus.DUPLICATE]
+    assert results[1].error is not None and "already held" in results[1].error
+    assert results[1].frames == []
+    assert rig.store.get("scan-1") == first
+    assert [c.capture_id for c in rig.store.captures()] == ["scan-1"]
+
+
+def test_capture_service_duplicate_while_first_still_armed(rig: Rig) -> None:
+    rig.submit(CaptureCommand(capture_id="scan-1", at=T0 + 3600))
+    rig.submit(CaptureCommand(capture_id="scan-1", at=T0 + 3600))
+    (result,) = rig.results.wait(1)
+    assert result.status is CaptureStatus.DUPLICATE
+
+
+def test_capture_service_recapture_keeps_old_as_r1(rig: Rig) -> None:
+    rig.submit(CaptureCommand(capture_id="1"))
+    rig.results.wait(1)
+    old = rig.store.get("1")
+    assert old is not None
+    rig.submit(CaptureCommand(capture_id="1"), source="thrift", recapture=True)
+    results = rig.results.wait(2)
+    assert results[1].status is CaptureStatus.OK, results[1].error
+    assert results[1].source == "thrift"
+    kept = rig.store.get("1.r1")
+    assert kept is not None
+    assert kept.frames == old.frames
+    new = rig.store.get("1")
+    assert new is not None and new.source == "thrift"
+    assert new.frames == results[1].frames
+
+
+def test_capture_service_past_at_beyond_tolerance_is_late_and_stores_nothing(rig: Rig) -> None:
+    rig.submit(CaptureCommand(capture_id="scan-1", at=T0 - 5.0))
+    (result,) = rig.results.wait(1)
+    assert result.status is CaptureStatus.LATE
+    assert result.error is not None and "tolerance" in result.error
+    assert result.fired_at is None
+    assert result.at == T0 - 5.0
+    assert rig.store.captures() == []
+    assert not rig.store.is_pending("scan-1")
+
+
+def test_capture_service_past_at_within_tolerance_fires(rig: Rig) -> None:
+    rig.submit(CaptureCommand(capture_id="scan-1", at=T0 - 0.2))
+    (result,) = rig.results.wait(1)
+    assert result.status is CaptureStatus.OK, result.error
+
+
+def test_capture_service_expired_message_is_late(rig: Rig) -> None:
+    rig.submit(CaptureCommand(capture_id="scan-1"), expires_at=T0 - 1.0)
+    (result,) = rig.results.wait(1)
+    assert result.status is CaptureStatus.LATE
+    assert result.error is not None and "expiry" in result.error
+    assert rig.store.captures() == []
+
+
+def test_capture_service_retained_trigger_is_late(rig: Rig) -> None:
+    rig.submit(CaptureCommand(capture_id="scan-1"), retained=True)
+    (result,) = rig.results.wait(1)
+    assert result.status is CaptureStatus.LATE
+    assert result.error is not None and "retained" in result.error
+    assert rig.store.captures() == []
+    assert not rig.store.is_pending("scan-1")
+
+
+def test_capture_service_busy_when_too_many_armed(make_rig: MakeRig) -> None:
+    rig = make_rig(max_armed=2)
+    rig.submit(CaptureCommand(capture_id="a", at=T0 + 3600))
+    rig.submit(CaptureCommand(capture_id="b", at=T0 + 3600))
+    rig.submit(CaptureCommand(capture_id="c", at=T0 + 3600))
+    (result,) = rig.results.wait(1)
+    assert (result.capture_id, result.status) == ("c", CaptureStatus.BUSY)
+    assert result.error is not None and "armed" in result.error
+    assert not rig.store.is_pending("c")
+    assert rig.store.is_pending("a") and rig.store.is_pending("b")
+
+
+def test_capture_service_store_full_with_tiny_limit(make_rig: MakeRig) -> None:
+    rig = make_rig(limits=StoreLimits(max_bytes=100, min_free_bytes=0))
+    rig.submit(CaptureCommand(capture_id="scan-1"))
+    (result,) = rig.results.wait(1)
+    assert result.status is CaptureStatus.STORE_FULL
+    assert result.error is not None and "store full" in result.error
+    assert result.frames == []
+    assert rig.store.captures() == []
+    assert not rig.store.is_pending("scan-1")
+    assert list((rig.store.root / "captures").iterdir()) == []
+
+
+def test_capture_service_store_full_refused_before_arming(make_rig: MakeRig) -> None:
+    rig = make_rig(limits=StoreLimits(max_bytes=1 << 40, min_free_bytes=1 << 62))
+    rig.submit(CaptureCommand(capture_id="scan-1", at=T0 + 3600))
+    (result,) = rig.results.wait(1)
+    assert result.status is CaptureStatus.STORE_FULL
+    assert not rig.store.is_pending("scan-1")
+
+
+def test_capture_service_stop_reports_armed_captures_and_releases_them(rig: Rig) -> None:
+    rig.submit(CaptureCommand(capture_id="a", at=T0 + 3600))
+    rig.submit(CaptureCommand(capture_id="b", at=T0 + 7200))
+    assert rig.store.is_pending("a")
+    rig.stop()
+    results = rig.results.wait(2)
+    assert sorted(r.capture_id or "" for r in results) == ["a", "b"]
+    for r in results:
+        assert r.status is CaptureStatus.ERROR
+        assert r.error is not None and "stopping" in r.error
+    assert not rig.store.is_pending("a") and not rig.store.is_pending("b")
+    assert rig.store.captures() == []
+    rig.store.reserve("a")  # the id is free again
+
+
+def test_capture_service_camera_error_is_reported_and_frees_the_id(rig: Rig) -> None:
+    rig.submit(CaptureCommand(capture_id="scan-1", cameras=[5]))
+    (result,) = rig.results.wait(1)
+    assert result.status is CaptureStatus.ERROR
+    assert result.error is not None and "camera" in result.error
+    assert not rig.store.is_pending("scan-1")
+    rig.submit(CaptureCommand(capture_id="scan-1"))
+    results = rig.results.wait(2)
+    assert results[1].status is CaptureStatus.OK, results[1].error
+
+
+def test_capture_service_results_in_submission_order(rig: Rig) -> None:
+    ids = [f"scan-{n}" for n in range(5)]
+    for capture_id in ids:
+        rig.submit(CaptureCommand(capture_id=capture_id))
+    results = rig.results.wait(len(ids))
+    assert [r.capture_id for r in results] == ids
+    assert all(r.status is CaptureStatus.OK for r in results)
