@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import queue
 import shutil
 import signal
@@ -184,6 +185,18 @@ def node_rows(topics: Topics, messages: list[Any], now: float) -> list[dict[str,
 @root_option
 @click.option("--at", type=float, help="Fire at this Unix time (on each node's clock).")
 @click.option("--delay", type=float, help="Fire this many seconds from now.")
+@click.option(
+    "--align",
+    is_flag=True,
+    help="Round the fire time up to the frame grid of frame-locked nodes (--fps).",
+)
+@click.option(
+    "--fps",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Frame rate of the nodes, for --align.",
+)
 @click.option("--node", "node_id", help="Trigger only this node.")
 @click.option("--wait", is_flag=True, help="Wait for the set and its images on the controller.")
 @click.option(
@@ -207,6 +220,8 @@ def capture_command(
     topic_root: str,
     at: float | None,
     delay: float | None,
+    align: bool,
+    fps: float,
     node_id: str | None,
     wait: bool,
     timeout: float,
@@ -223,6 +238,10 @@ def capture_command(
         raise click.UsageError(str(exc)) from exc
     if delay is not None:
         at = time.time() + delay
+    if align:
+        if at is None:
+            raise click.UsageError("--align needs --at or --delay")
+        at = align_to_frame_grid(at, fps)
     topics = Topics(topic_root)
     command = CaptureCommand(capture_id=capture_id, at=at)
     topic = topics.node_capture(node_id) if node_id else topics.capture()
@@ -240,6 +259,12 @@ def capture_command(
     except PepiError as exc:
         raise click.ClickException(str(exc)) from exc
     report(summary, out_dir)
+
+
+def align_to_frame_grid(at: float, fps: float) -> float:
+    """The first frame start at or after ``at`` on the wall-clock grid k / fps."""
+    period = 1.0 / fps
+    return math.ceil(at / period - 1e-9) * period
 
 
 def wait_summary(inbox: queue.Queue[Any], capture_id: str, timeout: float) -> CaptureSetSummary:

@@ -28,3 +28,6 @@ class ControllerConfig(BaseModel):
     )
     download_workers: int = Field(default=8, ge=1, le=64)
     thrift_timeout_ms: int = Field(default=30000, ge=100)
+    clock_tolerance_s: float = Field(
+        default=0.002, gt=0, description="warn before a scheduled capture beyond this offset"
+    )

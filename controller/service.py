@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from controller.capture_sets import CaptureSetBook
+from controller.clock_probe import ClockBook, ClockEstimate
 from controller.config import ControllerConfig
 from controller.downloader import Downloader, Endpoint
 from controller.events import EventHub
@@ -25,6 +26,7 @@ from schemas.capture import (
     describe_validation_error,
     parse_capture_command,
 )
+from schemas.clock import ClockPing, ClockPong
 from schemas.controller import CaptureSetSummary
 from schemas.errors import PayloadError
 from schemas.status import NodeStatus
@@ -36,6 +38,8 @@ TICK_S = 0.2
 RETRY_SWEEP_S = 5.0
 MAX_STATUS_BYTES = 64 * 1024
 MAX_RESULT_BYTES = 256 * 1024
+CLOCK_PROBE_S = 2.0
+"""Each online node gets one clock ping this often; the best of the last 16 is used."""
 
 
 @dataclass
@@ -67,6 +71,9 @@ class Controller:
         self._lock = threading.Lock()  # guards presence and book against the web thread
         self._inbox: queue.Queue[InboundMessage | None] = queue.Queue()
         self._awaiting: dict[str, _AwaitingDownload] = {}
+        self.clocks = ClockBook()
+        self._ping_seq = 0
+        self._next_probe = 0.0
         self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._run, name="controller", daemon=True)
         t = self.topics
@@ -84,6 +91,7 @@ class Controller:
                     (t.all_nodes("availability"), 1),
                     (t.all_nodes("status"), 1),
                     (t.all_nodes("result"), 1),
+                    (t.all_nodes("clock/pong"), 0),
                 ),
             ),
             on_message=self._inbox.put,
@@ -179,6 +187,8 @@ class Controller:
             self._on_status(parsed.node_id, msg)
         elif parsed.kind is TopicKind.RESULT and parsed.node_id:
             self._on_result(parsed.node_id, msg)
+        elif parsed.kind is TopicKind.CLOCK_PONG and parsed.node_id:
+            self._on_pong(parsed.node_id, msg)
 
     def _on_trigger(self, msg: InboundMessage, target: str | None) -> None:
         if msg.retain:
@@ -201,8 +211,15 @@ class Controller:
             at=view.at,
             target_node=view.target_node,
         )
+        warnings = self.clock_warnings(view.expected) if view.at is not None else []
+        for warning in warnings:
+            logger.warning("scheduled capture %s: %s", view.set_id, warning)
         self.events.emit(
-            "set_opened", capture_id=view.set_id, expected=sorted(view.expected), at=view.at
+            "set_opened",
+            capture_id=view.set_id,
+            expected=sorted(view.expected),
+            at=view.at,
+            clock_warnings=warnings,
         )
         logger.info("capture set %s opened, expecting %s", view.set_id, sorted(view.expected))
 
@@ -261,6 +278,45 @@ class Controller:
         if result.frames:
             self.downloader.submit(node_id)
 
+    def _on_pong(self, node_id: str, msg: InboundMessage) -> None:
+        try:
+            pong = ClockPong.model_validate_json(msg.payload)
+        except ValidationError as exc:
+            logger.warning("bad clock pong from %s: %s", node_id, describe_validation_error(exc))
+            return
+        if self.clocks.add(node_id, pong, msg.received_at) is None:
+            logger.warning("clock pong from %s has impossible timestamps; ignored", node_id)
+
+    def clock_of(self, node_id: str) -> ClockEstimate | None:
+        """The node's clock offset and round trip as measured over MQTT, if any yet."""
+        return self.clocks.estimate(node_id)
+
+    def clock_warnings(self, node_ids: set[str] | frozenset[str]) -> list[str]:
+        """Nodes whose clock offset (plus its uncertainty) exceeds the sync tolerance."""
+        warnings = []
+        tolerance = self.config.clock_tolerance_s
+        for node_id in sorted(node_ids):
+            est = self.clocks.estimate(node_id)
+            if est is None:
+                warnings.append(f"{node_id}: clock offset not measured yet")
+            elif abs(est.offset_s) + est.uncertainty_s > tolerance:
+                warnings.append(
+                    f"{node_id}: clock offset {est.offset_s * 1000:+.3f} ms "
+                    f"(± {est.uncertainty_s * 1000:.3f} ms) exceeds {tolerance * 1000:.3f} ms"
+                )
+        return warnings
+
+    def _probe_clocks(self, now: float) -> None:
+        if now < self._next_probe or not self.link.connected.is_set():
+            return
+        self._next_probe = now + CLOCK_PROBE_S
+        with self._lock:
+            online = self.presence.online_ids()
+        for node_id in sorted(online):
+            self._ping_seq += 1
+            ping = ClockPing(seq=self._ping_seq, t1=self._clock())
+            self.link.publish(self.topics.clock_ping(node_id), ping.model_dump_json(), qos=0)
+
     def _presence_changed(self, changes: list[StateChange]) -> None:
         for change in changes:
             self.events.emit("presence", node_id=change.node_id, old=change.old, state=change.new)
@@ -273,6 +329,7 @@ class Controller:
             summaries = self.book.tick()
         self._presence_changed(changes)
         now = self._clock()
+        self._probe_clocks(now)
         for summary in summaries:
             self.ledger.set_complete(summary.capture_id, summary.completed_at)
             self._awaiting[summary.capture_id] = _AwaitingDownload(

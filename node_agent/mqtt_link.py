@@ -45,9 +45,12 @@ class BrokerAddress:
             raise BrokerUrlError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
         tls = parts.scheme in ("mqtts", "ssl")
         try:
-            port = parts.port or (8883 if tls else 1883)
+            port = parts.port
         except ValueError as exc:
             raise BrokerUrlError(f"broker URL {url!r}: bad port") from exc
+        if port == 0:
+            raise BrokerUrlError(f"broker URL {url!r}: port 0 is not a broker port")
+        port = port or (8883 if tls else 1883)
         if not parts.hostname:
             raise BrokerUrlError(f"broker URL {url!r}: no host")
         return cls(

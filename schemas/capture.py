@@ -30,7 +30,8 @@ def _finite(value: float | None) -> float | None:
 class CaptureCommand(BaseModel):
     """What the trigger topics carry. Every field is optional."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: JSON true is not the number 1, "123.5" is not a time
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     capture_id: CaptureId | None = None
     at: Annotated[float | None, AfterValidator(_finite)] = Field(

@@ -145,9 +145,7 @@ def controller_process(
         str(set_timeout_s),
         *extra,
     ]
-    return ControllerProcess(
-        broker.url, root, data_dir, creds, args, base / f"{name}.log"
-    )
+    return ControllerProcess(broker.url, root, data_dir, creds, args, base / f"{name}.log")
 
 
 StartController = Callable[..., ControllerProcess]

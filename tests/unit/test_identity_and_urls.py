@@ -146,11 +146,6 @@ def test_broker_address_parse_bad_port(url: str) -> None:
         BrokerAddress.parse(url)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node_agent/mqtt_link.py BrokerAddress.parse: 'parts.port or default' turns an "
-    "explicit port 0 into 1883/8883 instead of refusing it",
-)
 def test_broker_address_parse_port_zero_is_refused() -> None:
     with pytest.raises(BrokerUrlError, match="port"):
         BrokerAddress.parse("mqtt://h:0")
