@@ -51,6 +51,7 @@ def render_acl(root: str, anonymous_access: bool) -> str:
         f"topic read {root}/#\n"
         f"topic write {root}/capture\n"
         f"topic write {root}/nodes/+/capture\n"
+        f"topic write {root}/nodes/+/clock/ping\n"
         "topic read homeassistant/#\n\n"
     )
     return anon + body

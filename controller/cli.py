@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from controller.commands import capture_command, controller_command, nodes_command
+from controller.demo import demo_command
 from node_agent.cli import node_command
 from schemas.export import write_json_schemas
 
@@ -37,7 +38,7 @@ def schemas_command(out_dir: Path) -> None:
         click.echo(str(path))
 
 
-for _command in (node_command, controller_command, nodes_command, capture_command):
+for _command in (node_command, controller_command, nodes_command, capture_command, demo_command):
     main.add_command(_command)
 
 

@@ -15,15 +15,18 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from controller.clock_probe import ClockBook
 from controller.config import ControllerConfig
 from controller.oneshot import drain, session
 from controller.service import Controller, new_capture_id
+from node_agent.mqtt_link import InboundMessage, MqttLink
 from schemas.capture import CaptureCommand, describe_validation_error
+from schemas.clock import ClockPing, ClockPong
 from schemas.controller import CaptureSetSummary
 from schemas.errors import PepiError
 from schemas.ids import validate_capture_id, validate_node_id
 from schemas.status import NodeStatus
-from schemas.topics import Topics
+from schemas.topics import TopicKind, Topics
 
 broker_option = click.option(
     "--broker",
@@ -116,28 +119,75 @@ def nodes_command(
     try:
         with session(
             broker,
-            [topics.all_nodes("availability"), topics.all_nodes("status")],
+            [topics.all_nodes(leaf) for leaf in ("availability", "status", "clock/pong")],
             username,
             password,
-        ) as (_link, inbox):
+        ) as (link, inbox):
             messages = drain(inbox)
+            rows = node_rows(topics, messages, time.time())
+            clocks = probe_clocks(
+                link, topics, inbox, [r["node_id"] for r in rows if r["state"] == "online"]
+            )
     except PepiError as exc:
         raise click.ClickException(str(exc)) from exc
-    rows = node_rows(topics, messages, time.time())
+    for row in rows:
+        est = clocks.estimate(row["node_id"])
+        row["clock_offset_ms"] = None if est is None else round(est.offset_s * 1000, 3)
+        row["clock_rtt_ms"] = None if est is None else round(est.rtt_s * 1000, 3)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
         click.echo("no nodes have announced themselves on this broker")
         return
-    click.echo(f"{'NODE':<20} {'STATE':<8} {'ADDRESS':<22} {'CAMERAS':<16} {'AGE':>6} CAPTURES")
+    click.echo(
+        f"{'NODE':<20} {'STATE':<8} {'ADDRESS':<22} {'CAMERAS':<16} {'AGE':>6} "
+        f"{'CAPTURES':>8} {'OFFSET':>10} {'RTT':>8} SYNCED"
+    )
     for r in rows:
         cams = ",".join(f"{w}x{h}" for w, h in r["resolutions"]) or "-"
         age = "-" if r["heartbeat_age_s"] is None else f"{r['heartbeat_age_s']:.0f}s"
         click.echo(
             f"{r['node_id']:<20} {r['state']:<8} {r['address'] or '-':<22} {cams:<16} "
-            f"{age:>6} {r['captures'] if r['captures'] is not None else '-'}"
+            f"{age:>6} {r['captures'] if r['captures'] is not None else '-':>8} "
+            f"{_ms(r['clock_offset_ms']):>10} {_ms(r['clock_rtt_ms']):>8} "
+            f"{ {True: 'yes', False: 'no', None: '?'}[r['clock_synced']] }"
         )
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}ms"
+
+
+def probe_clocks(
+    link: MqttLink,
+    topics: Topics,
+    inbox: queue.Queue[InboundMessage],
+    node_ids: list[str],
+    rounds: int = 5,
+) -> ClockBook:
+    """NTP-style pings to each node (best of ``rounds``); nodes the ACL hides stay unmeasured."""
+    book = ClockBook()
+    for seq in range(rounds):
+        for node_id in node_ids:
+            ping = ClockPing(seq=seq, t1=time.time())
+            link.publish(topics.clock_ping(node_id), ping.model_dump_json(), qos=0)
+        deadline = time.monotonic() + 0.2
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                msg = inbox.get(timeout=remaining)
+            except queue.Empty:
+                break
+            parsed = topics.parse(msg.topic)
+            if parsed is None or parsed.kind is not TopicKind.CLOCK_PONG or not parsed.node_id:
+                continue
+            try:
+                book.add(
+                    parsed.node_id, ClockPong.model_validate_json(msg.payload), msg.received_at
+                )
+            except ValidationError:
+                continue
+    return book
 
 
 def node_rows(topics: Topics, messages: list[Any], now: float) -> list[dict[str, Any]]:
@@ -172,6 +222,7 @@ def node_rows(topics: Topics, messages: list[Any], now: float) -> list[dict[str,
                 "heartbeat_age_s": age,
                 "captures": status.store.captures if status else None,
                 "stream_urls": status.stream_urls if status else [],
+                "clock_synced": status.clock.synced if status else None,
             }
         )
     return rows

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,10 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from broker.runner import Credentials, EmbeddedBroker, free_port
 from controller.ledger import LEDGER_FILE
+from controller.manifest import MANIFEST_FILE, Manifest
+from node_agent.encode import read_exif_timestamp
+from schemas import CaptureResult, NodeStatus
 from schemas.controller import CaptureSetSummary
 from support.mqtt_watch import Seen, Watcher
+from support.nodes import NodeProcess
+from support.thrift_clients import camera_server
 
 CONTROLLER_USER = "controller"
 
@@ -61,9 +70,20 @@ class ControllerProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
+    def freeze(self) -> None:
+        """SIGSTOP: connected but deaf; what the broker sends waits in the socket."""
+        assert self.proc is not None
+        suspend(self.proc)
+
+    def thaw(self) -> None:
+        """SIGCONT: carry on with whatever arrived while frozen."""
+        assert self.proc is not None
+        resume(self.proc)
+
     def stop(self) -> None:
         """SIGTERM, as a user's Ctrl-C; SIGKILL if it does not exit within 15 s."""
         if self.proc is not None and self.proc.poll() is None:
+            resume(self.proc)  # a stopped process would hold SIGTERM until continued
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(15)
@@ -104,10 +124,9 @@ class ControllerProcess:
 
     def nodes(self) -> list[dict[str, Any]]:
         """``pepi nodes --json`` as the controller's user runs it on this broker."""
+        command = ["nodes", "--json", "--broker", self.broker_url, "--topic-root", self.root]
         out = subprocess.run(
-            [sys.executable, "-m", "controller.cli", "nodes", "--json"]
-            + ["--broker", self.broker_url, "--username", self.creds.username]
-            + ["--topic-root", self.root],
+            [sys.executable, "-m", "controller.cli", *command, "--username", self.creds.username],
             env={**os.environ, "PEPI_MQTT_PASSWORD": self.creds.password},
             capture_output=True,
             text=True,
@@ -196,3 +215,76 @@ def wait_summary(
 
     seen = watcher.wait_for(match, timeout, what=f"summary of {capture_id}")
     return CaptureSetSummary.model_validate_json(seen.payload)
+
+
+def suspend(proc: subprocess.Popen[bytes]) -> None:
+    """SIGSTOP a process (a frozen machine: TCP stays up, nothing answers)."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGSTOP)
+
+
+def resume(proc: subprocess.Popen[bytes]) -> None:
+    """SIGCONT a process stopped with ``suspend``."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGCONT)
+
+
+def pepi_name(set_id: str, node_id: str, camera: int) -> str:
+    """PEPI's file name for one camera's JPEG of one node in a set."""
+    return f"id{node_id}_d{set_id}_cam{camera}.jpeg"
+
+
+def assert_set_on_disk(data_dir: Path, set_id: str, results: list[CaptureResult]) -> None:
+    """Every frame of ``results`` is in ``<data_dir>/<set_id>/`` once, PEPI-named, byte-exact.
+
+    Checks the sha256 against the node's result and the manifest, the EXIF frame time
+    against the result, and that nothing else (no half-written temp file) is in the folder.
+    """
+    folder = data_dir / set_id
+    frames = {pepi_name(set_id, r.node_id, f.camera): f for r in results for f in r.frames}
+    assert frames, "no frames expected: the test is wrong"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*frames, MANIFEST_FILE])
+    for name, frame in frames.items():
+        data = (folder / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == frame.sha256, name
+        assert read_exif_timestamp(data) == pytest.approx(frame.timestamp, abs=1e-6), name
+    manifest = Manifest.model_validate_json((folder / MANIFEST_FILE).read_bytes())
+    assert manifest.capture_id == set_id and manifest.downloaded
+    assert sorted(manifest.files) == sorted(frames)  # each file listed exactly once
+    listed = {
+        f.file: f.sha256 for node in manifest.nodes for f in node.frames if f.file is not None
+    }
+    assert listed == {name: f.sha256 for name, f in frames.items()}
+
+
+def ledger_states(ctl: ControllerProcess) -> dict[tuple[str, str, int], str]:
+    """``(set, node, camera) -> download state`` read from the controller's SQLite ledger."""
+    db = sqlite3.connect(f"file:{ctl.ledger_path}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = db.execute("SELECT set_id, node_id, camera, state FROM owed_images").fetchall()
+    finally:
+        db.close()
+    return {(str(s), str(n), int(c)): str(state) for s, n, c, state in rows}
+
+
+def wait_store_empty(watcher: Watcher, root: str, node: NodeProcess, after: float) -> None:
+    """Wait for a heartbeat (sent after ``after``) saying the node holds no capture, then
+    check over Thrift that ``list_captures`` is empty: the controller released everything."""
+
+    def empty(seen: Seen) -> bool:
+        if seen.topic != f"{root}/nodes/{node.node_id}/status" or seen.at < after:
+            return False
+        return NodeStatus.model_validate_json(seen.payload).store.captures == 0
+
+    watcher.wait_for(empty, timeout=30, what=f"empty store on {node.node_id}")
+    with camera_server(node.thrift_port, fleet=True) as server:
+        assert [c.capture_id for c in server.list_captures()] == []
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll ``check`` (state kept in files has no event to wait on) until true or timeout."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.02)

@@ -78,11 +78,12 @@ def test_render_acl_without_anonymous_has_no_anonymous_rules() -> None:
     assert _anonymous_rules(render_acl("t/x", anonymous_access=False)) == []
 
 
-def test_render_acl_anonymous_reads_root_and_writes_only_triggers() -> None:
+def test_render_acl_anonymous_reads_root_and_writes_only_triggers_and_clock_pings() -> None:
     anon = _anonymous_rules(render_acl("t/x", anonymous_access=True))
     writes = {line.split()[-1] for line in anon if line.split()[1] in ("write", "readwrite")}
     reads = {line.split()[-1] for line in anon if line.split()[1] in ("read", "readwrite")}
-    assert writes == {"t/x/capture", "t/x/nodes/+/capture"}
+    # clock pings let `pepi nodes` measure offsets without a login on the demo broker
+    assert writes == {"t/x/capture", "t/x/nodes/+/capture", "t/x/nodes/+/clock/ping"}
     assert "t/x/#" in reads
     assert all(line.startswith("topic ") for line in anon)
     assert all(line.split()[-1].startswith(("t/x/", "homeassistant/")) for line in anon)

@@ -1,0 +1,315 @@
+"""``pepi demo``: mosquitto, synthetic nodes and the controller on loopback, supervised."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+
+from broker.runner import EmbeddedBroker, free_port, port_is_free
+from controller.oneshot import session
+from schemas.errors import PepiError
+from schemas.status import NodeStatus
+from schemas.topics import DEFAULT_ROOT, TopicKind, Topics
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+TAIL_LINES = 15
+PR_SET_PDEATHSIG = 1
+
+
+class DemoError(PepiError):
+    """The demo could not start, or one of its processes failed."""
+
+
+@dataclass
+class Child:
+    """One supervised ``pepi`` child process and its log file."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, lines: int = TAIL_LINES) -> str:
+        """The last lines the child wrote."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Demo:
+    """The broker, the nodes and the controller of one ``pepi demo`` run."""
+
+    data_dir: Path
+    node_ids: list[str]
+    mqtt_port: int
+    web_port: int
+    frame_lock: bool
+    broker: EmbeddedBroker = field(init=False)
+    children: list[Child] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.broker = EmbeddedBroker(
+            root=DEFAULT_ROOT,
+            port=self.mqtt_port,
+            anonymous_access=True,
+            workdir=self.data_dir / "broker",
+        )
+
+    def start(self) -> None:
+        """Start mosquitto, then every node and the controller at once (no waiting)."""
+        (self.data_dir / "broker").mkdir(parents=True, exist_ok=True)
+        logins = {name: self.broker.add_user(name) for name in [*self.node_ids, "controller"]}
+        self.broker.start()
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        url = self.broker.url
+        for node_id in self.node_ids:
+            args = ["node", "--broker", url, "--node-id", node_id, "--username", node_id]
+            args += [
+                "--topic-root",
+                DEFAULT_ROOT,
+                "--data-dir",
+                str(self.data_dir / "nodes" / node_id),
+            ]
+            args += ["--thrift-host", "127.0.0.1", "--thrift-port", "0", "--stream-port", "0"]
+            args += ["--frame-lock" if self.frame_lock else "--no-frame-lock"]
+            self._spawn(node_id, args, logins[node_id].password)
+        args = ["controller", "--broker", url, "--username", "controller"]
+        args += ["--topic-root", DEFAULT_ROOT, "--data-dir", str(self.data_dir / "captures")]
+        args += ["--web-host", "127.0.0.1", "--web-port", str(self.web_port)]
+        self._spawn("controller", args, logins["controller"].password)
+
+    def _spawn(self, name: str, args: list[str], password: str) -> None:
+        # Our own PEPI_* settings would override the demo's; the password goes by env,
+        # never on the command line where 'ps' shows it.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PEPI_")}
+        env.update(PEPI_MQTT_PASSWORD=password, PYTHONUNBUFFERED="1")
+        log_path = self.data_dir / "logs" / f"{name}.log"
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "controller.cli", "-v", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                # Ctrl-C reaches only the demo, which stops the children in order.
+                start_new_session=True,
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
+        self.children.append(Child(name, proc, log_path))
+
+    def casualty(self) -> str | None:
+        """A one-paragraph report on a process that exited on its own, else None."""
+        if not self.broker.running:
+            return f"mosquitto exited unexpectedly; its log ends:\n{self.broker.log_tail()}"
+        for child in self.children:
+            code = child.proc.poll()
+            if code is not None:
+                return (
+                    f"{child.name} exited unexpectedly (code {code}); "
+                    f"{child.log_path} ends:\n{child.log_tail()}"
+                )
+        return None
+
+    def wait_ready(self, stop: threading.Event, since: float) -> dict[str, NodeStatus]:
+        """Each node's fresh status once the broker holds every node's ``online``."""
+        topics = Topics(DEFAULT_ROOT)
+        online: set[str] = set()
+        statuses: dict[str, NodeStatus] = {}
+        wanted = set(self.node_ids)
+        subscriptions = [topics.all_nodes("availability"), topics.all_nodes("status")]
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        with session(self.broker.url, subscriptions) as (_link, inbox):
+            while not (wanted <= online and wanted <= statuses.keys()):
+                if stop.is_set():
+                    return statuses
+                if (report := self.casualty()) is not None:
+                    raise DemoError(report)
+                if time.monotonic() > deadline:
+                    missing = ", ".join(sorted(wanted - online))
+                    raise DemoError(
+                        f"{missing} not online within {READY_TIMEOUT_S:.0f} s: "
+                        f"see {self.data_dir / 'logs'}"
+                    )
+                try:
+                    msg = inbox.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                parsed = topics.parse(msg.topic)
+                if parsed is None or parsed.node_id not in wanted:
+                    continue
+                if parsed.kind is TopicKind.AVAILABILITY:
+                    if msg.payload == b"online":
+                        online.add(parsed.node_id)
+                    else:
+                        online.discard(parsed.node_id)
+                elif parsed.kind is TopicKind.STATUS and msg.payload:
+                    try:
+                        status = NodeStatus.model_validate_json(msg.payload)
+                    except ValidationError:
+                        continue
+                    # A reused data dir keeps the last run's retained status: skip it.
+                    if status.sent_at >= since - 1.0:
+                        statuses[parsed.node_id] = status
+        return statuses
+
+    def supervise(self, stop: threading.Event) -> int:
+        """Block until a signal (exit code 0) or a process dying on its own (1)."""
+        while not stop.wait(0.2):
+            if (report := self.casualty()) is not None:
+                click.echo(f"pepi demo: {report}", err=True)
+                return 1
+        return 0
+
+    def shutdown(self) -> None:
+        """SIGTERM the nodes and the controller, SIGKILL stragglers, then stop mosquitto."""
+        for child in self.children:
+            if child.proc.poll() is None:
+                child.proc.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for child in self.children:
+            try:
+                child.proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                click.echo(f"pepi demo: {child.name} ignored SIGTERM: killed", err=True)
+                child.proc.kill()
+                child.proc.wait()
+        self.broker.stop()
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the child if the demo dies (even by SIGKILL)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the demo died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
+
+
+def pick_port(requested: int, what: str) -> int:
+    """``requested`` if free on loopback, else (saying so) any free port; 0 means any."""
+    if requested == 0:
+        return free_port()
+    if port_is_free(requested):
+        return requested
+    port = free_port()
+    click.echo(f"pepi demo: {what} port {requested} is in use, using {port} instead", err=True)
+    return port
+
+
+def print_ready(demo: Demo, statuses: dict[str, NodeStatus], seconds: float) -> None:
+    """The URLs to open and the one-liners to try."""
+    port = demo.broker.port
+    pub = f"mosquitto_pub -h 127.0.0.1 -p {port} -q 1 -t {DEFAULT_ROOT}/capture"
+    lines = [
+        f"pepi demo: ready in {seconds:.1f} s ({len(statuses)} nodes online)",
+        f"  broker    {demo.broker.url}  (anonymous on loopback: read {DEFAULT_ROOT}/#, trigger)",
+        f"  web page  http://127.0.0.1:{demo.web_port}/",
+    ]
+    for node_id in demo.node_ids:
+        status = statuses.get(node_id)
+        streams = " ".join(status.stream_urls) if status and status.stream_urls else "-"
+        lines.append(f"  {node_id:<9} {streams}")
+    lines += [
+        f"  captures  {demo.data_dir / 'captures'}",
+        f"  logs      {demo.data_dir / 'logs'}",
+        "",
+        "Try (in another terminal):",
+        f"  mosquitto_sub -h 127.0.0.1 -p {port} -v -t '{DEFAULT_ROOT}/nodes/+/result'",
+        f"""  {pub} -m '{{"capture_id": "scan-001", "at": '$(($(date +%s) + 2))'}}'""",
+        f"  {pub} -m scan-002",
+        f"  {pub} -n",
+        f"  pepi capture --wait --broker {demo.broker.url}",
+        "",
+        f"Ctrl-C stops everything; images and logs stay in {demo.data_dir}",
+    ]
+    click.echo("\n".join(lines))
+
+
+@click.command("demo")
+@click.option(
+    "--nodes",
+    "node_count",
+    type=click.IntRange(1, 99),
+    default=3,
+    show_default=True,
+    help="Number of synthetic camera nodes (cam01, cam02, ...).",
+)
+@click.option(
+    "--mqtt-port",
+    type=click.IntRange(0, 65535),
+    default=1883,
+    show_default=True,
+    help="Loopback port of the demo's mosquitto (taken or 0: any free port).",
+)
+@click.option(
+    "--web-port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port of the controller's web page (taken or 0: any free port).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for images, stores, broker and logs (default: a new temp folder, kept).",
+)
+@click.option(
+    "--frame-lock/--no-frame-lock",
+    default=True,
+    show_default=True,
+    help="Nodes share a wall-clock frame grid, like hardware-synchronised sensors.",
+)
+def demo_command(
+    node_count: int, mqtt_port: int, web_port: int, data_dir: Path | None, frame_lock: bool
+) -> None:
+    """Run mosquitto, synthetic nodes and the controller on this machine; Ctrl-C stops all."""
+    started = time.monotonic()
+    since = time.time()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    data_dir = (data_dir or Path(tempfile.mkdtemp(prefix="pepi-demo-"))).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    click.echo(f"pepi demo: data in {data_dir}", err=True)
+    demo = Demo(
+        data_dir,
+        [f"cam{i:02d}" for i in range(1, node_count + 1)],
+        pick_port(mqtt_port, "MQTT"),
+        pick_port(web_port, "web"),
+        frame_lock,
+    )
+    code = 1
+    try:
+        demo.start()
+        statuses = demo.wait_ready(stop, since)
+        if not stop.is_set():
+            print_ready(demo, statuses, time.monotonic() - started)
+        code = demo.supervise(stop)
+    except PepiError as exc:
+        click.echo(f"pepi demo: {exc}", err=True)
+    finally:
+        click.echo("pepi demo: stopping", err=True)
+        demo.shutdown()
+    click.echo(f"pepi demo: stopped; images and logs are in {data_dir}", err=True)
+    sys.exit(code)

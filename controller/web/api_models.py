@@ -1,0 +1,308 @@
+"""Request and response models of the REST API, built on the ``schemas`` contracts."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import PurePosixPath
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from controller.ledger import ImageState, SetDetail, SetRecord
+from controller.presence import NodeState, NodeView
+from schemas.capture import CaptureId, CaptureStatus, Frame, NodeId
+from schemas.status import CameraInfo, ClockInfo, StoreInfo
+
+logger = logging.getLogger(__name__)
+
+MAX_DELAY_S = 24 * 3600.0
+API = "/api"
+THUMBNAIL_FORMATS = ("jpeg", "png")
+
+
+class ApiError(BaseModel):
+    """Every 4xx/5xx answer: one line saying what was wrong and what to do."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    detail: str
+
+
+class NodeOut(BaseModel):
+    """One node as the controller sees it now."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node_id: str
+    state: NodeState
+    address: str | None = Field(description="host:port of the node's Thrift CameraServer")
+    host: str | None
+    version: str | None
+    cameras: list[CameraInfo]
+    stream_urls: list[str] = Field(description="MJPEG preview streams, one per camera")
+    store: StoreInfo | None
+    clock: ClockInfo | None
+    clock_offset_s: float | None = Field(description="the node's clock offset estimate, if known")
+    heartbeat_s: float | None
+    last_heartbeat_at: float | None = Field(description="controller receive time (Unix s)")
+    heartbeat_age_s: float | None
+    changed_at: float = Field(description="when the state last changed (Unix s)")
+
+    @classmethod
+    def of(cls, view: NodeView, now: float) -> NodeOut:
+        """The API view of a presence snapshot."""
+        status = view.status
+        last = view.last_heartbeat_at
+        return cls(
+            node_id=view.node_id,
+            state=view.state,
+            address=f"{status.thrift.host}:{status.thrift.port}" if status else None,
+            host=status.thrift.host if status else None,
+            version=status.version if status else None,
+            cameras=list(status.cameras) if status else [],
+            stream_urls=list(status.stream_urls) if status else [],
+            store=status.store if status else None,
+            clock=status.clock if status else None,
+            clock_offset_s=status.clock.offset_estimate_s if status else None,
+            heartbeat_s=status.heartbeat_s if status else None,
+            last_heartbeat_at=last,
+            heartbeat_age_s=None if last is None else max(now - last, 0.0),
+            changed_at=view.changed_at,
+        )
+
+
+class NodeCounts(BaseModel):
+    """How many nodes are in each state."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    online: int = 0
+    stale: int = 0
+    offline: int = 0
+    removed: int = 0
+
+
+class FleetOut(BaseModel):
+    """``GET /api/nodes``: the broker link, per-state counts and every known node."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    broker_connected: bool
+    counts: NodeCounts
+    nodes: list[NodeOut]
+
+    @classmethod
+    def of(cls, views: list[NodeView], broker_connected: bool, now: float) -> FleetOut:
+        """Build from presence snapshots."""
+        counts = {s.value: 0 for s in NodeState}
+        for view in views:
+            counts[view.state.value] += 1
+        return cls(
+            broker_connected=broker_connected,
+            counts=NodeCounts(**counts),
+            nodes=[NodeOut.of(v, now) for v in views],
+        )
+
+
+class CaptureRequest(BaseModel):
+    """``POST /api/captures``: every field optional; ``at`` and ``delay`` exclude each other."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    capture_id: CaptureId | None = Field(
+        default=None, description="explicit set id (becomes a folder name); absent = cap-<UTC ms>"
+    )
+    node_id: NodeId | None = Field(default=None, description="trigger only this node")
+    at: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="fire at this Unix time (node clocks)"
+    )
+    delay: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_DELAY_S,
+        allow_inf_nan=False,
+        description="fire this many seconds from now (a scheduled capture)",
+    )
+
+    @model_validator(mode="after")
+    def _one_time(self) -> Self:
+        if self.at is not None and self.delay is not None:
+            raise ValueError("give 'at' or 'delay', not both")
+        return self
+
+    def fire_at(self, now: float) -> float | None:
+        """The ``at`` to send: given, now + delay, or None for an immediate capture."""
+        if self.delay is not None:
+            return now + self.delay
+        return self.at
+
+
+class CaptureAccepted(BaseModel):
+    """The trigger was handed to the broker; the set opens when the broker echoes it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    capture_id: str
+    node_id: str | None
+    at: float | None
+    url: str = Field(description="where the capture set will be")
+
+
+class CaptureSetOut(BaseModel):
+    """One capture set in the history."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    capture_id: str
+    kind: str = Field(description="explicit, auto or orphan")
+    state: str = Field(description="open while nodes may still answer, then complete")
+    triggered_at: float
+    at: float | None
+    target_node: str | None
+    expected: list[str]
+    completed_at: float | None
+    spread_s: float | None = Field(description="max - min frame timestamp over all frames")
+    fired_spread_s: float | None
+    images_total: int
+    images_done: int
+    images_failed: int
+    url: str
+    zip_url: str
+
+    @classmethod
+    def fields_of(cls, record: SetRecord) -> dict[str, object]:
+        """The fields shared with the detail view."""
+        base = f"{API}/captures/{record.set_id}"
+        return {
+            "capture_id": record.set_id,
+            "kind": record.kind,
+            "state": record.state,
+            "triggered_at": record.triggered_at,
+            "at": record.at,
+            "target_node": record.target_node,
+            "expected": list(record.expected),
+            "completed_at": record.completed_at,
+            "spread_s": record.spread_s,
+            "fired_spread_s": record.fired_spread_s,
+            "images_total": record.images_total,
+            "images_done": record.images_done,
+            "images_failed": record.images_failed,
+            "url": base,
+            "zip_url": f"{base}/zip",
+        }
+
+    @classmethod
+    def of(cls, record: SetRecord) -> CaptureSetOut:
+        """Build from a ledger record."""
+        return cls.model_validate(cls.fields_of(record))
+
+
+class CapturePage(BaseModel):
+    """``GET /api/captures``: newest first."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    items: list[CaptureSetOut]
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="offset of the next page; null on the last")
+
+
+class NodeResultOut(BaseModel):
+    """One expected or answering node's part in a set."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node_id: str
+    status: CaptureStatus | None = Field(description="null while (or if) the node has not answered")
+    node_capture_id: str | None
+    received_at: float | None
+    fired_at: float | None
+    error: str | None
+    frames: list[Frame]
+    released: bool = Field(description="the node was told it may delete its copy")
+
+
+class FileOut(BaseModel):
+    """One image a node owes the set; ``url`` is set once it is verified on disk."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    node_id: str
+    camera: int
+    format: str
+    bytes: int
+    sha256: str
+    timestamp: float
+    state: ImageState
+    last_error: str | None
+    url: str | None
+    thumbnail_url: str | None
+
+
+class CaptureSetDetail(CaptureSetOut):
+    """``GET /api/captures/{id}``: the set with per-node results and files."""
+
+    results: list[NodeResultOut]
+    files: list[FileOut]
+
+    @classmethod
+    def of_detail(cls, detail: SetDetail) -> CaptureSetDetail:
+        """Build from the ledger's detail; expected nodes without a result get status null."""
+        record = detail.record
+        results = {
+            r.node_id: NodeResultOut(
+                node_id=r.node_id,
+                status=r.result.status,
+                node_capture_id=r.node_capture_id,
+                received_at=r.result.received_at,
+                fired_at=r.result.fired_at,
+                error=r.result.error,
+                frames=list(r.result.frames),
+                released=r.released_at is not None,
+            )
+            for r in detail.results
+        }
+        for node_id in record.expected:
+            results.setdefault(
+                node_id,
+                NodeResultOut(
+                    node_id=node_id,
+                    status=None,
+                    node_capture_id=None,
+                    received_at=None,
+                    fired_at=None,
+                    error=None,
+                    frames=[],
+                    released=False,
+                ),
+            )
+        base = f"{API}/captures/{record.set_id}/files"
+        files = []
+        for img in detail.images:
+            name = PurePosixPath(img.path).name
+            done = img.state is ImageState.DONE
+            thumb = done and img.format in THUMBNAIL_FORMATS
+            files.append(
+                FileOut(
+                    name=name,
+                    node_id=img.node_id,
+                    camera=img.camera,
+                    format=img.format,
+                    bytes=img.size,
+                    sha256=img.sha256,
+                    timestamp=img.frame_ts,
+                    state=img.state,
+                    last_error=img.last_error,
+                    url=f"{base}/{name}" if done else None,
+                    thumbnail_url=f"{base}/{name}/thumbnail" if thumb else None,
+                )
+            )
+        return cls.model_validate(
+            {
+                **cls.fields_of(record),
+                "results": [results[n] for n in sorted(results)],
+                "files": files,
+            }
+        )
