@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import secrets
@@ -9,8 +10,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,6 +24,7 @@ from schemas.topics import DEFAULT_ROOT
 logger = logging.getLogger(__name__)
 
 PRODUCTION_ROOT = "pepi/v1"
+PR_SET_PDEATHSIG = 1
 
 
 class BrokerError(PepiError):
@@ -74,6 +78,20 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
+
+
+def die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the child if ``parent`` dies (even by SIGKILL)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 def find_mosquitto() -> str:
@@ -139,6 +157,7 @@ class EmbeddedBroker:
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
             [binary, "-c", str(conf)],
+            preexec_fn=die_with_parent(os.getpid()),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

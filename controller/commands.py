@@ -19,6 +19,7 @@ from controller.clock_probe import ClockBook
 from controller.config import ControllerConfig
 from controller.oneshot import drain, session
 from controller.service import Controller, new_capture_id
+from controller.web.server import WebError, WebServer
 from node_agent.mqtt_link import InboundMessage, MqttLink
 from schemas.capture import CaptureCommand, describe_validation_error
 from schemas.clock import ClockPing, ClockPong
@@ -98,10 +99,16 @@ def controller_command(**options: Any) -> None:
         signal.signal(sig, lambda *_: stop.update(now=True))
     controller.start()
     click.echo(f"controller: data in {config.data_dir}, broker {config.broker}", err=True)
+    web = WebServer(controller, config.web_host, config.web_port)
     try:
+        web.start()
+        click.echo(f"controller: web page and REST API at {web.url}", err=True)
         while not stop["now"]:
             time.sleep(0.2)
+    except WebError as exc:
+        raise click.ClickException(str(exc)) from exc
     finally:
+        web.stop()
         controller.stop()
 
 

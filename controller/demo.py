@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import queue
 import signal
@@ -11,14 +10,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 from pydantic import ValidationError
 
-from broker.runner import EmbeddedBroker, free_port, port_is_free
+from broker.runner import EmbeddedBroker, die_with_parent, free_port, port_is_free
 from controller.oneshot import session
 from schemas.errors import PepiError
 from schemas.status import NodeStatus
@@ -27,7 +25,11 @@ from schemas.topics import DEFAULT_ROOT, TopicKind, Topics
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 TAIL_LINES = 15
-PR_SET_PDEATHSIG = 1
+# The README's scheduled trigger: every node fires half a second from now on its clock.
+SCHEDULED_JSON = (
+    r""""{\"capture_id\": \"scan-043\", \"at\": """
+    r'''$(date +%s.%N | awk '{printf "%.3f", $1 + 0.5}')}"'''
+)
 
 
 class DemoError(PepiError):
@@ -75,24 +77,34 @@ class Demo:
         """Start mosquitto, then every node and the controller at once (no waiting)."""
         (self.data_dir / "broker").mkdir(parents=True, exist_ok=True)
         logins = {name: self.broker.add_user(name) for name in [*self.node_ids, "controller"]}
-        self.broker.start()
+        # A terminal's Ctrl-C goes to our whole process group, mosquitto included; with
+        # SIGINT blocked (the mask is inherited) it keeps running until the nodes have
+        # said 'offline' and shutdown() sends it SIGTERM.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.broker.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
-        url = self.broker.url
         for node_id in self.node_ids:
-            args = ["node", "--broker", url, "--node-id", node_id, "--username", node_id]
-            args += [
-                "--topic-root",
-                DEFAULT_ROOT,
-                "--data-dir",
-                str(self.data_dir / "nodes" / node_id),
-            ]
-            args += ["--thrift-host", "127.0.0.1", "--thrift-port", "0", "--stream-port", "0"]
-            args += ["--frame-lock" if self.frame_lock else "--no-frame-lock"]
-            self._spawn(node_id, args, logins[node_id].password)
-        args = ["controller", "--broker", url, "--username", "controller"]
-        args += ["--topic-root", DEFAULT_ROOT, "--data-dir", str(self.data_dir / "captures")]
-        args += ["--web-host", "127.0.0.1", "--web-port", str(self.web_port)]
-        self._spawn("controller", args, logins["controller"].password)
+            self._spawn(node_id, self._node_args(node_id), logins[node_id].password)
+        self._spawn("controller", self._controller_args(), logins["controller"].password)
+
+    def _node_args(self, node_id: str) -> list[str]:
+        return [
+            *("node", "--broker", self.broker.url, "--topic-root", DEFAULT_ROOT),
+            *("--node-id", node_id, "--username", node_id),
+            *("--data-dir", str(self.data_dir / "nodes" / node_id)),
+            *("--thrift-host", "127.0.0.1", "--thrift-port", "0", "--stream-port", "0"),
+            "--frame-lock" if self.frame_lock else "--no-frame-lock",
+        ]
+
+    def _controller_args(self) -> list[str]:
+        return [
+            *("controller", "--broker", self.broker.url, "--topic-root", DEFAULT_ROOT),
+            *("--username", "controller", "--data-dir", str(self.data_dir / "captures")),
+            *("--web-host", "127.0.0.1", "--web-port", str(self.web_port)),
+        ]
 
     def _spawn(self, name: str, args: list[str], password: str) -> None:
         # Our own PEPI_* settings would override the demo's; the password goes by env,
@@ -109,7 +121,7 @@ class Demo:
                 env=env,
                 # Ctrl-C reaches only the demo, which stops the children in order.
                 start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
+                preexec_fn=die_with_parent(os.getpid()),
             )
         self.children.append(Child(name, proc, log_path))
 
@@ -120,10 +132,12 @@ class Demo:
         for child in self.children:
             code = child.proc.poll()
             if code is not None:
-                return (
-                    f"{child.name} exited unexpectedly (code {code}); "
-                    f"{child.log_path} ends:\n{child.log_tail()}"
+                how = (
+                    f"was killed by {signal.Signals(-code).name}"
+                    if code < 0
+                    else f"exited ({code})"
                 )
+                return f"{child.name} {how}; {child.log_path} ends:\n{child.log_tail()}"
         return None
 
     def wait_ready(self, stop: threading.Event, since: float) -> dict[str, NodeStatus]:
@@ -192,20 +206,6 @@ class Demo:
         self.broker.stop()
 
 
-def _die_with_parent(parent: int) -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to SIGTERM the child if the demo dies (even by SIGKILL)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def arm() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the demo died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return arm
-
-
 def pick_port(requested: int, what: str) -> int:
     """``requested`` if free on loopback, else (saying so) any free port; 0 means any."""
     if requested == 0:
@@ -236,8 +236,8 @@ def print_ready(demo: Demo, statuses: dict[str, NodeStatus], seconds: float) -> 
         "",
         "Try (in another terminal):",
         f"  mosquitto_sub -h 127.0.0.1 -p {port} -v -t '{DEFAULT_ROOT}/nodes/+/result'",
-        f"""  {pub} -m '{{"capture_id": "scan-001", "at": '$(($(date +%s) + 2))'}}'""",
-        f"  {pub} -m scan-002",
+        f"  {pub} -m scan-042",
+        f"  {pub} -m {SCHEDULED_JSON}",
         f"  {pub} -n",
         f"  pepi capture --wait --broker {demo.broker.url}",
         "",
@@ -290,7 +290,10 @@ def demo_command(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     data_dir = (data_dir or Path(tempfile.mkdtemp(prefix="pepi-demo-"))).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot use {data_dir}: {exc.strerror}") from exc
     click.echo(f"pepi demo: data in {data_dir}", err=True)
     demo = Demo(
         data_dir,
@@ -306,7 +309,7 @@ def demo_command(
         if not stop.is_set():
             print_ready(demo, statuses, time.monotonic() - started)
         code = demo.supervise(stop)
-    except PepiError as exc:
+    except (PepiError, OSError) as exc:
         click.echo(f"pepi demo: {exc}", err=True)
     finally:
         click.echo("pepi demo: stopping", err=True)

@@ -60,6 +60,7 @@ class Downloader:
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download")
         self._busy: set[str] = set()
+        self._again: dict[str, bool] = {}  # node -> force: work that arrived during its pass
         self._busy_lock = threading.Lock()
 
     def submit(self, node_id: str, *, force: bool = False) -> Future[NodeRun]:
@@ -84,13 +85,30 @@ class Downloader:
         """
         with self._busy_lock:
             if node_id in self._busy:
+                # Fix: this request used to be dropped, so images owed by results that
+                # arrived during a pass waited for the next retry sweep (up to 5 s).
+                # The running pass now goes round once more instead.
+                self._again[node_id] = self._again.get(node_id, False) or force
                 return NodeRun(node_id, skipped="busy")
             self._busy.add(node_id)
         try:
-            return self._download(node_id, force)
-        finally:
+            run = self._download(node_id, force)
+            while True:
+                with self._busy_lock:
+                    if node_id not in self._again:
+                        self._busy.discard(node_id)
+                        return run
+                    force = self._again.pop(node_id)
+                more = self._download(node_id, force)
+                run.done += more.done
+                run.failed += more.failed
+                run.released += more.released
+                run.skipped = more.skipped
+        except BaseException:
             with self._busy_lock:
                 self._busy.discard(node_id)
+                self._again.pop(node_id, None)
+            raise
 
     def _download(self, node_id: str, force: bool) -> NodeRun:
         run = NodeRun(node_id)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import PurePosixPath
-from typing import Self
+from collections.abc import Callable
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from controller.ledger import ImageState, SetDetail, SetRecord
 from controller.presence import NodeState, NodeView
-from schemas.capture import CaptureId, CaptureStatus, Frame, NodeId
+from schemas.capture import CaptureStatus, Frame
+from schemas.errors import PayloadError
+from schemas.ids import validate_capture_id, validate_node_id
 from schemas.status import CameraInfo, ClockInfo, StoreInfo
 
 logger = logging.getLogger(__name__)
@@ -18,6 +21,21 @@ logger = logging.getLogger(__name__)
 MAX_DELAY_S = 24 * 3600.0
 API = "/api"
 THUMBNAIL_FORMATS = ("jpeg", "png")
+
+
+def _invalid_is_value_error(check: Callable[[str], str]) -> Callable[[str], str]:
+    # pydantic reports ValueError as a validation error (422); PayloadError would escape it.
+    def run(value: str) -> str:
+        try:
+            return check(value)
+        except PayloadError as exc:
+            raise ValueError(str(exc)) from exc
+
+    return run
+
+
+CaptureId = Annotated[str, AfterValidator(_invalid_is_value_error(validate_capture_id))]
+NodeId = Annotated[str, AfterValidator(_invalid_is_value_error(validate_node_id))]
 
 
 class ApiError(BaseModel):

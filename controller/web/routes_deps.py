@@ -30,9 +30,7 @@ def controller_of(request: Request) -> Controller:
 
 
 def node_id_param(
-    node_id: Annotated[
-        str, Path(pattern=NODE_ID_PATTERN, max_length=32, description="a node id")
-    ],
+    node_id: Annotated[str, Path(pattern=NODE_ID_PATTERN, max_length=32, description="a node id")],
 ) -> str:
     """A node id path parameter (the pattern makes FastAPI answer 422 for unsafe ones)."""
     return node_id

@@ -1,4 +1,4 @@
-"""The controller turns a mosquitto_pub trigger into a verified set on disk and empties the nodes."""
+"""The controller turns a mosquitto_pub trigger into a verified set on disk, then empties nodes."""
 
 from __future__ import annotations
 

@@ -1,16 +1,16 @@
-"""What the controller believes about nodes: online, offline, stale after a broker restart, removed."""
+"""What the controller believes about nodes: online, offline, stale, removed."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import StartNode, wait_online
 from support.controllers import StartController, controller_starter, wait_summary, wait_until
-from support.mqtt_watch import Watcher
+from support.mqtt_watch import Seen, Watcher
 from support.nodes import node_process
 from support.pub import mosquitto_pub
 
@@ -134,6 +134,13 @@ def test_controller_presence_dead_nodes_persisted_online_turns_stale(
             restarted_at = time.time()
             own.start()
 
+            def live(topic: str) -> Callable[[Seen], bool]:
+                # A fresh publish reaches a subscriber with retain=0; a replayed one with 1.
+                return lambda s: s.topic == topic and not s.retain and s.at >= restarted_at
+
+            watcher.wait_for(live(f"{root}/controller/availability"), 30, "controller back")
+            mark = len(ctl.log())
+
             # Still "online" on the broker, but its heartbeat never resumes.
             late_joiner = Watcher(own.port, [f"{root}/nodes/cam1/availability"])
             try:
@@ -146,7 +153,7 @@ def test_controller_presence_dead_nodes_persisted_online_turns_stale(
             assert states(ctl.nodes()) == {"cam1": "stale", "cam2": "online"}
 
             # cam2 reconnects by itself; a set triggered now waits for cam2 only.
-            watcher.wait_topic(f"{root}/nodes/cam2/status", after=restarted_at, timeout=40)
+            watcher.wait_for(live(f"{root}/nodes/cam2/status"), 30, "cam2 back")
             mosquitto_pub(own.port, f"{root}/capture", "after-restart")
             summary = wait_summary(watcher, root, "after-restart", timeout=15)
             assert summary.expected == ["cam2"] and summary.complete

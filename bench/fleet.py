@@ -1,0 +1,133 @@
+"""A loopback broker plus many ``pepi node`` processes, started in parallel, for benches."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from broker.runner import EmbeddedBroker, free_port
+
+BROKER_ROOT = "bench/+"
+"""The ACL root: every run takes its own ``bench/<run>`` root under one broker."""
+
+
+def start_broker(users: dict[str, str], workdir: Path, port: int = 0) -> EmbeddedBroker:
+    """mosquitto on loopback with these logins (written once, before it starts)."""
+    broker = EmbeddedBroker(
+        root=BROKER_ROOT,
+        port=port,
+        persistence=False,
+        workdir=workdir,
+        users=dict(users),
+    )
+    return broker.start()
+
+
+def logins(names: list[str]) -> dict[str, str]:
+    """A fresh password per name."""
+    return {name: secrets.token_urlsafe(12) for name in names}
+
+
+@dataclass
+class NodeSpec:
+    """One node process to run: id, ports and extra flags."""
+
+    node_id: str
+    thrift_port: int
+    broker_port: int
+    flags: tuple[str, ...] = ()
+
+
+@dataclass
+class NodeProc:
+    """A running ``pepi node``."""
+
+    spec: NodeSpec
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, chars: int = 1500) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "(no log)"
+
+
+@dataclass
+class Fleet:
+    """Node processes on one topic root; ``stop`` ends exactly the processes it started."""
+
+    root: str
+    passwords: dict[str, str]
+    workdir: Path
+    nodes: list[NodeProc] = field(default_factory=list)
+
+    def start(self, specs: list[NodeSpec]) -> Fleet:
+        """Start every node at once (they load in parallel; 2 cores take a while for 50)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for spec in specs:
+            self.nodes.append(self._spawn(spec))
+        return self
+
+    def _spawn(self, spec: NodeSpec) -> NodeProc:
+        args = [
+            "--broker",
+            f"mqtt://127.0.0.1:{spec.broker_port}",
+            "--node-id",
+            spec.node_id,
+            "--topic-root",
+            self.root,
+            "--data-dir",
+            str(self.workdir / spec.node_id),
+            "--thrift-host",
+            "127.0.0.1",
+            "--thrift-port",
+            str(spec.thrift_port),
+            "--stream-port",
+            "-1",
+            *spec.flags,
+        ]
+        log_path = self.workdir / f"{spec.node_id}.log"
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "controller.cli", "node", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PEPI_MQTT_PASSWORD": self.passwords[spec.node_id]},
+            )
+        return NodeProc(spec, proc, log_path)
+
+    @property
+    def ids(self) -> list[str]:
+        return [n.spec.node_id for n in self.nodes]
+
+    def dead(self) -> list[NodeProc]:
+        return [n for n in self.nodes if n.proc.poll() is not None]
+
+    def stop(self) -> None:
+        """SIGTERM all, then wait; SIGKILL what does not exit within 15 s."""
+        for node in self.nodes:
+            if node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for node in self.nodes:
+            try:
+                node.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                node.proc.kill()
+                node.proc.wait()
+        self.nodes.clear()
+
+
+def node_specs(
+    prefix: str, count: int, broker_port: int, flags: tuple[str, ...] = ()
+) -> list[NodeSpec]:
+    """``count`` nodes ``<prefix>00..`` with free Thrift ports."""
+    return [NodeSpec(f"{prefix}{i:02d}", free_port(), broker_port, flags) for i in range(count)]

@@ -1,0 +1,102 @@
+"""A tiny raw TCP sender and receiver: the loopback transfer limit retrieval is held against."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+
+LISTEN_HOST = "127.0.0.1"
+BLOCK = 4 * 1024 * 1024
+_COUNT = struct.Struct("!Q")
+
+
+def serve(port: int) -> None:
+    """Answer each connection's 8-byte count with that many bytes, then close it."""
+    block = memoryview(bytes(range(256)) * (BLOCK // 256))
+    with socket.create_server((LISTEN_HOST, port), backlog=64) as server:
+        print("ready", flush=True)
+        while True:
+            conn, _ = server.accept()
+            threading.Thread(target=_send, args=(conn, block), daemon=True).start()
+
+
+def _send(conn: socket.socket, block: memoryview) -> None:
+    with conn:
+        (count,) = _COUNT.unpack(_recv_exact(conn, _COUNT.size))
+        while count > 0:
+            step = min(count, len(block))
+            conn.sendall(block[:step])
+            count -= step
+
+
+def _recv_exact(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("peer closed before sending the count")
+        data += chunk
+    return data
+
+
+def fetch(port: int, count: int) -> int:
+    """Receive ``count`` bytes from the server into a reused buffer; the bytes received."""
+    buffer = bytearray(1024 * 1024)
+    view = memoryview(buffer)
+    received = 0
+    with socket.create_connection((LISTEN_HOST, port)) as conn:
+        conn.sendall(_COUNT.pack(count))
+        while received < count:
+            got = conn.recv_into(view)
+            if got == 0:
+                break
+            received += got
+    return received
+
+
+class RawServer:
+    """The sender as a child process, like a node is one."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> RawServer:
+        cmd = [sys.executable, "-m", "bench.raw_tcp", "--port", str(self.port)]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if line.strip() != "ready":
+            self.stop()
+            raise RuntimeError(f"raw TCP server did not start (said {line!r})")
+        return self
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    serve(args.port)
+
+
+if __name__ == "__main__":
+    main()

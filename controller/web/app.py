@@ -1,0 +1,105 @@
+"""The FastAPI application: REST API under ``/api``, the page at ``/``, static files."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from controller.service import Controller
+from controller.web import routes_captures, routes_events, routes_files, routes_nodes, routes_page
+from schemas.errors import PepiError
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+DESCRIPTION = """REST API of a pepi-fleet controller: nodes and their presence, capture
+triggers, capture sets with per-node results and spread, image and zip downloads, and a
+live event stream. Errors are ``{"detail": "<one line>"}``."""
+
+ID_RULES = {
+    "node_id": "a node id is 1-32 of a-z 0-9 _ - starting with a letter or digit",
+    "capture_id": "a capture id is 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit",
+    "name": "a file name is 1-200 of A-Z a-z 0-9 . _ - starting with a letter or digit",
+}
+
+
+def _version() -> str:
+    try:
+        return metadata.version("pepi-fleet")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def create_app(controller: Controller) -> FastAPI:
+    """The web app on ``controller``; ``app.state.stopping`` ends live streams on shutdown."""
+    app = FastAPI(
+        title="pepi-fleet controller",
+        version=_version(),
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.controller = controller
+    app.state.stopping = threading.Event()
+    for module in (routes_nodes, routes_captures, routes_files, routes_events, routes_page):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(PepiError, _pepi_error)
+    return app
+
+
+def describe_request_errors(errors: Sequence[Any]) -> str:
+    """One line naming each bad part of a request and why."""
+    parts = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ())]
+        where = ".".join(loc) or "request"
+        msg = str(err.get("msg", "invalid"))
+        kind = err.get("type")
+        if kind == "extra_forbidden":
+            msg = "unknown field"
+        elif kind == "string_pattern_mismatch" and loc and loc[-1] in ID_RULES:
+            msg = f"invalid {loc[-1]}: {ID_RULES[loc[-1]]}"
+        elif kind == "json_invalid":
+            msg = f"the body is not valid JSON ({err.get('ctx', {}).get('error', msg)})"
+            where = "body"
+        msg = msg.removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts) or "invalid request"
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": describe_request_errors(exc.errors())}, status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status, detail = exc.status_code, str(exc.detail)
+    segments = request.url.path.split("/")
+    if status == 404 and any(s in ("..", ".") for s in segments):
+        # Reached only with percent-encoded dot segments: a traversal attempt, not a typo.
+        status, detail = 400, "path segments '.' and '..' are not allowed"
+    elif status == 404 and detail == "Not Found":
+        detail = f"no such page or endpoint: {request.url.path} (the API is listed at /api/docs)"
+    elif status == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    return JSONResponse({"detail": detail}, status_code=status, headers=exc.headers)
+
+
+async def _pepi_error(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=400)

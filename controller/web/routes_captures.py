@@ -1,0 +1,107 @@
+"""``/api/captures``: trigger captures, list capture sets, one set with results and files."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Body, HTTPException, Query
+
+from controller.presence import NodeState
+from controller.web.api_models import (
+    API,
+    ApiError,
+    CaptureAccepted,
+    CapturePage,
+    CaptureRequest,
+    CaptureSetDetail,
+    CaptureSetOut,
+)
+from controller.web.routes_deps import (
+    ERRORS,
+    CaptureIdPath,
+    ControllerDep,
+    unknown_capture,
+)
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api", tags=["captures"], responses=ERRORS)
+
+TRIGGER_ERRORS: dict[int | str, dict[str, object]] = {
+    409: {"model": ApiError, "description": "Id already used, or no node can capture"},
+    503: {"model": ApiError, "description": "The controller is not connected to the broker"},
+}
+
+
+@router.post("/captures", status_code=202, summary="Trigger a capture", responses=TRIGGER_ERRORS)
+def trigger_capture(
+    controller: ControllerDep,
+    request: Annotated[CaptureRequest | None, Body()] = None,
+) -> CaptureAccepted:
+    """Capture on every online node (or one), now, at ``at`` or after ``delay`` seconds.
+
+    The capture set opens when the broker echoes the trigger; follow it at ``url``
+    or on ``GET /api/events``.
+    """
+    request = request or CaptureRequest()
+    if not controller.broker_connected:
+        raise HTTPException(
+            503,
+            "the controller is not connected to the MQTT broker, so no trigger was sent: "
+            "check that the broker is running and reachable",
+        )
+    if request.node_id is not None:
+        view = controller.node(request.node_id)
+        if view is None:
+            raise HTTPException(
+                404, f"no node {request.node_id!r} is known to this controller: see GET /api/nodes"
+            )
+        if view.state is not NodeState.ONLINE:
+            raise HTTPException(
+                409,
+                f"node {request.node_id} is {view.state}: it cannot capture until it is "
+                "back online (check its power and network)",
+            )
+    elif not any(v.state is NodeState.ONLINE for v in controller.nodes()):
+        raise HTTPException(409, "no node is online: start or reconnect a node, then capture")
+    if request.capture_id is not None and controller.ledger.get_set(request.capture_id):
+        raise HTTPException(
+            409, f"capture id {request.capture_id!r} is already used: choose another or omit it"
+        )
+    at = request.fire_at(time.time())
+    capture_id = controller.trigger(request.capture_id, at=at, node_id=request.node_id)
+    logger.info("web: triggered %s on %s", capture_id, request.node_id or "all nodes")
+    return CaptureAccepted(
+        capture_id=capture_id,
+        node_id=request.node_id,
+        at=at,
+        url=f"{API}/captures/{capture_id}",
+    )
+
+
+@router.get("/captures", summary="List capture sets")
+def list_captures(
+    controller: ControllerDep,
+    limit: Annotated[int, Query(ge=1, le=200, description="sets per page")] = 20,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="sets to skip")] = 0,
+) -> CapturePage:
+    """Capture sets, newest trigger first."""
+    records = controller.ledger.list_sets(limit + 1, offset)
+    more = len(records) > limit
+    return CapturePage(
+        items=[CaptureSetOut.of(r) for r in records[:limit]],
+        limit=limit,
+        offset=offset,
+        next_offset=offset + limit if more else None,
+    )
+
+
+@router.get("/captures/{capture_id}", summary="One capture set")
+def get_capture(capture_id: CaptureIdPath, controller: ControllerDep) -> CaptureSetDetail:
+    """One set: per-node results (null status = not answered), spread and files."""
+    detail = controller.ledger.get_set(capture_id)
+    if detail is None:
+        raise unknown_capture(capture_id)
+    return CaptureSetDetail.of_detail(detail)

@@ -1,0 +1,252 @@
+"""The web page at ``/`` and the HTML fragments its script swaps in (node cards, sets)."""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from functools import lru_cache
+from pathlib import Path
+from string import Template
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import HTMLResponse
+
+from controller.ledger import ImageState
+from controller.presence import NodeState, NodeView
+from controller.service import Controller
+from controller.web.api_models import CaptureSetDetail, FleetOut, NodeOut
+from controller.web.routes_deps import CaptureIdPath, ControllerDep, NodeIdPath, unknown_capture
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(include_in_schema=False)
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+HISTORY = 20
+NONE = "\N{EN DASH}"
+NO_CACHE = {"Cache-Control": "no-store"}
+UNREACHABLE = {
+    NodeState.OFFLINE: "Unreachable since {t}: the node went offline "
+    "(power, network or its agent stopped).",
+    NodeState.STALE: "No heartbeat since {t}: the node may be overloaded or cut off.",
+    NodeState.REMOVED: "Removed {t}: its retained status was cleared.",
+}
+
+
+class Safe(str):
+    """HTML that is already escaped (or built from escaped parts)."""
+
+
+@lru_cache(maxsize=8)
+def _template(name: str) -> Template:
+    return Template((TEMPLATES / name).read_text(encoding="utf-8"))
+
+
+def render(name: str, **values: object) -> Safe:
+    """Fill ``templates/<name>``; every value is escaped unless it is ``Safe``."""
+    escaped = {k: v if isinstance(v, Safe) else html.escape(str(v)) for k, v in values.items()}
+    return Safe(_template(name).substitute(escaped))
+
+
+def join(parts: list[Safe]) -> Safe:
+    """Concatenate fragments."""
+    return Safe("".join(parts))
+
+
+def tag(name: str, text: object, **attrs: object) -> Safe:
+    """``<name attrs>text</name>`` with text and attribute values escaped."""
+    attr = "".join(
+        f' {k.rstrip("_").replace("_", "-")}="{html.escape(str(v))}"' for k, v in attrs.items()
+    )
+    body = text if isinstance(text, Safe) else html.escape(str(text))
+    return Safe(f"<{name}{attr}>{body}</{name}>")
+
+
+def when(ts: float | None) -> Safe:
+    """A ``<time>`` the script shows in the viewer's local time."""
+    if ts is None:
+        return Safe(NONE)
+    utc = time.strftime("%H:%M:%S", time.gmtime(ts))
+    iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    return tag("time", f"{utc} UTC", datetime=iso, data_ts=f"{ts:.3f}")
+
+
+def size(n: int) -> str:
+    """Bytes for people."""
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+def spread_text(spread_s: float | None) -> str:
+    """Spread in milliseconds."""
+    return NONE if spread_s is None else f"{spread_s * 1000:.3f} ms"
+
+
+def node_card(node: NodeOut) -> Safe:
+    """One node's card."""
+    online = node.state is NodeState.ONLINE
+    if online and node.stream_urls:
+        previews = join(
+            [
+                Safe(
+                    f'<img class="preview" src="{html.escape(url)}" '
+                    f'alt="live preview of {node.node_id} camera {i}">'
+                )
+                for i, url in enumerate(node.stream_urls)
+            ]
+        )
+    else:
+        text = "no preview" if online else f"no preview: node {node.state}"
+        previews = tag("div", text, class_="preview off")
+    cameras = ", ".join(
+        f"cam{c.index} {c.resolution[0]}x{c.resolution[1]} {c.model}" for c in node.cameras
+    )
+    store = node.store
+    clock = node.clock
+    if node.clock_offset_s is not None:
+        clock_text = f"offset {node.clock_offset_s * 1000:+.3f} ms"
+    elif clock is not None and clock.synced is not None:
+        clock_text = "synchronised" if clock.synced else "NOT synchronised"
+    else:
+        clock_text = "unknown"
+    unreachable = UNREACHABLE.get(node.state)
+    return render(
+        "node_card.html",
+        node_id=node.node_id,
+        state=node.state.value,
+        host=node.host or "unknown address",
+        preview_key=" ".join(node.stream_urls) if online else "off",
+        previews=previews,
+        unreachable=Safe(unreachable.format(t=when(node.changed_at))) if unreachable else "",
+        unreachable_hidden="" if unreachable else " hidden",
+        cameras=cameras or NONE,
+        store=(
+            f"{store.captures} captures · {size(store.bytes)} · {size(store.free_bytes)} free"
+            if store
+            else NONE
+        ),
+        heartbeat=Safe(
+            when(node.last_heartbeat_at)
+            + (f" (every {node.heartbeat_s:g} s)" if node.heartbeat_s else "")
+        ),
+        clock=clock_text,
+        capture_disabled="" if online else " disabled",
+    )
+
+
+def capture_set(detail: CaptureSetDetail) -> Safe:
+    """One capture set: per-node status, spread, thumbnails, zip link."""
+    is_open = detail.state == "open"
+    parts = []
+    for r in detail.results:
+        if r.status is None:
+            text, cls = ("waiting…" if is_open else "no answer"), "wait"
+        elif r.status == "ok":
+            text, cls = f"ok · {len(r.frames)} frame{'s' * (len(r.frames) != 1)}", "ok"
+        else:
+            text, cls = f"{r.status}{': ' + r.error if r.error else ''}", "bad"
+        parts.append(tag("li", Safe(f"<b>{r.node_id}</b> {html.escape(text)}"), class_=cls))
+    thumbs = []
+    for f in detail.files:
+        label = f"{f.node_id} cam{f.camera}"
+        if f.thumbnail_url and f.url:
+            img = Safe(f'<img src="{f.thumbnail_url}" alt="{label}" title="{label}">')
+            thumbs.append(tag("a", img, href=f.url, target="_blank", rel="noopener"))
+        elif f.state is ImageState.FAILED:
+            thumbs.append(tag("span", f"{label}: retrying", class_="thumb failed"))
+        elif f.state is not ImageState.DONE:
+            thumbs.append(tag("span", f"{label}: downloading…", class_="thumb pending"))
+    busy = any(f.state in (ImageState.PENDING, ImageState.DOWNLOADING) for f in detail.files)
+    images = f"{detail.images_done}/{detail.images_total} images"
+    if detail.images_failed:
+        images += f", {detail.images_failed} failed"
+    zip_link = (
+        tag("a", "Download zip", href=detail.zip_url, class_="zip", download="")
+        if detail.images_done
+        else ""
+    )
+    scheduled = Safe(f" · fires {when(detail.at)}") if detail.at else ""
+    target = f" · node {detail.target_node}" if detail.target_node else ""
+    return render(
+        "capture_set.html",
+        capture_id=detail.capture_id,
+        state=detail.state,
+        live="1" if is_open or busy else "0",
+        when=Safe(when(detail.triggered_at) + scheduled + html.escape(target)),
+        spread=spread_text(detail.spread_s),
+        images=images,
+        zip=zip_link,
+        parts=join(parts),
+        thumbs=join(thumbs),
+    )
+
+
+def _static_version() -> str:
+    return str(max(int(p.stat().st_mtime) for p in STATIC.iterdir()))
+
+
+def page(controller: Controller) -> Safe:
+    """The whole page as it is now; the script keeps it current from then on."""
+    fleet = FleetOut.of(controller.nodes(), controller.broker_connected, time.time())
+    details = [
+        CaptureSetDetail.of_detail(d)
+        for r in controller.ledger.list_sets(HISTORY)
+        if (d := controller.ledger.get_set(r.set_id)) is not None
+    ]
+    spreads = [d.spread_s for d in details if d.spread_s is not None and d.state == "complete"]
+    messages = (
+        ""
+        if fleet.broker_connected
+        else tag(
+            "p",
+            "The controller is not connected to the MQTT broker: captures cannot be "
+            "triggered and node states are stale until it reconnects.",
+            class_="msg error",
+            data_key="broker",
+        )
+    )
+    return render(
+        "page.html",
+        version=_static_version(),
+        online=fleet.counts.online,
+        stale=fleet.counts.stale,
+        offline=fleet.counts.offline,
+        broker_class="up" if fleet.broker_connected else "down",
+        broker_text="connected" if fleet.broker_connected else "unreachable",
+        last_spread=spread_text(spreads[0] if spreads else None),
+        messages=messages,
+        cards=join([node_card(n) for n in fleet.nodes]),
+        no_nodes_hidden=" hidden" if fleet.nodes else "",
+        captures=join([capture_set(d) for d in details]),
+        no_captures_hidden=" hidden" if details else "",
+    )
+
+
+@router.get("/", response_class=HTMLResponse)
+def index(controller: ControllerDep) -> HTMLResponse:
+    """The page."""
+    return HTMLResponse(page(controller), headers=NO_CACHE)
+
+
+@router.get("/ui/nodes/{node_id}", response_class=HTMLResponse)
+def node_fragment(node_id: NodeIdPath, controller: ControllerDep) -> HTMLResponse:
+    """One node card, for the script to swap in."""
+    view: NodeView | None = controller.node(node_id)
+    if view is None:
+        raise HTTPException(404, f"no node {node_id!r} is known")
+    return HTMLResponse(node_card(NodeOut.of(view, time.time())), headers=NO_CACHE)
+
+
+@router.get("/ui/captures/{capture_id}", response_class=HTMLResponse)
+def capture_fragment(capture_id: CaptureIdPath, controller: ControllerDep) -> HTMLResponse:
+    """One capture set, for the script to swap in."""
+    detail = controller.ledger.get_set(capture_id)
+    if detail is None:
+        raise unknown_capture(capture_id)
+    return HTMLResponse(capture_set(CaptureSetDetail.of_detail(detail)), headers=NO_CACHE)

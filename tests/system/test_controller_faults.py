@@ -1,0 +1,176 @@
+"""Controller faults: kill -9 mid-download, nodes lost during a set or before their download."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import StartNode, wait_online
+from support.controllers import (
+    StartController,
+    assert_set_on_disk,
+    controller_starter,
+    ledger_states,
+    pepi_name,
+    restart,
+    resume,
+    suspend,
+    wait_store_empty,
+    wait_summary,
+    wait_until,
+)
+from support.expect import wait_result
+from support.mqtt_watch import Watcher
+from support.pub import mosquitto_pub
+
+from broker.runner import EmbeddedBroker
+from controller.ledger import LEDGER_FILE
+from schemas import CaptureResult, CaptureStatus
+
+pytestmark = pytest.mark.system
+
+
+@pytest.fixture
+def start_controller(
+    broker: EmbeddedBroker, root: str, watcher: Watcher, tmp_path: Path
+) -> Iterator[StartController]:
+    with controller_starter(broker, root, watcher, tmp_path) as start:
+        yield start
+
+
+def test_controller_kill9_mid_download_resumes_exactly_once(
+    broker: EmbeddedBroker,
+    root: str,
+    watcher: Watcher,
+    start_node: StartNode,
+    start_controller: StartController,
+) -> None:
+    # A 2 s heartbeat: the controller is held for a few seconds below and must not judge
+    # the nodes stale (3 heartbeats) on waking, before their queued heartbeats are read.
+    big = ("--resolution", "4056x3040", "--heartbeat", "2")
+    nodes = [start_node(f"big{i}", *big) for i in range(3)]
+    ctl = start_controller()
+    for node in nodes:
+        ctl.wait_log(f"node {node.node_id}: None -> online")
+
+    # Hold the controller while the nodes capture, so that it learns of every result at
+    # once and starts all downloads together when it resumes.
+    ctl.freeze()
+    capture_ids = ["big-1", "big-2", "big-3"]
+    results: dict[str, list[CaptureResult]] = {}
+    for capture_id in capture_ids:
+        mosquitto_pub(broker.port, f"{root}/capture", capture_id)
+        results[capture_id] = [wait_result(watcher, root, n.node_id, capture_id) for n in nodes]
+    assert all(r.status is CaptureStatus.OK for rs in results.values() for r in rs)
+    owed = {(cid, r.node_id, f.camera) for cid, rs in results.items() for r in rs for f in r.frames}
+
+    # The last node freezes: the controller gets everything from the others and hangs
+    # in the middle of a transfer from it. That is when it is killed.
+    stuck = nodes[-1]
+    assert stuck.proc is not None
+    suspend(stuck.proc)
+    try:
+        ctl.thaw()
+
+        def mid_download() -> bool:
+            states = ledger_states(ctl)
+            return (
+                set(states) == owed
+                and all(s == "done" for k, s in states.items() if k[1] != stuck.node_id)
+                and "downloading" in {s for k, s in states.items() if k[1] == stuck.node_id}
+            )
+
+        wait_until(mid_download, "others downloaded, a download from the frozen node begun")
+        ctl.kill()
+    finally:
+        resume(stuck.proc)
+    states = ledger_states(ctl)
+    assert {s for k, s in states.items() if k[1] == stuck.node_id} != {"done"}
+    written = {
+        path: (path.stat().st_ino, path.stat().st_mtime_ns)
+        for path in ctl.data_dir.glob("*/*.jpeg")
+    }
+    assert len(written) == len(owed) - len(capture_ids)  # all but the frozen node's
+
+    restarted_at = time.time()
+    restart(ctl, watcher)
+    for node in nodes:
+        wait_store_empty(watcher, root, node, after=restarted_at)
+
+    assert set(ledger_states(ctl).values()) == {"done"}
+    for capture_id, rs in results.items():
+        assert_set_on_disk(ctl.data_dir, capture_id, rs)
+    # Files verified before the kill were neither fetched nor written again.
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in written} == written
+    leftovers = {p.name for p in ctl.data_dir.iterdir() if p.is_file()}
+    assert {name.removeprefix(LEDGER_FILE) for name in leftovers} <= {"", "-wal", "-shm"}
+    assert sorted(p.name for p in ctl.data_dir.iterdir() if p.is_dir()) == capture_ids
+
+
+def test_controller_set_completes_without_node_lost_during_it(
+    broker: EmbeddedBroker,
+    root: str,
+    watcher: Watcher,
+    start_node: StartNode,
+    start_controller: StartController,
+) -> None:
+    start_node("cam1")
+    lost = start_node("cam2")
+    ctl = start_controller(set_timeout_s=3)
+    for node_id in ("cam1", "cam2"):
+        ctl.wait_log(f"node {node_id}: None -> online")
+
+    assert lost.proc is not None
+    suspend(lost.proc)  # hangs before it sees the trigger, then dies
+    mosquitto_pub(broker.port, f"{root}/capture", "partial")
+    result = wait_result(watcher, root, "cam1", "partial")
+    killed_at = time.time()
+    lost.kill()
+    watcher.wait_topic(f"{root}/nodes/cam2/availability", b"offline", after=killed_at)
+
+    summary = wait_summary(watcher, root, "partial", timeout=20)
+    assert summary.expected == ["cam1", "cam2"]
+    assert not summary.complete
+    assert [(o.node_id, o.status) for o in summary.outcomes] == [
+        ("cam1", CaptureStatus.OK),
+        ("cam2", None),
+    ]
+    assert summary.completed_at - summary.triggered_at >= 3
+    assert summary.downloaded and summary.files == [f"partial/{pepi_name('partial', 'cam1', 0)}"]
+    assert_set_on_disk(ctl.data_dir, "partial", [result])
+
+
+def test_controller_retrieves_capture_when_node_returns(
+    broker: EmbeddedBroker,
+    root: str,
+    watcher: Watcher,
+    start_node: StartNode,
+    start_controller: StartController,
+) -> None:
+    node = start_node("cam1")
+    ctl = start_controller()
+    mark = ctl.wait_log("node cam1: None -> online")
+
+    # The controller hears of the result only once the node is already dead.
+    ctl.freeze()
+    try:
+        mosquitto_pub(broker.port, f"{root}/capture", "owed")
+        result = wait_result(watcher, root, "cam1", "owed", CaptureStatus.OK)
+        killed_at = time.time()
+        node.kill()
+        watcher.wait_topic(f"{root}/nodes/cam1/availability", b"offline", after=killed_at)
+    finally:
+        ctl.thaw()
+    ctl.wait_log("-> offline", start=mark)
+    assert not (ctl.data_dir / "owed").exists() or not any((ctl.data_dir / "owed").glob("*.jpeg"))
+    wait_until(lambda: ("owed", "cam1", 0) in ledger_states(ctl), "the ledger owes cam1's image")
+
+    restarted_at = time.time()
+    node.start()
+    wait_online(watcher, root, node, after=restarted_at)
+    summary = wait_summary(watcher, root, "owed", timeout=30)
+    assert summary.complete and summary.downloaded
+    assert_set_on_disk(ctl.data_dir, "owed", [result])
+    wait_store_empty(watcher, root, node, after=restarted_at)
