@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import secrets
 import signal
 import subprocess
@@ -11,10 +13,38 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from broker.runner import EmbeddedBroker, free_port
+from bench.tap import Tap
+from broker.runner import EmbeddedBroker, port_is_free
 
 BROKER_ROOT = "bench/+"
 """The ACL root: every run takes its own ``bench/<run>`` root under one broker."""
+
+
+class PortPool:
+    """Listening ports below the kernel's ephemeral range.
+
+    A port from ``free_port()`` is ephemeral: between choosing it and a node binding it,
+    one of the 100 nodes' own outgoing connections (or another suite's) may take it.
+    """
+
+    def __init__(self) -> None:
+        low = 32768
+        with contextlib.suppress(OSError, ValueError):
+            low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        floor = 10000 if low > 14000 else 1024
+        self._next = random.randrange(floor, max(floor + 1, low - 2000))
+        self._limit = low
+
+    def take(self) -> int:
+        """The next port that nothing listens on."""
+        while self._next < self._limit:
+            port, self._next = self._next, self._next + 1
+            if port_is_free(port):
+                return port
+        raise RuntimeError("no free port below the ephemeral range; lower --nodes")
+
+
+PORTS = PortPool()
 
 
 def start_broker(users: dict[str, str], workdir: Path, port: int = 0) -> EmbeddedBroker:
@@ -111,6 +141,19 @@ class Fleet:
     def dead(self) -> list[NodeProc]:
         return [n for n in self.nodes if n.proc.poll() is not None]
 
+    def wait_online(self, tap: Tap, node_ids: list[str], since: float, timeout: float) -> None:
+        """Until every node published a status after ``since``; fails at once if one exits."""
+        deadline = time.monotonic() + timeout
+        while len(tap.wait_online(self.root, node_ids, 1.0, after=since)) < len(node_ids):
+            dead = self.dead()
+            if dead or time.monotonic() > deadline:
+                seen = tap.wait_online(self.root, node_ids, 0, after=since)
+                detail = dead[0].log_tail() if dead else "(every process is alive)"
+                raise RuntimeError(
+                    f"{len(node_ids) - len(seen)} of {len(node_ids)} nodes on {self.root} not "
+                    f"online; {len(dead)} exited. First log:\n{detail}"
+                )
+
     def stop(self) -> None:
         """SIGTERM all, then wait; SIGKILL what does not exit within 15 s."""
         for node in self.nodes:
@@ -129,5 +172,5 @@ class Fleet:
 def node_specs(
     prefix: str, count: int, broker_port: int, flags: tuple[str, ...] = ()
 ) -> list[NodeSpec]:
-    """``count`` nodes ``<prefix>00..`` with free Thrift ports."""
-    return [NodeSpec(f"{prefix}{i:02d}", free_port(), broker_port, flags) for i in range(count)]
+    """``count`` nodes ``<prefix>00..`` with their own Thrift ports."""
+    return [NodeSpec(f"{prefix}{i:02d}", PORTS.take(), broker_port, flags) for i in range(count)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -13,7 +14,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.fleet import Fleet, logins, node_specs, start_broker
+from bench.fleet import PORTS, Fleet, logins, node_specs, start_broker
 from bench.raw_tcp import RawServer
 from bench.report import machine, machine_line, table
 from bench.retrieval_e2e import CONTROLLER_USER, ControllerProcess, EndToEnd, end_to_end
@@ -25,7 +26,7 @@ from bench.retrieval_paths import (
     time_raw,
 )
 from bench.tap import Tap
-from broker.runner import EmbeddedBroker, free_port
+from broker.runner import EmbeddedBroker
 from schemas.capture import CaptureResult, CaptureStatus
 
 RESOLUTION = "4056x3040"
@@ -73,20 +74,14 @@ def setup(nodes: int, workdir: Path) -> Iterator[Setup]:
         specs = node_specs("r", nodes, broker.port, ("--resolution", RESOLUTION))
         tap = Tap(broker.port)
         stack.callback(tap.close)
-        root = f"bench/retr{free_port()}"
+        root = f"bench/retr{random.getrandbits(24):06x}"
         tap.watch(root)
         fleet = Fleet(root, passwords, workdir / "nodes")
         stack.callback(fleet.stop)
         began = time.time()
         log(f"starting {nodes} nodes at {RESOLUTION}")
         fleet.start(specs)
-        online = tap.wait_online(root, fleet.ids, timeout=60 + 5.0 * nodes)
-        if len(online) < nodes:
-            dead = fleet.dead()
-            raise RuntimeError(
-                f"{nodes - len(online)} nodes never came online; "
-                f"{dead[0].log_tail() if dead else 'all alive'}"
-            )
+        fleet.wait_online(tap, fleet.ids, began, timeout=60 + 5.0 * nodes)
         log(f"{nodes} nodes online after {time.time() - began:.1f} s")
         endpoints = {s.node_id: ("127.0.0.1", s.thrift_port) for s in specs}
         yield Setup(broker, tap, root, fleet, endpoints, workdir)
@@ -107,7 +102,7 @@ def throughput(ctx: Setup, n: int, reps: int) -> tuple[list[PathResult], int]:
     """``reps`` fresh captures on the first ``n`` nodes, each retrieved by every path."""
     node_ids = list(ctx.endpoints)[:n]
     endpoints = {node: ctx.endpoints[node] for node in node_ids}
-    raw = RawServer(free_port()).start()
+    raw = RawServer(PORTS.take()).start()
     speeds: dict[str, list[float]] = {path: [] for path in PATHS}
     total = 0
     rgb = None

@@ -10,9 +10,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.fleet import PORTS
 from bench.retrieval_paths import verify_files
 from bench.tap import Tap
-from broker.runner import EmbeddedBroker, free_port
+from broker.runner import EmbeddedBroker
 
 CONTROLLER_USER = "controller"
 
@@ -46,7 +47,7 @@ class ControllerProcess:
             "--data-dir",
             str(data_dir),
             "--web-port",
-            str(free_port()),
+            str(PORTS.take()),
             "--set-timeout",
             "120",
         ]

@@ -14,11 +14,11 @@ from pathlib import Path
 from types import TracebackType
 
 from bench.delay_proxy import PROFILES, ProxyProcess, Route
-from bench.fleet import Fleet, logins, node_specs, start_broker
+from bench.fleet import PORTS, Fleet, logins, node_specs, start_broker
 from bench.report import Summary, fmt_ms, fmt_ratio, machine, machine_line, ratio, table
 from bench.tap import Tap
 from bench.triggers import AT_LEAD_S, MODES, Group, Trial, Triggers
-from broker.runner import EmbeddedBroker, free_port
+from broker.runner import EmbeddedBroker
 
 NETWORKS = ("loopback", "lan", "wifi")
 NETWORK_NOTES = {
@@ -59,7 +59,7 @@ class Rig:
         self.workdir = workdir
         token = f"{random.Random().getrandbits(24):06x}"
         self.roots = {"free": f"bench/{token}n{n}f", "locked": f"bench/{token}n{n}l"}
-        self.node_port = free_port()
+        self.node_port = PORTS.take()
         self.rng = random.Random(opts.seed)
         flags = ("--resolution", opts.resolution, "--fps", str(opts.fps), "--heartbeat", "30")
         self.specs = {
@@ -103,7 +103,7 @@ class Rig:
 
     def _start(self, network: str) -> None:
         emulated = network != "loopback"
-        self.broker = self._new_broker(free_port() if emulated else self.node_port, "broker0")
+        self.broker = self._new_broker(PORTS.take() if emulated else self.node_port, "broker0")
         if emulated:
             self.proxy = self._new_proxy(network)
         self.tap = self._new_tap()
@@ -118,7 +118,7 @@ class Rig:
     def _move_behind_proxy(self, network: str) -> None:
         began = time.time()
         old, old_tap = self.broker, self.tap
-        self.broker = self._new_broker(free_port(), "broker1")
+        self.broker = self._new_broker(PORTS.take(), "broker1")
         self.tap = self._new_tap()
         if old_tap is not None:
             old_tap.close()
@@ -135,7 +135,7 @@ class Rig:
     def _new_proxy(self, network: str) -> ProxyProcess:
         assert self.broker is not None
         routes = [Route(self.node_port, "127.0.0.1", self.broker.port)]
-        routes += [Route(free_port(), "127.0.0.1", s.thrift_port) for s in self.specs["free"]]
+        routes += [Route(PORTS.take(), "127.0.0.1", s.thrift_port) for s in self.specs["free"]]
         return ProxyProcess(PROFILES[network], routes, seed=self.opts.seed).start()
 
     def _new_tap(self) -> Tap:
@@ -149,15 +149,7 @@ class Rig:
         assert self.tap is not None
         for name, specs in self.specs.items():
             ids = [s.node_id for s in specs]
-            seen = self.tap.wait_online(self.roots[name], ids, timeout, after=since)
-            if len(seen) < len(ids):
-                fleet = self.fleets[name]
-                dead = fleet.dead()
-                detail = dead[0].log_tail() if dead else "(all processes alive)"
-                raise RuntimeError(
-                    f"{len(ids) - len(seen)} of {len(ids)} {name} nodes never came online; "
-                    f"{len(dead)} exited. First log:\n{detail}"
-                )
+            self.fleets[name].wait_online(self.tap, ids, since, timeout)
 
     def triggers(self) -> Triggers:
         assert self.tap is not None
@@ -210,13 +202,17 @@ class Run:
             "incomplete": self.incomplete,
             "fired_at_ms": self.fired.as_dict(),
             "frame_ms": self.frame.as_dict(),
-            "vs_pepi": {
-                "fired_at_p50": ratio(pepi.fired.p50, self.fired.p50),
-                "fired_at_p99": ratio(pepi.fired.p99, self.fired.p99),
-                "frame_p50": ratio(pepi.frame.p50, self.frame.p50),
-                "frame_p99": ratio(pepi.frame.p99, self.frame.p99),
+            "vs_pepi": {  # pepi's spread / this mode's (None: this one is 0)
+                "fired_at_p50": _rounded(ratio(pepi.fired.p50, self.fired.p50)),
+                "fired_at_p99": _rounded(ratio(pepi.fired.p99, self.fired.p99)),
+                "frame_p50": _rounded(ratio(pepi.frame.p50, self.frame.p50)),
+                "frame_p99": _rounded(ratio(pepi.frame.p99, self.frame.p99)),
             },
         }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def measure_network(rig: Rig, trials: int) -> list[Run]:

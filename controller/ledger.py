@@ -26,7 +26,7 @@ CREATE TABLE capture_sets (
     set_id TEXT PRIMARY KEY, kind TEXT NOT NULL, triggered_at REAL NOT NULL, at REAL,
     target_node TEXT, expected TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'open',
     completed_at REAL, spread_s REAL, fired_spread_s REAL, manifest_at REAL,
-    created_at REAL NOT NULL);
+    summarized_at REAL, created_at REAL NOT NULL);
 CREATE INDEX capture_sets_newest ON capture_sets (triggered_at DESC);
 CREATE TABLE node_results (
     set_id TEXT NOT NULL REFERENCES capture_sets (set_id), node_id TEXT NOT NULL,
@@ -333,6 +333,17 @@ class Ledger:
         self._run(
             "UPDATE capture_sets SET manifest_at = ? WHERE set_id = ?", (self._clock(), set_id)
         )
+
+    def mark_summarized(self, set_id: str) -> None:
+        """The set's summary was published on ``controller/captures``."""
+        self._run(
+            "UPDATE capture_sets SET summarized_at = ? WHERE set_id = ?", (self._clock(), set_id)
+        )
+
+    def unsummarized(self) -> list[str]:
+        """Sets whose summary was never published (a controller stopped before), oldest first."""
+        sql = "SELECT set_id FROM capture_sets WHERE summarized_at IS NULL ORDER BY triggered_at"
+        return [str(r[0]) for r in self._rows(sql, ())]
 
     def all_downloaded(self, set_id: str) -> bool:
         """True when every image the set is owed is done."""

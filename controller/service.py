@@ -17,17 +17,18 @@ from controller.clock_probe import ClockBook, ClockEstimate
 from controller.config import ControllerConfig
 from controller.downloader import Downloader, Endpoint
 from controller.events import EventHub
-from controller.ledger import Ledger
+from controller.ledger import Ledger, SetDetail
 from controller.presence import NodeState, NodeView, PresenceTracker, StateChange
 from node_agent.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
 from schemas.capture import (
     CaptureCommand,
     CaptureResult,
+    CaptureStatus,
     describe_validation_error,
     parse_capture_command,
 )
 from schemas.clock import ClockPing, ClockPong
-from schemas.controller import CaptureSetSummary
+from schemas.controller import CaptureSetSummary, NodeOutcome
 from schemas.errors import PayloadError
 from schemas.status import NodeStatus
 from schemas.topics import TopicKind, Topics
@@ -104,8 +105,24 @@ class Controller:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._recover_summaries()
         self._worker.start()
         self.link.start()
+
+    def _recover_summaries(self) -> None:
+        """Sets a previous run never summarised: publish once their downloads are done."""
+        now = self._clock()
+        for set_id in self.ledger.unsummarized():
+            if self.book.get(set_id) is not None:
+                continue
+            detail = self.ledger.get_set(set_id)
+            if detail is None:
+                continue
+            if detail.record.completed_at is None:
+                self.ledger.set_complete(set_id, now)
+            summary = summary_from_ledger(detail, detail.record.completed_at or now)
+            self._awaiting[set_id] = _AwaitingDownload(summary, now + self.config.download_wait_s)
+            logger.info("capture set %s from a previous run: summary pending", set_id)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -353,6 +370,7 @@ class Controller:
             }
         )
         self.link.publish(self.topics.controller_captures(), final.model_dump_json(), qos=1)
+        self.ledger.mark_summarized(summary.capture_id)
         self.events.emit("set_complete", summary=final.model_dump(mode="json"))
         logger.info(
             "capture set %s complete: spread %s s, %d files%s",
@@ -366,6 +384,34 @@ class Controller:
         for node_id in self.ledger.nodes_with_work(self._clock()):
             if self.endpoint_of(node_id) is not None:
                 self.downloader.submit(node_id)
+
+
+def summary_from_ledger(detail: SetDetail, completed_at: float) -> CaptureSetSummary:
+    """A set's summary rebuilt from the ledger (after a controller restart)."""
+    record = detail.record
+    results = {r.node_id: r.result for r in detail.results}
+    outcomes = [
+        NodeOutcome(
+            node_id=node,
+            status=results[node].status if node in results else None,
+            frames=len(results[node].frames) if node in results else 0,
+            error=results[node].error if node in results else None,
+        )
+        for node in sorted(set(record.expected) | results.keys())
+    ]
+    complete = bool(record.expected) and all(
+        node in results and results[node].status is CaptureStatus.OK for node in record.expected
+    )
+    return CaptureSetSummary(
+        capture_id=record.set_id,
+        triggered_at=record.triggered_at,
+        completed_at=completed_at,
+        expected=sorted(record.expected),
+        outcomes=outcomes,
+        spread_s=record.spread_s,
+        fired_spread_s=record.fired_spread_s,
+        complete=complete,
+    )
 
 
 def new_capture_id(now: float) -> str:

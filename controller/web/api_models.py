@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from pathlib import PurePosixPath
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Annotated, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from controller.ledger import ImageState, SetDetail, SetRecord
+from controller.clock_probe import ClockEstimate
+from controller.ledger import ImageState, SetRecord
 from controller.presence import NodeState, NodeView
 from schemas.capture import CaptureStatus, Frame
 from schemas.errors import PayloadError
@@ -60,17 +61,21 @@ class NodeOut(BaseModel):
     stream_urls: list[str] = Field(description="MJPEG preview streams, one per camera")
     store: StoreInfo | None
     clock: ClockInfo | None
-    clock_offset_s: float | None = Field(description="the node's clock offset estimate, if known")
+    clock_offset_s: float | None = Field(
+        description="node clock minus controller clock: measured over MQTT, else the node's own"
+    )
+    clock_rtt_s: float | None = Field(description="round trip of the best clock probe")
     heartbeat_s: float | None
     last_heartbeat_at: float | None = Field(description="controller receive time (Unix s)")
     heartbeat_age_s: float | None
     changed_at: float = Field(description="when the state last changed (Unix s)")
 
     @classmethod
-    def of(cls, view: NodeView, now: float) -> NodeOut:
-        """The API view of a presence snapshot."""
+    def of(cls, view: NodeView, now: float, measured: ClockEstimate | None = None) -> NodeOut:
+        """The API view of a presence snapshot and the controller's clock estimate."""
         status = view.status
         last = view.last_heartbeat_at
+        own = status.clock.offset_estimate_s if status else None
         return cls(
             node_id=view.node_id,
             state=view.state,
@@ -81,7 +86,8 @@ class NodeOut(BaseModel):
             stream_urls=list(status.stream_urls) if status else [],
             store=status.store if status else None,
             clock=status.clock if status else None,
-            clock_offset_s=status.clock.offset_estimate_s if status else None,
+            clock_offset_s=measured.offset_s if measured else own,
+            clock_rtt_s=measured.rtt_s if measured else None,
             heartbeat_s=status.heartbeat_s if status else None,
             last_heartbeat_at=last,
             heartbeat_age_s=None if last is None else max(now - last, 0.0),
@@ -110,15 +116,21 @@ class FleetOut(BaseModel):
     nodes: list[NodeOut]
 
     @classmethod
-    def of(cls, views: list[NodeView], broker_connected: bool, now: float) -> FleetOut:
-        """Build from presence snapshots."""
+    def of(
+        cls,
+        views: list[NodeView],
+        broker_connected: bool,
+        now: float,
+        clock_of: Callable[[str], ClockEstimate | None],
+    ) -> FleetOut:
+        """Build from presence snapshots and the controller's clock estimates."""
         counts = {s.value: 0 for s in NodeState}
         for view in views:
             counts[view.state.value] += 1
         return cls(
             broker_connected=broker_connected,
             counts=NodeCounts(**counts),
-            nodes=[NodeOut.of(v, now) for v in views],
+            nodes=[NodeOut.of(v, now, clock_of(v.node_id)) for v in views],
         )
 
 
@@ -150,9 +162,7 @@ class CaptureRequest(BaseModel):
 
     def fire_at(self, now: float) -> float | None:
         """The ``at`` to send: given, now + delay, or None for an immediate capture."""
-        if self.delay is not None:
-            return now + self.delay
-        return self.at
+        return now + self.delay if self.delay is not None else self.at
 
 
 class CaptureAccepted(BaseModel):
@@ -188,31 +198,12 @@ class CaptureSetOut(BaseModel):
     zip_url: str
 
     @classmethod
-    def fields_of(cls, record: SetRecord) -> dict[str, object]:
-        """The fields shared with the detail view."""
+    def of(cls, record: SetRecord, **more: object) -> Self:
+        """Build from a ledger record (``more``: the detail view's extra fields)."""
         base = f"{API}/captures/{record.set_id}"
-        return {
-            "capture_id": record.set_id,
-            "kind": record.kind,
-            "state": record.state,
-            "triggered_at": record.triggered_at,
-            "at": record.at,
-            "target_node": record.target_node,
-            "expected": list(record.expected),
-            "completed_at": record.completed_at,
-            "spread_s": record.spread_s,
-            "fired_spread_s": record.fired_spread_s,
-            "images_total": record.images_total,
-            "images_done": record.images_done,
-            "images_failed": record.images_failed,
-            "url": base,
-            "zip_url": f"{base}/zip",
-        }
-
-    @classmethod
-    def of(cls, record: SetRecord) -> CaptureSetOut:
-        """Build from a ledger record."""
-        return cls.model_validate(cls.fields_of(record))
+        shared = {k: v for k, v in asdict(record).items() if k in CaptureSetOut.model_fields}
+        urls = {"url": base, "zip_url": f"{base}/zip"}
+        return cls.model_validate({**shared, "capture_id": record.set_id, **urls, **more})
 
 
 class CapturePage(BaseModel):
@@ -232,13 +223,15 @@ class NodeResultOut(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     node_id: str
-    status: CaptureStatus | None = Field(description="null while (or if) the node has not answered")
-    node_capture_id: str | None
-    received_at: float | None
-    fired_at: float | None
-    error: str | None
-    frames: list[Frame]
-    released: bool = Field(description="the node was told it may delete its copy")
+    status: CaptureStatus | None = Field(
+        default=None, description="null while (or if) the node has not answered"
+    )
+    node_capture_id: str | None = None
+    received_at: float | None = None
+    fired_at: float | None = None
+    error: str | None = None
+    frames: list[Frame] = Field(default_factory=list)
+    released: bool = Field(default=False, description="the node was told it may delete its copy")
 
 
 class FileOut(BaseModel):
@@ -264,63 +257,3 @@ class CaptureSetDetail(CaptureSetOut):
 
     results: list[NodeResultOut]
     files: list[FileOut]
-
-    @classmethod
-    def of_detail(cls, detail: SetDetail) -> CaptureSetDetail:
-        """Build from the ledger's detail; expected nodes without a result get status null."""
-        record = detail.record
-        results = {
-            r.node_id: NodeResultOut(
-                node_id=r.node_id,
-                status=r.result.status,
-                node_capture_id=r.node_capture_id,
-                received_at=r.result.received_at,
-                fired_at=r.result.fired_at,
-                error=r.result.error,
-                frames=list(r.result.frames),
-                released=r.released_at is not None,
-            )
-            for r in detail.results
-        }
-        for node_id in record.expected:
-            results.setdefault(
-                node_id,
-                NodeResultOut(
-                    node_id=node_id,
-                    status=None,
-                    node_capture_id=None,
-                    received_at=None,
-                    fired_at=None,
-                    error=None,
-                    frames=[],
-                    released=False,
-                ),
-            )
-        base = f"{API}/captures/{record.set_id}/files"
-        files = []
-        for img in detail.images:
-            name = PurePosixPath(img.path).name
-            done = img.state is ImageState.DONE
-            thumb = done and img.format in THUMBNAIL_FORMATS
-            files.append(
-                FileOut(
-                    name=name,
-                    node_id=img.node_id,
-                    camera=img.camera,
-                    format=img.format,
-                    bytes=img.size,
-                    sha256=img.sha256,
-                    timestamp=img.frame_ts,
-                    state=img.state,
-                    last_error=img.last_error,
-                    url=f"{base}/{name}" if done else None,
-                    thumbnail_url=f"{base}/{name}/thumbnail" if thumb else None,
-                )
-            )
-        return cls.model_validate(
-            {
-                **cls.fields_of(record),
-                "results": [results[n] for n in sorted(results)],
-                "files": files,
-            }
-        )

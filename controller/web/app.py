@@ -48,7 +48,7 @@ def create_app(controller: Controller) -> FastAPI:
         version=_version(),
         description=DESCRIPTION,
         openapi_url="/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # Swagger UI loads from a CDN; rigs are often offline
         redoc_url=None,
     )
     app.state.controller = controller
@@ -74,6 +74,8 @@ def describe_request_errors(errors: Sequence[Any]) -> str:
             msg = "unknown field"
         elif kind == "string_pattern_mismatch" and loc and loc[-1] in ID_RULES:
             msg = f"invalid {loc[-1]}: {ID_RULES[loc[-1]]}"
+        elif kind in ("model_attributes_type", "dict_type") and loc == ["body"]:
+            msg = "send a JSON object with Content-Type: application/json"
         elif kind == "json_invalid":
             msg = f"the body is not valid JSON ({err.get('ctx', {}).get('error', msg)})"
             where = "body"
@@ -95,7 +97,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         # Reached only with percent-encoded dot segments: a traversal attempt, not a typo.
         status, detail = 400, "path segments '.' and '..' are not allowed"
     elif status == 404 and detail == "Not Found":
-        detail = f"no such page or endpoint: {request.url.path} (the API is listed at /api/docs)"
+        detail = f"no such page or endpoint: {request.url.path} (see /openapi.json)"
     elif status == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
     return JSONResponse({"detail": detail}, status_code=status, headers=exc.headers)

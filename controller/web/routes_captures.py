@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import PurePosixPath
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Query
 
+from controller.ledger import ImageState, SetDetail
 from controller.presence import NodeState
 from controller.web.api_models import (
     API,
+    THUMBNAIL_FORMATS,
     ApiError,
     CaptureAccepted,
     CapturePage,
     CaptureRequest,
     CaptureSetDetail,
     CaptureSetOut,
+    FileOut,
+    NodeResultOut,
 )
 from controller.web.routes_deps import (
     ERRORS,
@@ -104,4 +109,47 @@ def get_capture(capture_id: CaptureIdPath, controller: ControllerDep) -> Capture
     detail = controller.ledger.get_set(capture_id)
     if detail is None:
         raise unknown_capture(capture_id)
-    return CaptureSetDetail.of_detail(detail)
+    return capture_detail(detail)
+
+
+def capture_detail(detail: SetDetail) -> CaptureSetDetail:
+    """The API view of a set; expected nodes without a result get status null."""
+    record = detail.record
+    results = {
+        r.node_id: NodeResultOut(
+            node_id=r.node_id,
+            status=r.result.status,
+            node_capture_id=r.node_capture_id,
+            received_at=r.result.received_at,
+            fired_at=r.result.fired_at,
+            error=r.result.error,
+            frames=list(r.result.frames),
+            released=r.released_at is not None,
+        )
+        for r in detail.results
+    }
+    for node_id in record.expected:
+        results.setdefault(node_id, NodeResultOut(node_id=node_id))
+    base = f"{API}/captures/{record.set_id}/files"
+    files = []
+    for img in detail.images:
+        name = PurePosixPath(img.path).name
+        done = img.state is ImageState.DONE
+        thumb = done and img.format in THUMBNAIL_FORMATS
+        files.append(
+            FileOut(
+                name=name,
+                node_id=img.node_id,
+                camera=img.camera,
+                format=img.format,
+                bytes=img.size,
+                sha256=img.sha256,
+                timestamp=img.frame_ts,
+                state=img.state,
+                last_error=img.last_error,
+                url=f"{base}/{name}" if done else None,
+                thumbnail_url=f"{base}/{name}/thumbnail" if thumb else None,
+            )
+        )
+    ordered = [results[n] for n in sorted(results)]
+    return CaptureSetDetail.of(record, results=ordered, files=files)

@@ -114,7 +114,7 @@ def thumbnail(
     )
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=256)
 def _thumbnail(path: str, mtime_ns: int, size: int, width: int) -> bytes:
     with Image.open(path) as img:
         img.draft("RGB", (width, width))  # JPEG decodes at a reduced scale: fast on big frames

@@ -18,7 +18,9 @@ router = APIRouter(prefix="/api", tags=["nodes"], responses=ERRORS)
 @router.get("/nodes", summary="List nodes")
 def list_nodes(controller: ControllerDep) -> FleetOut:
     """Every node the controller knows, sorted by id, with the broker link state."""
-    return FleetOut.of(controller.nodes(), controller.broker_connected, time.time())
+    return FleetOut.of(
+        controller.nodes(), controller.broker_connected, time.time(), controller.clock_of
+    )
 
 
 @router.get("/nodes/{node_id}", summary="One node")
@@ -29,4 +31,4 @@ def get_node(node_id: NodeIdPath, controller: ControllerDep) -> NodeOut:
         raise HTTPException(
             404, f"no node {node_id!r} is known to this controller: see GET /api/nodes"
         )
-    return NodeOut.of(view, time.time())
+    return NodeOut.of(view, time.time(), controller.clock_of(node_id))

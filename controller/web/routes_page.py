@@ -16,6 +16,7 @@ from controller.ledger import ImageState
 from controller.presence import NodeState, NodeView
 from controller.service import Controller
 from controller.web.api_models import CaptureSetDetail, FleetOut, NodeOut
+from controller.web.routes_captures import capture_detail
 from controller.web.routes_deps import CaptureIdPath, ControllerDep, NodeIdPath, unknown_capture
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,11 @@ def size(n: int) -> str:
     return f"{value:.1f} TB"
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 capture``, ``2 captures``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def spread_text(spread_s: float | None) -> str:
     """Spread in milliseconds."""
     return NONE if spread_s is None else f"{spread_s * 1000:.3f} ms"
@@ -111,8 +117,10 @@ def node_card(node: NodeOut) -> Safe:
     clock = node.clock
     if node.clock_offset_s is not None:
         clock_text = f"offset {node.clock_offset_s * 1000:+.3f} ms"
+        if node.clock_rtt_s is not None:
+            clock_text += f" ± {node.clock_rtt_s * 500:.3f} ms"
     elif clock is not None and clock.synced is not None:
-        clock_text = "synchronised" if clock.synced else "NOT synchronised"
+        clock_text = "synchronised" if clock.synced else "not synchronised"
     else:
         clock_text = "unknown"
     unreachable = UNREACHABLE.get(node.state)
@@ -127,7 +135,8 @@ def node_card(node: NodeOut) -> Safe:
         unreachable_hidden="" if unreachable else " hidden",
         cameras=cameras or NONE,
         store=(
-            f"{store.captures} captures · {size(store.bytes)} · {size(store.free_bytes)} free"
+            f"{plural(store.captures, 'capture')} · {size(store.bytes)} · "
+            f"{size(store.free_bytes)} free"
             if store
             else NONE
         ),
@@ -148,7 +157,7 @@ def capture_set(detail: CaptureSetDetail) -> Safe:
         if r.status is None:
             text, cls = ("waiting…" if is_open else "no answer"), "wait"
         elif r.status == "ok":
-            text, cls = f"ok · {len(r.frames)} frame{'s' * (len(r.frames) != 1)}", "ok"
+            text, cls = f"ok · {plural(len(r.frames), 'frame')}", "ok"
         else:
             text, cls = f"{r.status}{': ' + r.error if r.error else ''}", "bad"
         parts.append(tag("li", Safe(f"<b>{r.node_id}</b> {html.escape(text)}"), class_=cls))
@@ -193,9 +202,11 @@ def _static_version() -> str:
 
 def page(controller: Controller) -> Safe:
     """The whole page as it is now; the script keeps it current from then on."""
-    fleet = FleetOut.of(controller.nodes(), controller.broker_connected, time.time())
+    fleet = FleetOut.of(
+        controller.nodes(), controller.broker_connected, time.time(), controller.clock_of
+    )
     details = [
-        CaptureSetDetail.of_detail(d)
+        capture_detail(d)
         for r in controller.ledger.list_sets(HISTORY)
         if (d := controller.ledger.get_set(r.set_id)) is not None
     ]
@@ -240,7 +251,9 @@ def node_fragment(node_id: NodeIdPath, controller: ControllerDep) -> HTMLRespons
     view: NodeView | None = controller.node(node_id)
     if view is None:
         raise HTTPException(404, f"no node {node_id!r} is known")
-    return HTMLResponse(node_card(NodeOut.of(view, time.time())), headers=NO_CACHE)
+    return HTMLResponse(
+        node_card(NodeOut.of(view, time.time(), controller.clock_of(node_id))), headers=NO_CACHE
+    )
 
 
 @router.get("/ui/captures/{capture_id}", response_class=HTMLResponse)
@@ -249,4 +262,4 @@ def capture_fragment(capture_id: CaptureIdPath, controller: ControllerDep) -> HT
     detail = controller.ledger.get_set(capture_id)
     if detail is None:
         raise unknown_capture(capture_id)
-    return HTMLResponse(capture_set(CaptureSetDetail.of_detail(detail)), headers=NO_CACHE)
+    return HTMLResponse(capture_set(capture_detail(detail)), headers=NO_CACHE)

@@ -209,6 +209,8 @@ def test_api_capture_bad_input_is_4xx(api: httpx.Client, body: str, codes: tuple
 def test_api_at_and_delay_together_says_so(api: httpx.Client) -> None:
     res = api.post("/api/captures", json={"at": time.time() + 5, "delay": 1})
     assert "not both" in assert_4xx(res, 422)
+    form = api.post("/api/captures", data={"delay": "1"})
+    assert "JSON object" in assert_4xx(form, 422)
 
 
 @pytest.mark.parametrize(
@@ -340,9 +342,11 @@ def test_api_controller_stops_cleanly_with_a_client_streaming(
 ) -> None:
     ctl = controller_process(broker, f"pepi-t/{uuid.uuid4().hex[:10]}", tmp_path)
     ctl.start().wait_ready()
-    with httpx.Client(base_url=ctl.url, timeout=httpx.Timeout(5, read=30)) as client:
-        with client.stream("GET", "/api/events") as stream:
-            next(stream.iter_lines())
-            started = time.monotonic()
-            assert ctl.stop() == 0, ctl.log()
-            assert time.monotonic() - started < 10
+    with (
+        httpx.Client(base_url=ctl.url, timeout=httpx.Timeout(5, read=30)) as client,
+        client.stream("GET", "/api/events") as stream,
+    ):
+        next(stream.iter_lines())
+        started = time.monotonic()
+        assert ctl.stop() == 0, ctl.log()
+        assert time.monotonic() - started < 10

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import StartNode, wait_online
 from support.controllers import StartController, controller_starter, wait_summary, wait_until
-from support.mqtt_watch import Seen, Watcher
+from support.mqtt_watch import Watcher
 from support.nodes import node_process
 from support.pub import mosquitto_pub
 
@@ -119,7 +119,7 @@ def test_controller_presence_dead_nodes_persisted_online_turns_stale(
                 node.start()
                 wait_online(watcher, root, node)
             ctl = start_own_controller(set_timeout_s=30)
-            mark = ctl.wait_log("node cam1: None -> online")
+            ctl.wait_log("node cam1: None -> online")
             # The broker saves retained messages every second; wait for a save that holds
             # cam1's online and status, so the restarted broker still announces it.
             seen_status = watcher.wait_topic(f"{root}/nodes/cam1/status").at
@@ -129,17 +129,12 @@ def test_controller_presence_dead_nodes_persisted_online_turns_stale(
                 "mosquitto saved its retained messages",
             )
 
+            mark = len(ctl.log())
             own.stop(kill=True)  # broker and cam1 die together: no Last Will is ever sent
             dead.kill()
             restarted_at = time.time()
             own.start()
-
-            def live(topic: str) -> Callable[[Seen], bool]:
-                # A fresh publish reaches a subscriber with retain=0; a replayed one with 1.
-                return lambda s: s.topic == topic and not s.retain and s.at >= restarted_at
-
-            watcher.wait_for(live(f"{root}/controller/availability"), 30, "controller back")
-            mark = len(ctl.log())
+            mark = ctl.wait_log("connected to", start=mark)  # the controller is back
 
             # Still "online" on the broker, but its heartbeat never resumes.
             late_joiner = Watcher(own.port, [f"{root}/nodes/cam1/availability"])
@@ -153,7 +148,13 @@ def test_controller_presence_dead_nodes_persisted_online_turns_stale(
             assert states(ctl.nodes()) == {"cam1": "stale", "cam2": "online"}
 
             # cam2 reconnects by itself; a set triggered now waits for cam2 only.
-            watcher.wait_for(live(f"{root}/nodes/cam2/status"), 30, "cam2 back")
+            # A fresh publish reaches a subscriber with retain=0, a replayed one with 1.
+            watcher.wait_for(
+                lambda s: (
+                    s.topic == f"{root}/nodes/cam2/status" and not s.retain and s.at >= restarted_at
+                ),
+                what="a heartbeat of cam2 after the restart",
+            )
             mosquitto_pub(own.port, f"{root}/capture", "after-restart")
             summary = wait_summary(watcher, root, "after-restart", timeout=15)
             assert summary.expected == ["cam2"] and summary.complete

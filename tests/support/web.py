@@ -54,7 +54,9 @@ class ControllerProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"controller exited {self.proc.returncode}:\n{self.log()}")
             try:
-                return bool(httpx.get(f"{self.url}/api/nodes", timeout=2).json()["broker_connected"])
+                return bool(
+                    httpx.get(f"{self.url}/api/nodes", timeout=2).json()["broker_connected"]
+                )
             except httpx.HTTPError:
                 return False
 

@@ -102,6 +102,9 @@ def test_controller_kill9_mid_download_resumes_exactly_once(
     assert set(ledger_states(ctl).values()) == {"done"}
     for capture_id, rs in results.items():
         assert_set_on_disk(ctl.data_dir, capture_id, rs)
+        # the restarted controller still tells automations (and `pepi capture --wait`)
+        summary = wait_summary(watcher, root, capture_id, timeout=30)
+        assert summary.downloaded and len(summary.files) == len(rs)
     # Files verified before the kill were neither fetched nor written again.
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in written} == written
     leftovers = {p.name for p in ctl.data_dir.iterdir() if p.is_file()}
@@ -164,8 +167,9 @@ def test_controller_retrieves_capture_when_node_returns(
     finally:
         ctl.thaw()
     ctl.wait_log("-> offline", start=mark)
-    assert not (ctl.data_dir / "owed").exists() or not any((ctl.data_dir / "owed").glob("*.jpeg"))
     wait_until(lambda: ("owed", "cam1", 0) in ledger_states(ctl), "the ledger owes cam1's image")
+    assert ledger_states(ctl)[("owed", "cam1", 0)] != "done"
+    assert list(ctl.data_dir.glob("owed/*.jpeg")) == []
 
     restarted_at = time.time()
     node.start()

@@ -187,7 +187,11 @@
     on("broker", (d) => setBroker(d.connected, d.reason));
     on("presence", (d) => { setNodeState(d.node_id, d.state); queueNode(d.node_id); });
     on("status", (d) => later(`status:${d.node_id}`, 1500, () => queueNode(d.node_id)));
-    on("set_opened", (d) => queueSet(d.capture_id));
+    on("set_opened", (d) => {
+      queueSet(d.capture_id);
+      const warnings = d.clock_warnings || [];
+      message("clock", warnings.length ? `Capture ${d.capture_id} may be out of sync: ${warnings.join("; ")}` : "", "warn");
+    });
     on("result", (d) => { if (d.capture_id) queueSet(d.capture_id); });
     on("set_complete", (d) => { queueSet(d.summary.capture_id); setSpread(d.summary.spread_s); });
   }

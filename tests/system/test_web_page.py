@@ -1,0 +1,160 @@
+"""The controller's web page in headless Chromium against three real nodes and a controller."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from support.nodes import NodeProcess
+from support.web import ControllerProcess, controller_process, wait_nodes
+
+from broker.runner import EmbeddedBroker
+
+pytestmark = pytest.mark.system
+
+REPO = Path(__file__).resolve().parents[2]
+OUTPUT = REPO / "test-output" / "web"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SPREAD = re.compile(r"^\d+\.\d{3} ms$")
+
+
+@pytest.fixture
+def controller(broker: EmbeddedBroker, root: str, tmp_path: Path) -> Iterator[ControllerProcess]:
+    """A real ``pepi controller`` with its web page on a free port."""
+    ctl = controller_process(broker, root, tmp_path)
+    ctl.start()
+    try:
+        ctl.wait_ready()
+        yield ctl
+    finally:
+        code = ctl.stop()
+        assert code == 0, f"controller exited {code}:\n{ctl.log()[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def shot(page: Page, name: str) -> Path:
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    path = OUTPUT / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_web_page_live_cards_capture_all_zip_and_offline(
+    browser: Browser,
+    start_node: Callable[..., NodeProcess],
+    controller: ControllerProcess,
+) -> None:
+    nodes: list[NodeProcess] = [start_node(f"web{i}") for i in range(3)]
+    with httpx.Client(base_url=controller.url, timeout=10) as api:
+        wait_nodes(api, {n.node_id for n in nodes})
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(controller.url + "/", wait_until="domcontentloaded")
+        cards = page.locator("#nodes .node")
+        expect(page.locator("#nodes .node.state-online")).to_have_count(3)
+        expect(page.locator("#count-online")).to_have_text("3")
+        expect(page.locator("#broker")).to_contain_text("connected")
+        for node in nodes:
+            card = page.locator(f"#node-{node.node_id}")
+            expect(card.locator("h3")).to_have_text(f"{node.node_id} @ 127.0.0.1")
+            expect(card.locator("[data-field=cameras]")).to_contain_text("640x480")
+            preview = card.locator("img.preview")
+            stream = f"http://127.0.0.1:{node.stream_port}/stream/0.mjpeg"
+            expect(preview).to_have_attribute("src", stream)
+            page.wait_for_function("img => img.naturalWidth > 0", arg=preview.element_handle())
+        page.evaluate("window.__sameDocument = true")
+
+        capture_all = page.get_by_role("button", name="Capture all")
+        page.locator("#delay").fill("1.5")
+        capture_all.click()
+        scheduled = page.locator("#captures .set").first
+        expect(scheduled.locator(".when")).to_contain_text("fires")
+        expect(scheduled.locator(".thumbs img")).to_have_count(3, timeout=30_000)
+        first = scheduled.get_attribute("data-set")
+
+        page.locator("#delay").fill("")
+        capture_all.click()
+        latest = page.locator("#captures .set").first
+        expect(latest).not_to_have_attribute("data-set", first or "")
+        expect(page.locator("#captures .set")).to_have_count(2)
+        expect(latest.locator(".thumbs img")).to_have_count(3, timeout=30_000)
+        for img in latest.locator(".thumbs img").element_handles():
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img)
+        expect(latest.locator(".spread b")).to_have_text(SPREAD)
+        expect(latest.locator(".parts li.ok")).to_have_count(3)
+        expect(page.locator("#last-spread")).to_have_text(SPREAD)
+
+        with page.expect_download() as download:
+            latest.locator("a.zip").click()
+        with zipfile.ZipFile(download.value.path()) as zf:
+            jpegs = [n for n in zf.namelist() if n.endswith(".jpeg")]
+            assert len(jpegs) == 3
+            for name in jpegs:
+                image = Image.open(io.BytesIO(zf.read(name)))
+                assert image.format == "JPEG" and image.size == (640, 480)
+
+        shutil.copyfile(shot(page, "page-desktop.png"), REPO / "docs" / "screenshot.png")
+        phone = browser.new_context(
+            viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+        )
+        phone_page = phone.new_page()
+        phone_page.goto(controller.url + "/", wait_until="domcontentloaded")
+        expect(phone_page.locator("#nodes .node.state-online")).to_have_count(3)
+        expect(phone_page.locator("#captures .set .thumbs img")).to_have_count(6)
+        for img in phone_page.locator("img.preview, .thumbs img").element_handles():
+            phone_page.wait_for_function("img => img.naturalWidth > 0", arg=img)
+        width = phone_page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the page scrolls sideways on a phone ({width} px)"
+        shot(phone_page, "page-phone.png")
+        phone.close()
+
+        victim = nodes[1]
+        victim.kill()
+        killed_at = time.monotonic()
+        card = page.locator(f"#node-{victim.node_id}")
+        expect(card).to_have_class(re.compile(r"\bstate-offline\b"), timeout=5_000)
+        took = time.monotonic() - killed_at
+        assert took < 3, f"the card took {took:.1f} s to turn offline"
+        assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+        expect(card.locator("[data-field=unreachable]")).to_contain_text("Unreachable")
+        expect(card.locator("button.capture-node")).to_be_disabled()
+        expect(card.locator("img.preview")).to_have_count(0)
+        expect(page.locator("#count-offline")).to_have_text("1")
+        expect(page.locator("#count-online")).to_have_text("2")
+        expect(cards).to_have_count(3)
+        shot(page, "page-node-offline.png")
+    except Exception:
+        shot(page, "failure.png")
+        raise
+    finally:
+        context.close()
