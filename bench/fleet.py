@@ -51,7 +51,7 @@ def start_broker(users: dict[str, str], workdir: Path, port: int = 0) -> Embedde
     """mosquitto on loopback with these logins (written once, before it starts)."""
     broker = EmbeddedBroker(
         root=BROKER_ROOT,
-        port=port,
+        port=port or PORTS.take(),
         persistence=False,
         workdir=workdir,
         users=dict(users),

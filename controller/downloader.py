@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.ledger import Ledger
-from controller.manifest import write_manifest
+from controller.manifest import ClockOf, write_manifest
 from controller.retrieval import (
     DEFAULT_TIMEOUT_MS,
     ImageFetcher,
@@ -52,8 +52,11 @@ class Downloader:
         workers: int = 8,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
         clock: Callable[[], float] = time.time,
+        clock_of: ClockOf | None = None,
     ) -> None:
         self._ledger = ledger
+        self.clock_of = clock_of
+        self._manifest_lock = threading.Lock()
         self._data_dir = data_dir
         self._endpoint_of = endpoint_of
         self._timeout_ms = timeout_ms
@@ -156,10 +159,15 @@ class Downloader:
 
     def write_manifest(self, set_id: str) -> Path | None:
         """(Re)write a set's manifest from the ledger; None if the set is unknown."""
+        # Passes for different nodes finish together: the last writer must have read last.
+        with self._manifest_lock:
+            return self._write_manifest(set_id)
+
+    def _write_manifest(self, set_id: str) -> Path | None:
         detail = self._ledger.get_set(set_id)
         if detail is None:
             return None
-        path = write_manifest(self._data_dir, detail, self._clock())
+        path = write_manifest(self._data_dir, detail, self._clock(), self.clock_of)
         self._ledger.mark_manifest_written(set_id)
         return path
 

@@ -6,6 +6,8 @@ import contextlib
 import logging
 import os
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -45,6 +47,9 @@ class ManifestNode(BaseModel):
     fired_at: float | None
     error: str | None
     frames: list[ManifestFrame]
+    clock_offset_s: float | None = None
+    """Node clock minus controller clock, measured over MQTT (best of recent pings)."""
+    clock_rtt_s: float | None = None
 
 
 class Manifest(BaseModel):
@@ -62,12 +67,22 @@ class Manifest(BaseModel):
     files: list[str]
     spread_s: float | None
     fired_spread_s: float | None
+    clock_uncertainty_s: float | None = None
+    """Worst half round trip of the nodes' clock probes: how far apart the clocks the
+    timestamps come from may be beyond what the offsets say (None: not all measured)."""
     downloaded: bool
     written_at: float
 
 
-def build_manifest(detail: SetDetail, written_at: float) -> Manifest:
+ClockOf = Callable[[str], tuple[float, float] | None]
+"""node id -> (clock offset s, round trip s), if measured."""
+
+
+def build_manifest(
+    detail: SetDetail, written_at: float, clock_of: ClockOf | None = None
+) -> Manifest:
     """The manifest of one set as the ledger knows it now; lists only verified files."""
+    clocks = {r.node_id: clock_of(r.node_id) if clock_of else None for r in detail.results}
     done = {
         (img.node_id, img.camera): Path(img.path).name
         for img in detail.images
@@ -85,9 +100,12 @@ def build_manifest(detail: SetDetail, written_at: float) -> Manifest:
                 ManifestFrame(**f.model_dump(), file=done.get((r.node_id, f.camera)))
                 for f in r.result.frames
             ],
+            **_clock_fields(clocks[r.node_id]),
         )
         for r in detail.results
     ]
+    rtts = [n.clock_rtt_s for n in nodes if n.clock_rtt_s is not None]
+    all_measured = bool(nodes) and len(rtts) == len(nodes)
     record = detail.record
     return Manifest(
         capture_id=record.set_id,
@@ -100,14 +118,25 @@ def build_manifest(detail: SetDetail, written_at: float) -> Manifest:
         files=sorted(done.values()),
         spread_s=record.spread_s,
         fired_spread_s=record.fired_spread_s,
+        clock_uncertainty_s=max(rtts) / 2 if all_measured else None,
         downloaded=all(img.state is ImageState.DONE for img in detail.images),
         written_at=written_at,
     )
 
 
-def write_manifest(data_dir: Path, detail: SetDetail, written_at: float | None = None) -> Path:
+def _clock_fields(clock: tuple[float, float] | None) -> dict[str, float | None]:
+    offset, rtt = clock if clock is not None else (None, None)
+    return {"clock_offset_s": offset, "clock_rtt_s": rtt}
+
+
+def write_manifest(
+    data_dir: Path,
+    detail: SetDetail,
+    written_at: float | None = None,
+    clock_of: ClockOf | None = None,
+) -> Path:
     """Write the set's manifest atomically; return its path."""
-    manifest = build_manifest(detail, time.time() if written_at is None else written_at)
+    manifest = build_manifest(detail, time.time() if written_at is None else written_at, clock_of)
     path = data_dir / detail.record.set_id / MANIFEST_FILE
     write_atomic(path, (manifest.model_dump_json(indent=2) + "\n").encode())
     logger.debug("wrote %s", path)
@@ -117,7 +146,7 @@ def write_manifest(data_dir: Path, detail: SetDetail, written_at: float | None =
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` so that ``path`` is either whole or absent (temp file, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")  # writers never share
     try:
         with tmp.open("wb") as fh:
             fh.write(data)

@@ -68,6 +68,7 @@ class Controller:
             workers=config.download_workers,
             timeout_ms=config.thrift_timeout_ms,
             clock=clock,
+            clock_of=self._clock_pair,
         )
         self._lock = threading.Lock()  # guards presence and book against the web thread
         self._inbox: queue.Queue[InboundMessage | None] = queue.Queue()
@@ -308,6 +309,10 @@ class Controller:
         """The node's clock offset and round trip as measured over MQTT, if any yet."""
         return self.clocks.estimate(node_id)
 
+    def _clock_pair(self, node_id: str) -> tuple[float, float] | None:
+        est = self.clocks.estimate(node_id)
+        return None if est is None else (est.offset_s, est.rtt_s)
+
     def clock_warnings(self, node_ids: set[str] | frozenset[str]) -> list[str]:
         """Nodes whose clock offset (plus its uncertainty) exceeds the sync tolerance."""
         warnings = []
@@ -330,14 +335,18 @@ class Controller:
         with self._lock:
             online = self.presence.online_ids()
         for node_id in sorted(online):
-            self._ping_seq += 1
-            ping = ClockPing(seq=self._ping_seq, t1=self._clock())
-            self.link.publish(self.topics.clock_ping(node_id), ping.model_dump_json(), qos=0)
+            self._ping(node_id)
+
+    def _ping(self, node_id: str) -> None:
+        self._ping_seq += 1
+        ping = ClockPing(seq=self._ping_seq, t1=self._clock())
+        self.link.publish(self.topics.clock_ping(node_id), ping.model_dump_json(), qos=0)
 
     def _presence_changed(self, changes: list[StateChange]) -> None:
         for change in changes:
             self.events.emit("presence", node_id=change.node_id, old=change.old, state=change.new)
             if change.new is NodeState.ONLINE:
+                self._ping(change.node_id)  # an offset before its first scheduled capture
                 self.downloader.submit(change.node_id, force=True)  # ask again for what it owes
 
     def _tick(self) -> None:
