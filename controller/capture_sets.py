@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -68,21 +68,42 @@ class CaptureSetView:
 
     def summary(self, completed_at: float) -> CaptureSetSummary:
         """The payload published on ``controller/captures``."""
-        parts = {p.node_id: p for p in self.parts}
-        outcomes = [_outcome(n, parts.get(n)) for n in sorted(self.expected | parts.keys())]
-        complete = bool(self.expected) and all(
-            n in parts and parts[n].result.status is CaptureStatus.OK for n in self.expected
+        return build_summary(
+            self.set_id,
+            self.triggered_at,
+            completed_at,
+            self.expected,
+            {p.node_id: p.result for p in self.parts},
+            self.spread_s,
+            self.fired_spread_s,
         )
-        return CaptureSetSummary(
-            capture_id=self.set_id,
-            triggered_at=self.triggered_at,
-            completed_at=completed_at,
-            expected=sorted(self.expected),
-            outcomes=outcomes,
-            spread_s=self.spread_s,
-            fired_spread_s=self.fired_spread_s,
-            complete=complete,
-        )
+
+
+def build_summary(
+    set_id: str,
+    triggered_at: float,
+    completed_at: float,
+    expected: Iterable[str],
+    results: Mapping[str, CaptureResult],
+    spread_s: float | None,
+    fired_spread_s: float | None,
+) -> CaptureSetSummary:
+    """A set's summary from each node's (kept) result; also used to rebuild it from the ledger."""
+    expected = frozenset(expected)
+    outcomes = [_outcome(n, results.get(n)) for n in sorted(expected | results.keys())]
+    complete = bool(expected) and all(
+        n in results and results[n].status is CaptureStatus.OK for n in expected
+    )
+    return CaptureSetSummary(
+        capture_id=set_id,
+        triggered_at=triggered_at,
+        completed_at=completed_at,
+        expected=sorted(expected),
+        outcomes=outcomes,
+        spread_s=spread_s,
+        fired_spread_s=fired_spread_s,
+        complete=complete,
+    )
 
 
 @dataclass(frozen=True)
@@ -104,10 +125,9 @@ class _Set:
     parts: dict[str, NodePart] = field(default_factory=dict)
 
 
-def _outcome(node_id: str, part: NodePart | None) -> NodeOutcome:
-    if part is None:
+def _outcome(node_id: str, r: CaptureResult | None) -> NodeOutcome:
+    if r is None:
         return NodeOutcome(node_id=node_id, status=None)
-    r = part.result
     return NodeOutcome(node_id=node_id, status=r.status, frames=len(r.frames), error=r.error)
 
 

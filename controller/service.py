@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from controller.capture_sets import CaptureSetBook
+from controller.capture_sets import CaptureSetBook, build_summary
 from controller.clock_probe import ClockBook, ClockEstimate
 from controller.config import ControllerConfig
 from controller.downloader import Downloader, Endpoint
@@ -23,12 +23,11 @@ from node_agent.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, Mqt
 from schemas.capture import (
     CaptureCommand,
     CaptureResult,
-    CaptureStatus,
     describe_validation_error,
     parse_capture_command,
 )
 from schemas.clock import ClockPing, ClockPong
-from schemas.controller import CaptureSetSummary, NodeOutcome
+from schemas.controller import CaptureSetSummary
 from schemas.errors import PayloadError
 from schemas.status import NodeStatus
 from schemas.topics import TopicKind, Topics
@@ -398,28 +397,14 @@ class Controller:
 def summary_from_ledger(detail: SetDetail, completed_at: float) -> CaptureSetSummary:
     """A set's summary rebuilt from the ledger (after a controller restart)."""
     record = detail.record
-    results = {r.node_id: r.result for r in detail.results}
-    outcomes = [
-        NodeOutcome(
-            node_id=node,
-            status=results[node].status if node in results else None,
-            frames=len(results[node].frames) if node in results else 0,
-            error=results[node].error if node in results else None,
-        )
-        for node in sorted(set(record.expected) | results.keys())
-    ]
-    complete = bool(record.expected) and all(
-        node in results and results[node].status is CaptureStatus.OK for node in record.expected
-    )
-    return CaptureSetSummary(
-        capture_id=record.set_id,
-        triggered_at=record.triggered_at,
-        completed_at=completed_at,
-        expected=sorted(record.expected),
-        outcomes=outcomes,
-        spread_s=record.spread_s,
-        fired_spread_s=record.fired_spread_s,
-        complete=complete,
+    return build_summary(
+        record.set_id,
+        record.triggered_at,
+        completed_at,
+        record.expected,
+        {r.node_id: r.result for r in detail.results},
+        record.spread_s,
+        record.fired_spread_s,
     )
 
 
