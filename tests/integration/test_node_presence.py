@@ -14,9 +14,11 @@ from schemas import NodeStatus
 
 
 def test_node_publishes_retained_online_and_status(
-    broker: EmbeddedBroker, root: str, start_node: StartNode
+    broker: EmbeddedBroker, root: str, watcher: Watcher, start_node: StartNode
 ) -> None:
     node = start_node("cam1")
+    # the status follows `online` a moment later; a client joining after both gets both retained
+    watcher.wait_topic(f"{root}/nodes/cam1/status")
     late_joiner = Watcher(broker.port, [f"{root}/nodes/+/availability", f"{root}/nodes/+/status"])
     try:
         online = late_joiner.wait_topic(f"{root}/nodes/cam1/availability", b"online")
