@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import random
@@ -145,7 +146,7 @@ class DelayProxy:
         self._timer = PreciseTimer()
         for route in self.routes:
             server = await asyncio.start_server(
-                lambda r, w, route=route: self._connection(route, r, w),
+                functools.partial(self._connection, route),
                 LISTEN_HOST,
                 route.listen_port,
                 backlog=256,

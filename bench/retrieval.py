@@ -233,11 +233,13 @@ def verdict(met: bool | None) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nodes", type=int, default=5, help="nodes for the MB/s part (default 5)")
-    parser.add_argument("--reps", type=int, default=5, help="captures retrieved per path")
+    parser.add_argument(
+        "--reps", type=int, default=15, help="captures, each retrieved by every path (default 15)"
+    )
     parser.add_argument(
         "--e2e-nodes", type=int, default=10, help="nodes for the end-to-end part (default 10)"
     )
-    parser.add_argument("--e2e-trials", type=int, default=3, help="end-to-end captures")
+    parser.add_argument("--e2e-trials", type=int, default=5, help="end-to-end captures")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--quick", action="store_true", help="2 nodes, 2 captures, end to end on 2 nodes once"

@@ -66,6 +66,16 @@ class Downloader:
         self._again: dict[str, bool] = {}  # node -> force: work that arrived during its pass
         self._busy_lock = threading.Lock()
 
+    def remove_partial_files(self) -> int:
+        """Delete temp files a killed controller left half-written (``<set>/.*.part``)."""
+        removed = 0
+        for leftover in self._data_dir.glob("*/.*.part"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        if removed:
+            logger.info("removed %d half-written files of a previous run", removed)
+        return removed
+
     def submit(self, node_id: str, *, force: bool = False) -> Future[NodeRun]:
         """Run ``download_owed`` on the pool (e.g. when a node comes back online)."""
         return self._pool.submit(self.download_owed, node_id, force=force)

@@ -105,6 +105,7 @@ class Controller:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.downloader.remove_partial_files()
         self._recover_summaries()
         self._worker.start()
         self.link.start()

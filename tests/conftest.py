@@ -1,4 +1,4 @@
-"""Shared fixtures: a real mosquitto from the project's config, real node processes."""
+"""Shared fixtures: a real mosquitto from the project's config, real nodes and controllers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support.controllers import StartController, controller_starter
 from support.mqtt_watch import Watcher
 from support.nodes import NodeProcess, node_process
 
@@ -60,6 +61,15 @@ def start_node(
     yield start
     for node in started:
         node.stop()
+
+
+@pytest.fixture
+def start_controller(
+    broker: EmbeddedBroker, root: str, watcher: Watcher, tmp_path: Path
+) -> Iterator[StartController]:
+    """``start(set_timeout_s=5.0, wait=True)`` a real ``pepi controller``; all stopped after."""
+    with controller_starter(broker, root, watcher, tmp_path) as start:
+        yield start
 
 
 def wait_online(watcher: Watcher, root: str, node: NodeProcess, after: float = 0.0) -> None:

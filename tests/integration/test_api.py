@@ -16,11 +16,12 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 from PIL import Image
+from support.controllers import ControllerProcess
 from support.nodes import NodeProcess, node_process
 from support.web import (
-    ControllerProcess,
     controller_process,
     wait_nodes,
+    wait_ready,
     wait_set_downloaded,
     wait_until,
 )
@@ -42,7 +43,7 @@ def fleet(
     try:
         for node in nodes:
             node.start()
-        controller.start().wait_ready()
+        wait_ready(controller.start())
         yield controller, nodes
     finally:
         controller.stop()
@@ -341,7 +342,7 @@ def test_api_controller_stops_cleanly_with_a_client_streaming(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     ctl = controller_process(broker, f"pepi-t/{uuid.uuid4().hex[:10]}", tmp_path)
-    ctl.start().wait_ready()
+    wait_ready(ctl.start())
     with (
         httpx.Client(base_url=ctl.url, timeout=httpx.Timeout(5, read=30)) as client,
         client.stream("GET", "/api/events") as stream,

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from conftest import StartNode
 from support.controllers import (
     StartController,
     assert_set_on_disk,
-    controller_starter,
     ledger_states,
     pepi_name,
     wait_store_empty,
@@ -23,14 +20,6 @@ from support.pub import mosquitto_pub
 
 from broker.runner import EmbeddedBroker
 from schemas import CaptureStatus
-
-
-@pytest.fixture
-def start_controller(
-    broker: EmbeddedBroker, root: str, watcher: Watcher, tmp_path: Path
-) -> Iterator[StartController]:
-    with controller_starter(broker, root, watcher, tmp_path) as start:
-        yield start
 
 
 @pytest.mark.parametrize("message", ["scan-042", None], ids=["explicit-id", "no-id"])

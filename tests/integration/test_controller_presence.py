@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import StartNode, wait_online
 from support.controllers import StartController, controller_starter, wait_summary, wait_until
 from support.mqtt_watch import Watcher
-from support.nodes import node_process
+from support.nodes import node_process, take_offline
 from support.pub import mosquitto_pub
 
 from broker.runner import EmbeddedBroker
-
-
-@pytest.fixture
-def start_controller(
-    broker: EmbeddedBroker, root: str, watcher: Watcher, tmp_path: Path
-) -> Iterator[StartController]:
-    with controller_starter(broker, root, watcher, tmp_path) as start:
-        yield start
 
 
 def states(rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -37,9 +27,7 @@ def test_controller_presence_follows_node_kill9_and_restart(
     mark = ctl.wait_log("node cam1: None -> online")
     assert states(ctl.nodes()) == {"cam1": "online"}
 
-    killed_at = time.time()
-    node.kill()
-    watcher.wait_topic(f"{root}/nodes/cam1/availability", b"offline", after=killed_at)
+    take_offline(watcher, root, node, kill=True)
     mark = ctl.wait_log("node cam1: online -> offline", start=mark)
     assert states(ctl.nodes()) == {"cam1": "offline"}
 
@@ -61,9 +49,7 @@ def test_controller_presence_offline_node_is_not_expected_in_a_set(
     gone = start_node("cam2")
     ctl = start_controller(set_timeout_s=30)
     ctl.wait_log("node cam2: None -> online")
-    stopped_at = time.time()
-    gone.stop()
-    watcher.wait_topic(f"{root}/nodes/cam2/availability", b"offline", after=stopped_at)
+    take_offline(watcher, root, gone)
     ctl.wait_log("node cam2: online -> offline")
 
     mosquitto_pub(broker.port, f"{root}/capture", "without-cam2")
@@ -82,9 +68,7 @@ def test_controller_presence_cleared_retained_status_removes_node(
     node = start_node("cam1")
     ctl = start_controller()
     ctl.wait_log("node cam1: None -> online")
-    stopped_at = time.time()
-    node.stop()
-    watcher.wait_topic(f"{root}/nodes/cam1/availability", b"offline", after=stopped_at)
+    take_offline(watcher, root, node)
     assert states(ctl.nodes()) == {"cam1": "offline"}
 
     # An operator retires the machine: clear its retained topics (empty retained payloads).

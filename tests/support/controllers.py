@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -26,34 +23,28 @@ from schemas import CaptureResult, NodeStatus
 from schemas.controller import CaptureSetSummary
 from support.mqtt_watch import Seen, Watcher
 from support.nodes import NodeProcess
+from support.processes import PEPI, PepiProcess, pepi_env, resume, suspend
 from support.thrift_clients import camera_server
 
 CONTROLLER_USER = "controller"
 
 
 @dataclass
-class ControllerProcess:
+class ControllerProcess(PepiProcess):
     """One ``pepi controller`` with its own data dir and log; restartable on the same dir."""
+
+    subcommand: ClassVar[str] = "controller"
+    stop_timeout: ClassVar[float] = 15.0
 
     broker_url: str
     root: str
     data_dir: Path
-    creds: Credentials
-    args: list[str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    web_port: int
 
-    def start(self) -> ControllerProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "-v", "controller", *self.args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PEPI_MQTT_PASSWORD": self.creds.password},
-        )
-        log.close()
-        return self
+    @property
+    def url(self) -> str:
+        """Its web page and REST API."""
+        return f"http://127.0.0.1:{self.web_port}"
 
     def wait_online(self, watcher: Watcher, after: float, timeout: float = 20.0) -> None:
         """Block until this controller's retained ``online`` arrives (published after ``after``)."""
@@ -63,12 +54,6 @@ class ControllerProcess:
             )
         except TimeoutError as exc:
             raise AssertionError(f"controller never came online:\n{self.log()[-3000:]}") from exc
-
-    def kill(self) -> None:
-        """kill -9: no clean shutdown, no ledger close; the broker publishes its Last Will."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
 
     def freeze(self) -> None:
         """SIGSTOP: connected but deaf; what the broker sends waits in the socket."""
@@ -80,30 +65,9 @@ class ControllerProcess:
         assert self.proc is not None
         resume(self.proc)
 
-    def stop(self) -> None:
-        """SIGTERM, as a user's Ctrl-C; SIGKILL if it does not exit within 15 s."""
-        if self.proc is not None and self.proc.poll() is None:
-            resume(self.proc)  # a stopped process would hold SIGTERM until continued
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     @property
     def ledger_path(self) -> Path:
         return self.data_dir / LEDGER_FILE
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
 
     def wait_log(self, text: str, timeout: float = 20.0, start: int = 0) -> int:
         """Wait until ``text`` appears in the log after character ``start``; its position.
@@ -126,8 +90,8 @@ class ControllerProcess:
         """``pepi nodes --json`` as the controller's user runs it on this broker."""
         command = ["nodes", "--json", "--broker", self.broker_url, "--topic-root", self.root]
         out = subprocess.run(
-            [sys.executable, "-m", "controller.cli", *command, "--username", self.creds.username],
-            env={**os.environ, "PEPI_MQTT_PASSWORD": self.creds.password},
+            [*PEPI, *command, "--username", self.creds.username],
+            env=pepi_env(self.creds),
             capture_output=True,
             text=True,
             timeout=30,
@@ -137,6 +101,12 @@ class ControllerProcess:
         return rows
 
 
+def controller_credentials(broker: EmbeddedBroker) -> Credentials:
+    """The broker's ``controller`` login (created once, so running controllers keep theirs)."""
+    password = broker.users.get(CONTROLLER_USER)
+    return Credentials(CONTROLLER_USER, password) if password else broker.add_user(CONTROLLER_USER)
+
+
 def controller_process(
     broker: EmbeddedBroker,
     root: str,
@@ -144,11 +114,13 @@ def controller_process(
     set_timeout_s: float = 5.0,
     name: str = "controller",
     *extra: str,
+    web_port: int | None = None,
 ) -> ControllerProcess:
-    """A configured (not yet started) controller logging in as the ACL's ``controller`` user."""
-    password = broker.users.get(CONTROLLER_USER)
-    creds = Credentials(CONTROLLER_USER, password) if password else broker.add_user(CONTROLLER_USER)
+    """A configured (not yet started) controller logging in as the ACL's ``controller`` user,
+    its web page on ``web_port`` (a free port if None)."""
+    creds = controller_credentials(broker)
     data_dir = base / f"{name}-data"
+    port = web_port if web_port is not None else free_port()
     args = [
         "--broker",
         broker.url,
@@ -159,12 +131,20 @@ def controller_process(
         "--data-dir",
         str(data_dir),
         "--web-port",
-        str(free_port()),
+        str(port),
         "--set-timeout",
         str(set_timeout_s),
         *extra,
     ]
-    return ControllerProcess(broker.url, root, data_dir, creds, args, base / f"{name}.log")
+    return ControllerProcess(
+        args,
+        creds,
+        base / f"{name}.log",
+        broker_url=broker.url,
+        root=root,
+        data_dir=data_dir,
+        web_port=port,
+    )
 
 
 StartController = Callable[..., ControllerProcess]
@@ -215,18 +195,6 @@ def wait_summary(
 
     seen = watcher.wait_for(match, timeout, what=f"summary of {capture_id}")
     return CaptureSetSummary.model_validate_json(seen.payload)
-
-
-def suspend(proc: subprocess.Popen[bytes]) -> None:
-    """SIGSTOP a process (a frozen machine: TCP stays up, nothing answers)."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGSTOP)
-
-
-def resume(proc: subprocess.Popen[bytes]) -> None:
-    """SIGCONT a process stopped with ``suspend``."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGCONT)
 
 
 def pepi_name(set_id: str, node_id: str, camera: int) -> str:

@@ -2,60 +2,36 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from broker.runner import Credentials, EmbeddedBroker, free_port
+from broker.runner import EmbeddedBroker, free_port
+from support.mqtt_watch import Watcher
+from support.processes import PepiProcess
 
 
 @dataclass
-class NodeProcess:
+class NodeProcess(PepiProcess):
+    """One ``pepi node`` with its own data dir, Thrift and stream ports, login and log."""
+
+    subcommand: ClassVar[str] = "node"
+
     node_id: str
     data_dir: Path
     thrift_port: int
     stream_port: int
-    creds: Credentials
-    args: list[str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
-    def start(self) -> NodeProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "-v", "node", *self.args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PEPI_MQTT_PASSWORD": self.creds.password},
-        )
-        log.close()
-        return self
 
-    def kill(self) -> None:
-        """kill -9: no clean disconnect, the broker publishes the Last Will."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+def take_offline(watcher: Watcher, root: str, node: NodeProcess, kill: bool = False) -> None:
+    """Stop ``node`` (or kill -9 it) and wait for the ``offline`` published after that."""
+    began = time.time()
+    if kill:
+        node.kill()
+    else:
+        node.stop()
+    watcher.wait_topic(f"{root}/nodes/{node.node_id}/availability", b"offline", after=began)
 
 
 def node_process(
@@ -87,5 +63,11 @@ def node_process(
         *extra,
     ]
     return NodeProcess(
-        node_id, data_dir, thrift_port, stream_port, creds, args, base / f"{node_id}.log"
+        args,
+        creds,
+        base / f"{node_id}.log",
+        node_id=node_id,
+        data_dir=data_dir,
+        thrift_port=thrift_port,
+        stream_port=stream_port,
     )

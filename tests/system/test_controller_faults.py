@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from conftest import StartNode, wait_online
 from support.controllers import (
     StartController,
     assert_set_on_disk,
-    controller_starter,
     ledger_states,
     pepi_name,
     restart,
-    resume,
-    suspend,
     wait_store_empty,
     wait_summary,
     wait_until,
 )
 from support.expect import wait_result
 from support.mqtt_watch import Watcher
+from support.nodes import take_offline
+from support.processes import resume, suspend
 from support.pub import mosquitto_pub
 
 from broker.runner import EmbeddedBroker
@@ -30,14 +27,6 @@ from controller.ledger import LEDGER_FILE
 from schemas import CaptureResult, CaptureStatus
 
 pytestmark = pytest.mark.system
-
-
-@pytest.fixture
-def start_controller(
-    broker: EmbeddedBroker, root: str, watcher: Watcher, tmp_path: Path
-) -> Iterator[StartController]:
-    with controller_starter(broker, root, watcher, tmp_path) as start:
-        yield start
 
 
 def test_controller_kill9_mid_download_resumes_exactly_once(
@@ -129,9 +118,7 @@ def test_controller_set_completes_without_node_lost_during_it(
     suspend(lost.proc)  # hangs before it sees the trigger, then dies
     mosquitto_pub(broker.port, f"{root}/capture", "partial")
     result = wait_result(watcher, root, "cam1", "partial")
-    killed_at = time.time()
-    lost.kill()
-    watcher.wait_topic(f"{root}/nodes/cam2/availability", b"offline", after=killed_at)
+    take_offline(watcher, root, lost, kill=True)
 
     summary = wait_summary(watcher, root, "partial", timeout=20)
     assert summary.expected == ["cam1", "cam2"]
@@ -161,9 +148,7 @@ def test_controller_retrieves_capture_when_node_returns(
     try:
         mosquitto_pub(broker.port, f"{root}/capture", "owed")
         result = wait_result(watcher, root, "cam1", "owed", CaptureStatus.OK)
-        killed_at = time.time()
-        node.kill()
-        watcher.wait_topic(f"{root}/nodes/cam1/availability", b"offline", after=killed_at)
+        take_offline(watcher, root, node, kill=True)
     finally:
         ctl.thaw()
     ctl.wait_log("-> offline", start=mark)

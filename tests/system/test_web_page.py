@@ -13,8 +13,9 @@ import httpx
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from support.controllers import ControllerProcess
 from support.nodes import NodeProcess
-from support.web import ControllerProcess, controller_process, wait_nodes
+from support.web import controller_process, wait_nodes, wait_ready
 
 from broker.runner import EmbeddedBroker
 
@@ -42,7 +43,7 @@ def controller(broker: EmbeddedBroker, root: str, tmp_path: Path) -> Iterator[Co
     ctl = controller_process(broker, root, tmp_path)
     ctl.start()
     try:
-        ctl.wait_ready()
+        wait_ready(ctl)
         yield ctl
     finally:
         code = ctl.stop()

@@ -180,7 +180,9 @@ def test_store_reopened_holds_the_same_captures(tmp_path: Path) -> None:
 
     reopened = CaptureStore(root, NO_DISK_RESERVE)
     assert reopened.captures() == [first, second]
-    assert reopened.info() == before
+    after = reopened.info()
+    # free_bytes follows the disk, which other processes change meanwhile
+    assert (after.captures, after.bytes) == (before.captures, before.bytes)
     data, frame = reopened.read_image("scan-2", 1, "png")
     assert frame == second.frames[1]
     assert hashlib.sha256(data).hexdigest() == frame.sha256
