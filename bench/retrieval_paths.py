@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -89,18 +88,6 @@ def _pepi_client(endpoint: Endpoint) -> AbstractContextManager[Any]:
     )
 
 
-class _OneManifestAtATime(Downloader):
-    """Works around a controller race, reported, not fixed here: two nodes' passes of one
-    set write its manifest through the same ``.manifest.json.part`` temp file at once and
-    one ``os.replace`` fails (FileNotFoundError), ending that node's pass before release."""
-
-    _lock = threading.Lock()
-
-    def write_manifest(self, set_id: str) -> Path | None:
-        with self._lock:
-            return super().write_manifest(set_id)
-
-
 def time_controller(
     endpoints: dict[str, Endpoint],
     results: dict[str, CaptureResult],
@@ -111,7 +98,7 @@ def time_controller(
     every node on the Downloader's pool (fetch, sha256 check, fsync'd write, manifest,
     release). Seconds until every node's pass returned; the files are checked afterwards."""
     ledger = Ledger(data_dir)
-    downloader = _OneManifestAtATime(ledger, data_dir, endpoints.get, timeout_ms=THRIFT_TIMEOUT_MS)
+    downloader = Downloader(ledger, data_dir, endpoints.get, timeout_ms=THRIFT_TIMEOUT_MS)
     try:
         ledger.record_set(set_id, time.time(), sorted(results))
         for result in results.values():
