@@ -17,6 +17,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from bench.procs import terminate
+
 LISTEN_HOST = "127.0.0.1"
 CHUNK = 65536
 QUEUE_CHUNKS = 256
@@ -290,14 +292,8 @@ class ProxyProcess:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None or not terminate(proc, timeout=10):
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         for pipe in (proc.stdin, proc.stdout):
             if pipe is not None:
                 pipe.close()

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 
+from bench.procs import terminate
+
 LISTEN_HOST = "127.0.0.1"
 BLOCK = 4 * 1024 * 1024
 _COUNT = struct.Struct("!Q")
@@ -78,14 +80,8 @@ class RawServer:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None or not terminate(proc, timeout=10):
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
 

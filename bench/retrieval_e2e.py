@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.fleet import PORTS
+from bench.procs import terminate
 from bench.retrieval_paths import verify_files
 from bench.tap import Tap
 from broker.runner import EmbeddedBroker
@@ -72,14 +72,8 @@ class ControllerProcess:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None or not terminate(proc, timeout=20):
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def end_to_end(

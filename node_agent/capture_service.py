@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -283,9 +284,16 @@ def _source(value: str) -> Literal["mqtt", "thrift"]:
 
 
 def _spin_until(deadline: float, clock: Clock) -> None:
-    """Sleep coarsely, then spin the last stretch: sleep alone overshoots by up to a ms."""
+    """Sleep to just before ``deadline``, sleep the rest precisely, spin off what is left.
+
+    A busy loop over the last stretch would be the most precise on an idle core, but
+    where nodes share cores (a test bench, a Pi running other work) every armed node
+    spinning at once starves the others; a short high-resolution sleep does not."""
     remaining = deadline - clock()
     if remaining > SPIN_BEFORE_S:
         time.sleep(remaining - SPIN_BEFORE_S)
+    remaining = deadline - clock()
+    if remaining > 0:
+        time.sleep(remaining)  # clock_nanosleep: wakes within the timer slack
     while clock() < deadline:
-        pass
+        os.sched_yield()
