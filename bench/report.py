@@ -26,12 +26,17 @@ class Summary:
         arr = np.asarray(values, dtype=float)
         return cls(float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), float(arr.max()))
 
-    def as_dict(self, digits: int = 3) -> dict[str, float]:
+    def as_dict(self, digits: int = 3) -> dict[str, float | None]:
+        """Rounded; an empty sample's NaN becomes None (JSON null, not a bare NaN)."""
         return {
-            "p50": round(self.p50, digits),
-            "p99": round(self.p99, digits),
-            "max": round(self.max, digits),
+            "p50": _finite(self.p50, digits),
+            "p99": _finite(self.p99, digits),
+            "max": _finite(self.max, digits),
         }
+
+
+def _finite(value: float, digits: int) -> float | None:
+    return round(value, digits) if np.isfinite(value) else None
 
 
 def ratio(base: float, value: float) -> float | None:

@@ -28,6 +28,8 @@ NETWORK_NOTES = {
 }
 SHORT = {"pepi": "pepi", "mqtt-now": "now", "mqtt-at": "at", "mqtt-at-locked": "atl"}
 LIMIT_MS = 1.0
+FIRE_LIMIT_MS = 0.2
+"""Issue 5: a scheduled capture fires within 0.2 ms of ``at`` on the node's clock."""
 MIN_RATIO = 20.0
 
 
@@ -179,6 +181,8 @@ class Run:
     incomplete: int
     fired: Summary
     frame: Summary
+    late: Summary
+    """Scheduled modes: every node's ``fired_at - at`` over all complete trials."""
 
     @classmethod
     def of(cls, mode: str, network: str, n: int, trials: list[Trial]) -> Run:
@@ -191,6 +195,7 @@ class Run:
             len(trials) - len(done),
             Summary.of([t.fired_ms for t in done if t.fired_ms is not None]),
             Summary.of([t.frame_ms for t in done if t.frame_ms is not None]),
+            Summary.of([late for t in done for late in t.late_ms]),
         )
 
     def as_dict(self, pepi: Run) -> dict[str, object]:
@@ -202,6 +207,7 @@ class Run:
             "incomplete": self.incomplete,
             "fired_at_ms": self.fired.as_dict(),
             "frame_ms": self.frame.as_dict(),
+            "late_ms": self.late.as_dict(),  # fired_at - at per node (scheduled modes)
             "vs_pepi": {  # pepi's spread / this mode's (None: this one is 0)
                 "fired_at_p50": _rounded(ratio(pepi.fired.p50, self.fired.p50)),
                 "fired_at_p99": _rounded(ratio(pepi.fired.p99, self.fired.p99)),
@@ -246,6 +252,7 @@ def run_table(runs: list[Run]) -> str:
     )
     header = ["mode", "trials", "fired p50", "p99", "max", "frame p50", "p99", "max"]
     header += ["pepi/mode fired p50", "p99", "frame p50", "p99"]
+    header += ["late p50", "p99", "max"]
     rows = []
     for r in runs:
         rows.append(
@@ -258,10 +265,12 @@ def run_table(runs: list[Run]) -> str:
                 fmt_ratio(ratio(pepi.frame.p50, r.frame.p50), pepi.frame.p50),
                 fmt_ratio(ratio(pepi.frame.p99, r.frame.p99), pepi.frame.p99),
             ]
+            + [fmt_ms(v) for v in (r.late.p50, r.late.p99, r.late.max)]
         )
     note = (
         "(spreads in ms: max - min over the N nodes per trial; "
-        "pepi/mode: how many times smaller than pepi's spread)"
+        "pepi/mode: how many times smaller than pepi's spread; "
+        "late: each node's fired_at - at, scheduled modes)"
     )
     return f"{title}\n{note}\n" + table(header, rows)
 
@@ -284,6 +293,15 @@ def check_targets(runs: list[Run]) -> list[Check]:
             checks.append(_within(f"{where}: fired_at spread p99 <= 1 ms", run.fired.p99))
         if mode == "mqtt-at-locked":
             checks.append(_within(f"{where}: frame spread p99 <= 1 ms", run.frame.p99))
+        if mode in ("mqtt-at", "mqtt-at-locked"):
+            late = run.late.p50
+            checks.append(
+                Check(
+                    f"{where}: a node fires within {FIRE_LIMIT_MS} ms of at (p50 of fired_at - at)",
+                    abs(late) <= FIRE_LIMIT_MS,
+                    f"p50 {fmt_ms(late)} ms, p99 {fmt_ms(run.late.p99)} ms",
+                )
+            )
         pepi = index.get((n, network, "pepi"))
         if mode in ("mqtt-at", "mqtt-at-locked") and network == "wifi" and pepi is not None:
             times = ratio(pepi.fired.p99, run.fired.p99)

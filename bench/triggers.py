@@ -37,6 +37,8 @@ class Trial:
     fired_ms: float | None
     frame_ms: float | None
     problem: str | None = None
+    late_ms: tuple[float, ...] = ()
+    """Scheduled modes: each node's ``fired_at - at`` (its own precision, not the spread)."""
 
 
 class Triggers:
@@ -56,19 +58,23 @@ class Triggers:
     def run(self, mode: str, capture_id: str, timeout: float) -> Trial:
         """Trigger, wait for every node's result (or ``timeout``), measure the spreads."""
         group = self.group(mode)
-        self.fire(mode, capture_id)
+        at = self.fire(mode, capture_id)
         results = self.tap.wait_results(capture_id, len(group.node_ids), timeout)
-        return measure(mode, capture_id, group.node_ids, results)
+        return measure(mode, capture_id, group.node_ids, results, at)
 
-    def fire(self, mode: str, capture_id: str) -> None:
+    def fire(self, mode: str, capture_id: str) -> float | None:
+        """Trigger ``mode``; returns the scheduled ``at`` (None for the immediate modes)."""
         if mode == "pepi":
             pepi_trigger(self.free.thrift, capture_id, self._handshake)
-        elif mode == "mqtt-now":
+            return None
+        if mode == "mqtt-now":
             self.tap.trigger(self.free.root, capture_id)
-        elif mode in ("mqtt-at", "mqtt-at-locked"):
-            self.tap.trigger(self.group(mode).root, capture_id, at=time.time() + AT_LEAD_S)
-        else:
-            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+            return None
+        if mode in ("mqtt-at", "mqtt-at-locked"):
+            at = time.time() + AT_LEAD_S
+            self.tap.trigger(self.group(mode).root, capture_id, at=at)
+            return at
+        raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
 
 
 def pepi_trigger(
@@ -91,9 +97,14 @@ def pepi_trigger(
 
 
 def measure(
-    mode: str, capture_id: str, node_ids: list[str], results: dict[str, CaptureResult]
+    mode: str,
+    capture_id: str,
+    node_ids: list[str],
+    results: dict[str, CaptureResult],
+    at: float | None = None,
 ) -> Trial:
-    """max - min of ``fired_at`` and of frame timestamps over all nodes (ms)."""
+    """max - min of ``fired_at`` and of frame timestamps over all nodes (ms), and with a
+    scheduled ``at`` each node's lateness ``fired_at - at`` (ms)."""
     ok = [r for r in results.values() if r.status is CaptureStatus.OK and r.fired_at is not None]
     if len(ok) < len(node_ids):
         missing = sorted(set(node_ids) - set(results))
@@ -107,4 +118,5 @@ def measure(
         capture_id,
         (max(fired) - min(fired)) * 1000,
         (max(frames) - min(frames)) * 1000 if frames else None,
+        late_ms=() if at is None else tuple((f - at) * 1000 for f in fired),
     )

@@ -17,7 +17,7 @@ STRATEGIES = ("node-spin", "sleep")
 
 def _wait(strategy: str, deadline: float) -> None:
     if strategy == "node-spin":
-        _spin_until(deadline, time.time)  # the node's own wait: sleep, then spin the last 2 ms
+        _spin_until(deadline, time.time)  # the node's wait: sleep, spin + yield 2 ms
     else:
         time.sleep(max(0.0, deadline - time.time()))
 
