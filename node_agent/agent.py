@@ -102,7 +102,7 @@ class NodeAgent:
             on_message=self._on_message,
             on_connected=self._on_connected,
         )
-        # Settings change the camera; keep that off paho's network thread.
+        # Settings change the camera and statuses read the disk; keep both off paho's thread.
         self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="control")
         self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
@@ -173,9 +173,11 @@ class NodeAgent:
     # -- paho callbacks (network thread): decode, validate, hand off -----------------------------
 
     def _on_connected(self) -> None:
+        # Subscriptions are already renewed by the link. ``online`` is a queued publish (cheap);
+        # building the status reads the store and the kernel clock, so the control thread does it.
         node = self.config.node_id
         self.link.publish(self.topics.availability(node), b"online", retain=True)
-        self.publish_status()
+        self._control.submit(_logged, self.publish_status)
 
     def _on_message(self, msg: InboundMessage) -> None:
         parsed = self.topics.parse(msg.topic)
@@ -185,7 +187,7 @@ class NodeAgent:
         if parsed.kind in (TopicKind.CAPTURE, TopicKind.NODE_CAPTURE):
             self._on_capture(msg)
         elif parsed.kind is TopicKind.SET:
-            self._control.submit(self._apply_settings, msg)
+            self._control.submit(_logged, self._apply_settings, msg)
         elif parsed.kind is TopicKind.CLOCK_PING:
             self._on_clock_ping(msg)
 
@@ -254,6 +256,14 @@ class NodeAgent:
             self.captures.set_jpeg_quality(settings.jpeg_quality)
         logger.info("settings applied: %s", settings.model_dump(exclude_none=True))
         self.publish_status()
+
+
+def _logged(work: Callable[..., object], *args: object) -> None:
+    """Run ``work`` on the control thread; an executor would swallow its exception."""
+    try:
+        work(*args)
+    except Exception:
+        logger.exception("%s failed", getattr(work, "__name__", work))
 
 
 def _salvage_capture_id(payload: bytes) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import signal
 import tomllib
@@ -26,7 +27,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def load_config_file(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
-    """Eager --config: the file's keys become defaults (flags and env still win)."""
+    """Eager --config: the file's keys become defaults (flags and env still win).
+
+    Keys are the long flag names (``heartbeat``, ``node-id`` or ``node_id``), optionally
+    under a ``[node]`` table; an unknown key is an error, not silently ignored.
+    """
     if value is None:
         return
     try:
@@ -34,7 +39,38 @@ def load_config_file(ctx: click.Context, _param: click.Parameter, value: Path | 
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise click.BadParameter(f"cannot read {value}: {exc}") from exc
     section = data.get("node", data)
-    ctx.default_map = {k.replace("-", "_"): v for k, v in section.items()}
+    if not isinstance(section, dict):
+        raise click.BadParameter(f"{value}: 'node' must be a [node] table of options")
+    ctx.default_map = {**(ctx.default_map or {}), **config_defaults(ctx.command, section, value)}
+
+
+def config_keys(command: click.Command) -> dict[str, str]:
+    """Config-file key (long flag name, ``-`` as ``_``) -> click parameter name."""
+    keys: dict[str, str] = {}
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name is None or not param.expose_value:
+            continue
+        for opt in param.opts:
+            if opt.startswith("--"):
+                keys[opt[2:].replace("-", "_")] = param.name
+    return keys
+
+
+def config_defaults(
+    command: click.Command, section: dict[str, Any], source: Path
+) -> dict[str, Any]:
+    """The file's options as a click ``default_map``; raises BadParameter on an unknown key."""
+    keys = config_keys(command)
+    defaults: dict[str, Any] = {}
+    for key, value in section.items():
+        name = keys.get(key.replace("-", "_"))
+        if name is None:
+            close = difflib.get_close_matches(key.replace("-", "_"), keys, n=1)
+            hint = f"did you mean '{close[0].replace('_', '-')}'? " if close else ""
+            valid = ", ".join(k.replace("_", "-") for k in keys)
+            raise click.BadParameter(f"{source}: unknown key '{key}'; {hint}valid keys: {valid}")
+        defaults[name] = value
+    return defaults
 
 
 def parse_resolution(_ctx: click.Context, _p: click.Parameter, value: Any) -> Any:
@@ -59,7 +95,7 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     callback=load_config_file,
     is_eager=True,
     expose_value=False,
-    help='TOML file with any of these options (keys as below, e.g. node_id = "cam01").',
+    help='TOML file with any of these options, keyed by flag name (node-id = "cam01").',
 )
 @_opt(
     "--broker",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
 import threading
 import time
 import urllib.parse
@@ -94,6 +95,33 @@ class LinkOptions:
     ca_file: str | None = None
 
 
+class LogThrottle:
+    """Lets the first event of a run through, then at most one per ``interval_s``."""
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last: float | None = None
+        self._held = 0
+
+    def allow(self) -> int | None:
+        """None: stay quiet. Otherwise log, noting this many events held back since the last."""
+        now = self._clock()
+        if self._last is not None and now - self._last < self.interval_s:
+            self._held += 1
+            return None
+        held, self._held, self._last = self._held, 0, now
+        return held
+
+    def reset(self) -> None:
+        """The run is over (e.g. connected): the next event is let through at once."""
+        self._last = None
+        self._held = 0
+
+
+CONNECT_FAIL_LOG_INTERVAL_S = 60.0
+
+
 class MqttLink:
     """Owns one paho client. Callbacks run on paho's thread and must only hand off."""
 
@@ -112,6 +140,7 @@ class MqttLink:
         self._on_disconnected = on_disconnected
         self.connected = threading.Event()
         self.last_error: str | None = None
+        self._connect_fail_log = LogThrottle(CONNECT_FAIL_LOG_INTERVAL_S)
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=options.client_id,
@@ -128,6 +157,7 @@ class MqttLink:
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_queued_messages_set(1000)
         client.on_connect = self._handle_connect
+        client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         self._client = client
@@ -186,6 +216,7 @@ class MqttLink:
             logger.error("%s (check username/password and the ACL)", self.last_error)
             return
         self.last_error = None
+        self._connect_fail_log.reset()
         for topic, qos in self.options.subscriptions:
             client.subscribe(topic, qos=qos)
         self.connected.set()
@@ -194,6 +225,22 @@ class MqttLink:
         )
         if self._on_connected is not None:
             self._on_connected()
+
+    def _handle_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        # paho calls this from inside its ``except OSError`` around the TCP/TLS connect and does
+        # not pass the exception; it is the one being handled.
+        exc = sys.exc_info()[1]
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc or "no answer")
+        where = f"{self.address.host}:{self.address.port}"
+        self.last_error = f"cannot reach the MQTT broker at {where} ({reason})"
+        held = self._connect_fail_log.allow()
+        if held is None:
+            return
+        logger.warning(
+            "%s; retrying%s (is the broker running? check --broker)",
+            self.last_error,
+            f", {held} more failed attempts since the last report" if held else "",
+        )
 
     def _handle_disconnect(
         self,
