@@ -20,6 +20,7 @@ from schemas.status import CameraInfo, ClockInfo, StoreInfo
 logger = logging.getLogger(__name__)
 
 MAX_DELAY_S = 24 * 3600.0
+MAX_TOLERANCE_MS = 60_000.0
 API = "/api"
 THUMBNAIL_FORMATS = ("jpeg", "png")
 
@@ -153,12 +154,27 @@ class CaptureRequest(BaseModel):
         allow_inf_nan=False,
         description="fire this many seconds from now (a scheduled capture)",
     )
+    tolerance_ms: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_TOLERANCE_MS,
+        allow_inf_nan=False,
+        description="with 'at' or 'delay': warn about nodes whose clock may be further off "
+        "than this (absent = the controller's --clock-tolerance-ms)",
+    )
 
     @model_validator(mode="after")
     def _one_time(self) -> Self:
         if self.at is not None and self.delay is not None:
             raise ValueError("give 'at' or 'delay', not both")
+        if self.tolerance_ms is not None and self.at is None and self.delay is None:
+            raise ValueError("'tolerance_ms' applies to a scheduled capture: add 'at' or 'delay'")
         return self
+
+    @property
+    def tolerance_s(self) -> float | None:
+        """``tolerance_ms`` in seconds, None when not given."""
+        return None if self.tolerance_ms is None else self.tolerance_ms / 1000
 
     def fire_at(self, now: float) -> float | None:
         """The ``at`` to send: given, now + delay, or None for an immediate capture."""
@@ -174,6 +190,11 @@ class CaptureAccepted(BaseModel):
     node_id: str | None
     at: float | None
     url: str = Field(description="where the capture set will be")
+    clock_warnings: list[str] = Field(
+        description="scheduled capture: expected nodes whose clock may be off by more than "
+        "the tolerance, or is not measured yet (one line each); empty when all are in sync "
+        "and for an immediate capture"
+    )
 
 
 class CaptureSetOut(BaseModel):

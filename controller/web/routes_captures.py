@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, HTTPException, Query
 
 from controller.ledger import ImageState, SetDetail
 from controller.presence import NodeState
+from controller.service import Controller
 from controller.web.api_models import (
     API,
     THUMBNAIL_FORMATS,
@@ -48,7 +49,8 @@ def trigger_capture(
     """Capture on every online node (or one), now, at ``at`` or after ``delay`` seconds.
 
     The capture set opens when the broker echoes the trigger; follow it at ``url``
-    or on ``GET /api/events``.
+    or on ``GET /api/events``. A scheduled capture answers ``clock_warnings`` before it
+    fires: the nodes whose clock may be further from the controller's than ``tolerance_ms``.
     """
     request = request or CaptureRequest()
     if not controller.broker_connected:
@@ -76,6 +78,7 @@ def trigger_capture(
             409, f"capture id {request.capture_id!r} is already used: choose another or omit it"
         )
     at = request.fire_at(time.time())
+    warnings = [] if at is None else scheduled_warnings(controller, request)
     capture_id = controller.trigger(request.capture_id, at=at, node_id=request.node_id)
     logger.info("web: triggered %s on %s", capture_id, request.node_id or "all nodes")
     return CaptureAccepted(
@@ -83,7 +86,18 @@ def trigger_capture(
         node_id=request.node_id,
         at=at,
         url=f"{API}/captures/{capture_id}",
+        clock_warnings=warnings,
     )
+
+
+def scheduled_warnings(controller: Controller, request: CaptureRequest) -> list[str]:
+    """Clock warnings for the nodes a scheduled capture will expect: the targeted one, or
+    every online node (what the set will expect when it opens)."""
+    if request.node_id is not None:
+        expected = [request.node_id]
+    else:
+        expected = [v.node_id for v in controller.nodes() if v.state is NodeState.ONLINE]
+    return controller.clock_warnings(expected, request.tolerance_s)
 
 
 @router.get("/captures", summary="List capture sets")

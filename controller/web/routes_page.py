@@ -114,15 +114,6 @@ def node_card(node: NodeOut) -> Safe:
         f"cam{c.index} {c.resolution[0]}x{c.resolution[1]} {c.model}" for c in node.cameras
     )
     store = node.store
-    clock = node.clock
-    if node.clock_offset_s is not None:
-        clock_text = f"offset {node.clock_offset_s * 1000:+.3f} ms"
-        if node.clock_rtt_s is not None:
-            clock_text += f" ± {node.clock_rtt_s * 500:.3f} ms"
-    elif clock is not None and clock.synced is not None:
-        clock_text = "synchronised" if clock.synced else "not synchronised"
-    else:
-        clock_text = "unknown"
     unreachable = UNREACHABLE.get(node.state)
     return render(
         "node_card.html",
@@ -144,9 +135,24 @@ def node_card(node: NodeOut) -> Safe:
             when(node.last_heartbeat_at)
             + (f" (every {node.heartbeat_s:g} s)" if node.heartbeat_s else "")
         ),
-        clock=clock_text,
+        clock=clock_text(node),
         capture_disabled="" if online else " disabled",
     )
+
+
+def clock_text(node: NodeOut) -> str:
+    """The offset from the controller's clock (± half the probe's round trip) and whether
+    the node's OS says its clock is synchronised; each shown when known."""
+    parts = []
+    if node.clock_offset_s is not None:
+        offset = f"offset {node.clock_offset_s * 1000:+.3f} ms"
+        if node.clock_rtt_s is not None:
+            offset += f" ± {node.clock_rtt_s * 500:.3f} ms"
+        parts.append(offset)
+    synced = node.clock.synced if node.clock is not None else None
+    if synced is not None:
+        parts.append("synchronised" if synced else "not synchronised")
+    return " · ".join(parts) or "unknown"
 
 
 def capture_set(detail: CaptureSetDetail) -> Safe:

@@ -9,6 +9,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,19 @@ def captured(fleet: tuple[ControllerProcess, list[NodeProcess]]) -> dict[str, An
         return wait_set_downloaded(client, "api-set-1", images=len(NODES))
 
 
+def wait_clocks_measured(client: httpx.Client) -> dict[str, dict[str, Any]]:
+    """Until the controller has a clock probe round trip for every node; nodes by id."""
+
+    def check() -> dict[str, dict[str, Any]] | None:
+        nodes = {n["node_id"]: n for n in client.get("/api/nodes").json()["nodes"]}
+        measured = all(
+            n["clock_offset_s"] is not None and n["clock_rtt_s"] is not None for n in nodes.values()
+        )
+        return nodes if measured and set(NODES) <= nodes.keys() else None
+
+    return wait_until(check, 10, "clock offsets measured over MQTT for every node")
+
+
 def assert_4xx(res: httpx.Response, *codes: int) -> str:
     """A client error with a one-line ``detail``; returns the detail."""
     assert 400 <= res.status_code < 500, f"{res.request.method} {res.request.url}: {res.text}"
@@ -111,7 +125,10 @@ def test_api_nodes_lists_state_address_cameras_store(
         assert got["stream_urls"] == [f"http://127.0.0.1:{node.stream_port}/stream/0.mjpeg"]
         assert got["store"]["free_bytes"] > 0
         assert got["heartbeat_age_s"] < 5
-        assert "clock_offset_s" in got
+    for node_id, got in wait_clocks_measured(api).items():
+        # every process on one machine shares one clock: only the probe's error is left
+        assert abs(got["clock_offset_s"]) < 0.05, (node_id, got["clock_offset_s"])
+        assert got["clock_rtt_s"] > 0, (node_id, got["clock_rtt_s"])
     one = api.get(f"/api/nodes/{NODES[0]}").json()
     assert one["node_id"] == NODES[0] and one["state"] == "online"
 
@@ -173,6 +190,52 @@ def test_api_capture_one_node_scheduled(api: httpx.Client) -> None:
     assert body["at"] == pytest.approx(accepted["at"])
 
 
+def test_api_scheduled_capture_warns_about_clocks_before_it_fires(api: httpx.Client) -> None:
+    wait_clocks_measured(api)
+    immediate = api.post("/api/captures", json={})
+    assert immediate.status_code == 202 and immediate.json()["clock_warnings"] == []
+    in_sync = api.post("/api/captures", json={"delay": 0.5, "tolerance_ms": 1000})
+    assert in_sync.status_code == 202, in_sync.text
+    assert in_sync.json()["clock_warnings"] == []
+    # a tolerance no clock probe can meet: every expected node is named, and only those
+    strict = api.post(
+        "/api/captures", json={"node_id": NODES[0], "delay": 0.5, "tolerance_ms": 0.001}
+    )
+    assert strict.status_code == 202, strict.text
+    [warning] = strict.json()["clock_warnings"]
+    assert warning.startswith(f"{NODES[0]}: clock offset ") and warning.endswith("exceeds 0.001 ms")
+    everyone = api.post("/api/captures", json={"at": time.time() + 0.5, "tolerance_ms": 0.001})
+    assert everyone.status_code == 202, everyone.text
+    warnings = everyone.json()["clock_warnings"]
+    assert [w.split(":")[0] for w in warnings] == sorted(NODES), warnings
+    for res, images in ((immediate, 2), (in_sync, 2), (strict, 1), (everyone, 2)):
+        wait_set_downloaded(api, res.json()["capture_id"], images=images)
+
+
+def set_known(client: httpx.Client, capture_id: str) -> bool:
+    return client.get(f"/api/captures/{capture_id}").status_code == 200
+
+
+def test_api_capture_list_pages_newest_first(api: httpx.Client) -> None:
+    ids = ["page-1", "page-2", "page-3"]
+    for capture_id in ids:  # one after the other: each set opens before the next trigger
+        res = api.post("/api/captures", json={"capture_id": capture_id})
+        assert res.status_code == 202, res.text
+        wait_until(partial(set_known, api, capture_id), 10, f"capture set {capture_id} opened")
+    first = api.get("/api/captures", params={"limit": 2}).json()
+    assert [s["capture_id"] for s in first["items"]] == ["page-3", "page-2"]
+    assert first["items"][0]["triggered_at"] > first["items"][1]["triggered_at"]
+    assert (first["limit"], first["offset"], first["next_offset"]) == (2, 0, 2)
+    second = api.get("/api/captures", params={"limit": 2, "offset": first["next_offset"]}).json()
+    assert second["items"][0]["capture_id"] == "page-1"
+    assert second["items"][0]["triggered_at"] < first["items"][1]["triggered_at"]
+    assert second["offset"] == 2
+    everything = api.get("/api/captures", params={"limit": 200}).json()
+    assert everything["next_offset"] is None
+    listed = [s["capture_id"] for s in everything["items"]]
+    assert listed[:3] == ["page-3", "page-2", "page-1"] and len(set(listed)) == len(listed)
+
+
 def test_api_capture_id_already_used_is_409(api: httpx.Client, captured: dict[str, Any]) -> None:
     detail = assert_4xx(api.post("/api/captures", json={"capture_id": "api-set-1"}), 409)
     assert "already used" in detail
@@ -196,6 +259,10 @@ def test_api_capture_id_already_used_is_409(api: httpx.Client, captured: dict[st
         ('{"node_id": "ghost"}', (404,)),
         ('{"cameras": [0]}', (422,)),
         ('{"surprise": 1}', (422,)),
+        ('{"tolerance_ms": 5}', (422,)),
+        ('{"delay": 1, "tolerance_ms": 0}', (422,)),
+        ('{"delay": 1, "tolerance_ms": "5"}', (422,)),
+        ('{"delay": 1, "tolerance_ms": 1e9}', (422,)),
         ("not json", (422,)),
         ("[]", (422,)),
         ('"scan-1"', (422,)),

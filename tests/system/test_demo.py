@@ -139,6 +139,27 @@ def wait_online(demo: RunningDemo, timeout: float) -> list[dict[str, Any]]:
     raise AssertionError(f"not 3 online nodes within {timeout} s: {rows}\n{demo.output()}")
 
 
+def assert_clocks_measured(rows: list[dict[str, Any]]) -> None:
+    """``pepi nodes`` measured every online node's clock: on loopback, about zero offset."""
+    for row in rows:
+        if row["state"] != "online":
+            continue
+        offset, rtt = row["clock_offset_ms"], row["clock_rtt_ms"]
+        assert offset is not None and rtt is not None, row
+        assert abs(offset) < 50 and rtt >= 0, row
+
+
+def pepi_capture(demo: RunningDemo, *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [*PEPI, "capture", *args, "--broker", demo.broker],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
 def is_result(topic: str, id_prefix: str, seen: Seen) -> bool:
     if seen.topic != topic:
         return False
@@ -169,20 +190,25 @@ def run_printed_triggers(demo: RunningDemo) -> None:
 def test_demo_brings_three_nodes_online_captures_and_stops_without_orphans(
     demo: RunningDemo,
 ) -> None:
-    wait_online(demo, timeout=15)
-    result = subprocess.run(
-        [*PEPI, "capture", "--wait", "--timeout", "30", "--broker", demo.broker],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_clocks_measured(wait_online(demo, timeout=15))
+    result = pepi_capture(demo, "--wait", "--timeout", "30")
     files = [Path(line) for line in result.stdout.splitlines() if line.endswith(".jpeg")]
     assert len(files) == 3, result.stdout
     for path in files:
         assert path.is_relative_to(demo.data_dir / "captures")
         with Image.open(path) as image:
             assert image.format == "JPEG"
+
+    # A scheduled capture warns before it is sent about clocks beyond the tolerance.
+    strict = pepi_capture(demo, "--delay", "0.5", "--clock-tolerance-ms", "0.001")
+    lines = strict.stderr.splitlines()
+    warned = [ln for ln in lines if ln.startswith("clock warning: ")]
+    assert [ln.split()[2] for ln in warned] == [f"{n}:" for n in NODES], strict.stderr
+    assert all(ln.endswith("exceeds 0.001 ms") for ln in warned), strict.stderr
+    triggered = next(i for i, ln in enumerate(lines) if ln.startswith("triggered "))
+    assert triggered > lines.index(warned[-1]), strict.stderr
+    relaxed = pepi_capture(demo, "--delay", "0.5", "--clock-tolerance-ms", "1000")
+    assert "clock warning" not in relaxed.stderr, relaxed.stderr
 
     run_printed_triggers(demo)
 

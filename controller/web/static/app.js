@@ -6,6 +6,8 @@
   const chains = new Map(); // one refresh at a time per card, in order
   const timers = new Map();
   const seenHtml = new Map();
+  const ownTriggers = new Set(); // sets this page triggered: their clock warnings came with the answer
+  let clockBannerSet = null;
 
   function fragment(html) {
     const t = document.createElement("template");
@@ -143,9 +145,26 @@
 
   // -- capture commands -----------------------------------------------------------------------
 
+  function showClockWarnings(id, warnings) {
+    const box = $("#capture-clock");
+    box.replaceChildren();
+    box.hidden = warnings.length === 0;
+    if (box.hidden) return;
+    const head = document.createElement("p");
+    head.textContent = `Clocks that may be out of sync when ${id} fires:`;
+    const list = document.createElement("ul");
+    for (const warning of warnings) {
+      const li = document.createElement("li");
+      li.textContent = warning;
+      list.append(li);
+    }
+    box.append(head, list);
+  }
+
   async function trigger(body) {
     const note = $("#capture-msg");
     note.textContent = "triggering…";
+    showClockWarnings("", []);
     try {
       const res = await fetch("/api/captures", {
         method: "POST",
@@ -156,6 +175,9 @@
       if (!res.ok) throw new Error(data.detail || res.statusText);
       const when = data.at ? ` for ${new Date(data.at * 1000).toLocaleTimeString()}` : "";
       note.textContent = `${data.capture_id} triggered${when}${data.node_id ? ` on ${data.node_id}` : ""}`;
+      showClockWarnings(data.capture_id, data.clock_warnings || []);
+      ownTriggers.add(data.capture_id);
+      if (clockBannerSet === data.capture_id) { message("clock", ""); clockBannerSet = null; }
       message("capture", "");
     } catch (err) {
       note.textContent = "";
@@ -189,7 +211,10 @@
     on("status", (d) => later(`status:${d.node_id}`, 1500, () => queueNode(d.node_id)));
     on("set_opened", (d) => {
       queueSet(d.capture_id);
-      const warnings = d.clock_warnings || [];
+      // Sets triggered elsewhere (CLI, automations) warn here; this page's own show theirs
+      // next to the capture result.
+      const warnings = ownTriggers.has(d.capture_id) ? [] : d.clock_warnings || [];
+      clockBannerSet = warnings.length ? d.capture_id : null;
       message("clock", warnings.length ? `Capture ${d.capture_id} may be out of sync: ${warnings.join("; ")}` : "", "warn");
     });
     on("result", (d) => { if (d.capture_id) queueSet(d.capture_id); });
