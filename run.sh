@@ -17,6 +17,11 @@ need_apt() {  # install the Debian packages among "$@" that are missing
     echo "installing system packages: ${missing[*]}" >&2
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian starts a system broker on port 1883 when it installs mosquitto; the demo and the
+    # tests run their own, and the README's one-liners expect the demo's on 1883.
+    if [[ " ${missing[*]} " == *" mosquitto "* ]] && [ -d /run/systemd/system ]; then
+      $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
+    fi
   fi
 }
 
@@ -26,7 +31,6 @@ setup() {
   command -v python3 >/dev/null || system+=(python3)
   python3 -c 'import venv, ensurepip' 2>/dev/null || system+=(python3-venv)
   need_apt "${system[@]}"
-  # a distribution's mosquitto service is not ours: the demo and tests start their own
   if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
   "$VENV/bin/python" -m pip install -q -e '.[test]'

@@ -15,8 +15,9 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from controller.clock_check import clock_warnings
 from controller.clock_probe import ClockBook
-from controller.config import ControllerConfig
+from controller.config import DEFAULT_CLOCK_TOLERANCE_S, ControllerConfig
 from controller.oneshot import drain, session
 from controller.service import Controller, new_capture_id
 from controller.web.server import WebError, WebServer
@@ -50,6 +51,15 @@ root_option = click.option(
     show_default=True,
     help="MQTT topic root.",
 )
+MAX_TOLERANCE_MS = 60_000.0
+
+
+def _ms_to_s(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if not math.isfinite(value):
+        raise click.BadParameter("give a number of milliseconds", ctx, param)
+    return value / 1000
 
 
 @click.command("controller")
@@ -80,12 +90,32 @@ root_option = click.option(
     help="Port of the web page and REST API.",
 )
 @click.option(
+    "--clock-tolerance-ms",
+    "clock_tolerance_s",
+    envvar="PEPI_CLOCK_TOLERANCE_MS",
+    type=click.FloatRange(min=0, min_open=True, max=MAX_TOLERANCE_MS),
+    default=DEFAULT_CLOCK_TOLERANCE_S * 1000,
+    show_default=True,
+    callback=_ms_to_s,
+    help="Warn before a scheduled capture about nodes whose clock may be further off than this.",
+)
+@click.option(
     "--set-timeout",
     "set_timeout_s",
     type=float,
     default=10.0,
     show_default=True,
     help="Seconds after the trigger (or 'at') before a set completes without every node.",
+)
+@click.option(
+    "--thrift-hold",
+    "thrift_hold_s",
+    envvar="PEPI_THRIFT_HOLD",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="Seconds a capture started by a PEPI client (Thrift start_capture) stays on its node "
+    "after the controller has verified its copy, so that client can still retrieve it.",
 )
 def controller_command(**options: Any) -> None:
     """Run the controller: presence, capture sets, loss-free downloads into --data-dir."""
@@ -124,17 +154,9 @@ def nodes_command(
     """List the nodes the broker knows (reads the retained topics; no controller needed)."""
     topics = Topics(topic_root)
     try:
-        with session(
-            broker,
-            [topics.all_nodes(leaf) for leaf in ("availability", "status", "clock/pong")],
-            username,
-            password,
-        ) as (link, inbox):
-            messages = drain(inbox)
-            rows = node_rows(topics, messages, time.time())
-            clocks = probe_clocks(
-                link, topics, inbox, [r["node_id"] for r in rows if r["state"] == "online"]
-            )
+        with session(broker, fleet_subscriptions(topics), username, password) as (link, inbox):
+            rows = node_rows(topics, drain(inbox), time.time())
+            clocks = probe_clocks(link, topics, inbox, online_ids(rows))
     except PepiError as exc:
         raise click.ClickException(str(exc)) from exc
     for row in rows:
@@ -197,6 +219,37 @@ def probe_clocks(
     return book
 
 
+def fleet_subscriptions(topics: Topics) -> list[str]:
+    """What a CLI session reads to list the nodes and measure their clocks."""
+    return [topics.all_nodes(leaf) for leaf in ("availability", "status", "clock/pong")]
+
+
+def online_ids(rows: list[dict[str, Any]]) -> list[str]:
+    """The nodes of ``node_rows`` that are online now."""
+    return [r["node_id"] for r in rows if r["state"] == "online"]
+
+
+def scheduled_clock_warnings(
+    link: MqttLink,
+    topics: Topics,
+    inbox: queue.Queue[InboundMessage],
+    node_id: str | None,
+    tolerance_s: float,
+) -> list[str]:
+    """Measure the clocks of the nodes a scheduled capture will reach (``node_id``, else
+    every online node) from here, as ``pepi nodes`` does, and warn like the controller."""
+    rows = node_rows(topics, drain(inbox), time.time())
+    expected = [node_id] if node_id else online_ids(rows)
+    clocks = probe_clocks(link, topics, inbox, expected)
+    warnings = clock_warnings(expected, clocks.estimate, tolerance_s)
+    if expected and all(clocks.estimate(n) is None for n in expected):
+        warnings.append(
+            "no node answered a clock ping: is it busy, or may this login not publish "
+            f"{topics.all_nodes('clock/ping')}?"
+        )
+    return warnings
+
+
 def node_rows(topics: Topics, messages: list[Any], now: float) -> list[dict[str, Any]]:
     """One row per node from retained availability + status (stale: heartbeat 3x overdue)."""
     availability: dict[str, str] = {}
@@ -255,6 +308,14 @@ def node_rows(topics: Topics, messages: list[Any], now: float) -> list[dict[str,
     show_default=True,
     help="Frame rate of the nodes, for --align.",
 )
+@click.option(
+    "--clock-tolerance-ms",
+    "clock_tolerance_s",
+    type=click.FloatRange(min=0, min_open=True, max=MAX_TOLERANCE_MS),
+    callback=_ms_to_s,
+    help="With --at/--delay: warn about nodes whose clock may be further off than this "
+    f"[default: {DEFAULT_CLOCK_TOLERANCE_S * 1000:g}].",
+)
 @click.option("--node", "node_id", help="Trigger only this node.")
 @click.option("--wait", is_flag=True, help="Wait for the set and its images on the controller.")
 @click.option(
@@ -280,6 +341,7 @@ def capture_command(
     delay: float | None,
     align: bool,
     fps: float,
+    clock_tolerance_s: float | None,
     node_id: str | None,
     wait: bool,
     timeout: float,
@@ -288,19 +350,33 @@ def capture_command(
     """Trigger a capture on every node (or one); optionally wait for the images."""
     if at is not None and delay is not None:
         raise click.UsageError("give --at or --delay, not both")
+    if out_dir is not None and not wait:
+        raise click.UsageError("--out needs --wait (the files exist only once the set is done)")
     try:
         capture_id = validate_capture_id(capture_id) if capture_id else new_capture_id(time.time())
         if node_id:
             validate_node_id(node_id)
     except PepiError as exc:
         raise click.UsageError(str(exc)) from exc
+    topics = Topics(topic_root)
+    if at is not None or delay is not None:
+        tolerance = DEFAULT_CLOCK_TOLERANCE_S if clock_tolerance_s is None else clock_tolerance_s
+        subscriptions = fleet_subscriptions(topics)
+        try:
+            with session(broker, subscriptions, username, password) as (link, inbox):
+                warnings = scheduled_clock_warnings(link, topics, inbox, node_id, tolerance)
+        except PepiError as exc:
+            raise click.ClickException(str(exc)) from exc
+        for warning in warnings:
+            click.echo(f"clock warning: {warning}", err=True)
+    elif clock_tolerance_s is not None:
+        raise click.UsageError("--clock-tolerance-ms needs --at or --delay")
     if delay is not None:
-        at = time.time() + delay
+        at = time.time() + delay  # after the clock check, so the delay counts from the trigger
     if align:
         if at is None:
             raise click.UsageError("--align needs --at or --delay")
         at = align_to_frame_grid(at, fps)
-    topics = Topics(topic_root)
     command = CaptureCommand(capture_id=capture_id, at=at)
     topic = topics.node_capture(node_id) if node_id else topics.capture()
     try:
@@ -367,10 +443,26 @@ def report(summary: CaptureSetSummary, out_dir: Path | None) -> None:
     for rel in summary.files:
         src = base / rel
         if out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, out_dir / src.name)
-            click.echo(str(out_dir / src.name))
+            click.echo(str(copy_out(src, out_dir)))
         else:
             click.echo(str(src))
     if not summary.complete or not summary.downloaded:
         raise SystemExit(1)
+
+
+def copy_out(src: Path, out_dir: Path) -> Path:
+    """Copy one file of the set into ``--out``; it must be on this machine."""
+    if not src.is_file():
+        raise click.ClickException(
+            f"{src} is not on this machine: --out needs the controller's --data-dir here; "
+            "run 'pepi capture' on the controller's host or copy the set from there"
+        )
+    dest = out_dir / src.name
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot copy {src} to {out_dir}: {exc.strerror or exc}"
+        ) from exc
+    return dest

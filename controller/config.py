@@ -8,6 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.topics import DEFAULT_ROOT
 
+DEFAULT_CLOCK_TOLERANCE_S = 0.002
+"""How far a node's clock may be from the controller's before a scheduled capture warns."""
+
 
 class ControllerConfig(BaseModel):
     """Everything ``pepi controller`` needs; loaded once in main() and passed down."""
@@ -27,7 +30,16 @@ class ControllerConfig(BaseModel):
         default=120.0, gt=0, description="how long a summary waits for downloads to finish"
     )
     download_workers: int = Field(default=8, ge=1, le=64)
+    thrift_hold_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="how long a capture a PEPI client started over Thrift stays on its node "
+        "after the controller has its copy (PEPI's client retrieves it later by code)",
+    )
     thrift_timeout_ms: int = Field(default=30000, ge=100)
     clock_tolerance_s: float = Field(
-        default=0.002, gt=0, description="warn before a scheduled capture beyond this offset"
+        default=DEFAULT_CLOCK_TOLERANCE_S,
+        gt=0,
+        allow_inf_nan=False,
+        description="warn before a scheduled capture beyond this offset",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from controller.retrieval import (
     DEFAULT_TIMEOUT_MS,
     ImageFetcher,
     RetrievalError,
+    list_held,
     release_capture,
     sha256_of,
 )
@@ -23,6 +25,12 @@ from controller.retrieval import (
 logger = logging.getLogger(__name__)
 
 Endpoint = tuple[str, int]
+RECONCILE_EVERY_S = 60.0
+"""How often an online node's list of held captures is checked against the ledger."""
+ORPHAN_GRACE_S = 30.0
+"""A held capture younger than this may still have its MQTT result on the way..."""
+LISTEN_MARGIN_S = 0.5
+"""...unless it fired this long before the controller's MQTT session began (clock offsets)."""
 
 
 @dataclass
@@ -53,8 +61,10 @@ class Downloader:
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
         clock: Callable[[], float] = time.time,
         clock_of: ClockOf | None = None,
+        listening_since: Callable[[], float | None] = lambda: None,
     ) -> None:
         self._ledger = ledger
+        self._listening_since = listening_since
         self.clock_of = clock_of
         self._manifest_lock = threading.Lock()
         self._data_dir = data_dir
@@ -65,6 +75,9 @@ class Downloader:
         self._busy: set[str] = set()
         self._again: dict[str, bool] = {}  # node -> force: work that arrived during its pass
         self._busy_lock = threading.Lock()
+        self._reconciled: dict[str, float] = {}  # node -> when its held captures were listed
+        self.recovered: queue.Queue[str] = queue.Queue()
+        """Sets recorded from captures a node held that the ledger did not know."""
 
     def remove_partial_files(self) -> int:
         """Delete temp files a killed controller left half-written (``<set>/.*.part``)."""
@@ -123,8 +136,46 @@ class Downloader:
                 self._again.pop(node_id, None)
             raise
 
+    def reconcile_due(self, node_id: str) -> bool:
+        """Whether the node's held captures have not been checked for a while."""
+        return self._clock() - self._reconciled.get(node_id, float("-inf")) >= RECONCILE_EVERY_S
+
+    def _reconcile(self, node_id: str, endpoint: Endpoint) -> None:
+        """Record captures the node holds but the ledger does not know, so none is lost.
+
+        They are results the controller never saw: taken while it was down (a clean MQTT
+        session queues nothing for it), or whose result was lost with a killed controller.
+        """
+        now = self._clock()
+        self._reconciled[node_id] = now
+        try:
+            held = list_held(*endpoint, node_id, self._timeout_ms)
+        except RetrievalError as exc:
+            logger.warning("cannot list what node %s holds: %s", node_id, exc)
+            return
+        # Results of captures fired before this MQTT session began never reach us; later
+        # ones may still be on the way for a while.
+        cutoff = now - ORPHAN_GRACE_S
+        if (since := self._listening_since()) is not None:
+            cutoff = max(cutoff, since - LISTEN_MARGIN_S)
+        for result in held:
+            cid = result.capture_id
+            if cid is None or self._ledger.knows_capture(node_id, cid):
+                continue
+            if (result.fired_at or result.received_at) > cutoff:
+                continue
+            set_id = cid
+            if self._ledger.ok_result(set_id, node_id) is not None:
+                set_id = self._ledger.free_set_id(cid)
+            self._ledger.record_result(set_id, result)
+            self.recovered.put(set_id)
+            logger.info("node %s holds %s, unknown to the ledger: set %s", node_id, cid, set_id)
+
     def _download(self, node_id: str, force: bool) -> NodeRun:
         run = NodeRun(node_id)
+        endpoint = self._endpoint_of(node_id)
+        if endpoint is not None and (force or self.reconcile_due(node_id)):
+            self._reconcile(node_id, endpoint)
         rows = self._ledger.owed_by(node_id, None if force else self._clock())
         touched: set[str] = set()
         missing = []
@@ -135,7 +186,6 @@ class Downloader:
                 touched.add(row.set_id)
             else:
                 missing.append(row)
-        endpoint = self._endpoint_of(node_id)
         if endpoint is None:
             run.skipped = "no endpoint (node not online)"
         elif missing:
@@ -156,15 +206,17 @@ class Downloader:
         for set_id, node_capture_id in self._ledger.releasable(node_id):
             if set_id not in written:
                 self.write_manifest(set_id)  # the copy must be on record before the node forgets
+            result = self._ledger.ok_result(set_id, node_id)
+            expected = {} if result is None else {f.camera: f.sha256 for f in result.frames}
             try:
-                held = release_capture(*endpoint, node_capture_id, self._timeout_ms)
+                released = release_capture(*endpoint, node_capture_id, expected, self._timeout_ms)
             except RetrievalError as exc:
                 self._ledger.mark_released(set_id, node_id, error=str(exc))
                 logger.warning("release on node %s failed, will retry: %s", node_id, exc)
                 return
             self._ledger.mark_released(set_id, node_id)
-            run.released.append(node_capture_id)
-            if not held:
+            run.released.append(released or node_capture_id)
+            if released is None:
                 logger.info("node %s no longer held %s", node_id, node_capture_id)
 
     def write_manifest(self, set_id: str) -> Path | None:

@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 LEDGER_FILE = "ledger.sqlite3"
 SCHEMA_VERSION = 1
 EXTENSIONS = {"jpeg": "jpeg", "png": "png", "raw": "npy"}
+THRIFT_HOLD_S = 600.0
+"""How long a capture started over Thrift stays on its node after the controller has it."""
 
 _SCHEMA = """
 CREATE TABLE capture_sets (
@@ -135,8 +137,12 @@ _IMAGE_COLUMNS = """id, set_id, node_id, node_capture_id, camera, format, sha256
 
 
 _SETS_NEWEST = "FROM capture_sets s ORDER BY s.triggered_at DESC, s.set_id"
+# A capture started over Thrift belongs to a PEPI client too, which retrieves it by code
+# later and cannot release: the node keeps it for the hold time after it fired (the ?).
 _RELEASABLE = """r.status = 'ok' AND r.released_at IS NULL AND NOT EXISTS (SELECT 1
-    FROM owed_images i WHERE i.set_id = r.set_id AND i.node_id = r.node_id AND i.state != 'done')"""
+    FROM owed_images i WHERE i.set_id = r.set_id AND i.node_id = r.node_id AND i.state != 'done')
+    AND (COALESCE(json_extract(r.result_json, '$.source'), 'mqtt') != 'thrift'
+         OR COALESCE(r.fired_at, 0) <= ?)"""
 _RELEASED = """UPDATE node_results SET release_attempts = release_attempts + 1,
     release_error = ?, released_at = CASE WHEN ? IS NULL THEN ? END
     WHERE set_id = ? AND node_id = ?"""
@@ -154,10 +160,16 @@ _OWED = (
 class Ledger:
     """``<data_dir>/ledger.sqlite3``: one connection, serialised by a lock, safe across threads."""
 
-    def __init__(self, data_dir: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        clock: Callable[[], float] = time.time,
+        thrift_hold_s: float = THRIFT_HOLD_S,
+    ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / LEDGER_FILE
         self._clock = clock
+        self._thrift_hold_s = thrift_hold_s
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
@@ -303,7 +315,7 @@ class Ledger:
             f"SELECT node_id FROM owed_images WHERE {_OWED} UNION SELECT node_id"
             f" FROM node_results r WHERE {_RELEASABLE} ORDER BY node_id"
         )
-        return [str(r[0]) for r in self._rows(sql, (now, now))]
+        return [str(r[0]) for r in self._rows(sql, (now, now, self._hold_before()))]
 
     def mark_downloading(self, image_id: int) -> None:
         """A transfer starts (a controller killed now leaves the row pending after restart)."""
@@ -356,7 +368,44 @@ class Ledger:
             "SELECT r.set_id, r.node_capture_id FROM node_results r"
             f" WHERE r.node_id = ? AND {_RELEASABLE} ORDER BY r.recorded_at"
         )
-        return [(str(r[0]), str(r[1])) for r in self._rows(sql, (node_id,))]
+        return [(str(r[0]), str(r[1])) for r in self._rows(sql, (node_id, self._hold_before()))]
+
+    def _hold_before(self) -> float:
+        return self._clock() - self._thrift_hold_s
+
+    def knows_capture(self, node_id: str, node_capture_id: str) -> bool:
+        """Whether any set holds this node's capture (under the id the node stores it by)."""
+        sql = "SELECT 1 FROM node_results WHERE node_id = ? AND node_capture_id = ? LIMIT 1"
+        return bool(self._rows(sql, (node_id, node_capture_id)))
+
+    def ok_result(self, set_id: str, node_id: str) -> CaptureResult | None:
+        """The node's ok result recorded in the set, if any."""
+        sql = (
+            "SELECT result_json FROM node_results"
+            " WHERE set_id = ? AND node_id = ? AND status = 'ok'"
+        )
+        rows = self._rows(sql, (set_id, node_id))
+        return CaptureResult.model_validate_json(str(rows[0][0])) if rows else None
+
+    def relocate(self, set_id: str, node_id: str, node_capture_id: str) -> None:
+        """The node now stores this set's capture under ``node_capture_id`` (renamed aside)."""
+        with self._tx() as db:
+            for table in ("node_results", "owed_images"):
+                db.execute(
+                    f"UPDATE {table} SET node_capture_id = ? WHERE set_id = ? AND node_id = ?",
+                    (node_capture_id, set_id, node_id),
+                )
+
+    def free_set_id(self, base: str) -> str:
+        """``base``, or ``base-2``, ``base-3`` … : the first set id not in the ledger."""
+        taken = {str(r[0]) for r in self._rows(
+            "SELECT set_id FROM capture_sets WHERE set_id = ? OR set_id LIKE ?",
+            (base, base[:60] + "-%"),
+        )}  # fmt: skip
+        candidate, n = base, 2
+        while candidate in taken:
+            candidate, n = f"{base[:60]}-{n}", n + 1
+        return candidate
 
     def mark_released(self, set_id: str, node_id: str, error: str | None = None) -> None:
         """Record a release call: done, or failed with ``error`` (retried later)."""

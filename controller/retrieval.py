@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from thriftpy2.rpc import make_client
 from thriftpy2.thrift import TException
 
@@ -18,6 +19,7 @@ from controller.ledger import Ledger, OwedImage
 from controller.manifest import write_atomic
 from node_agent.pepi_idl import load
 from schemas import PepiError
+from schemas.capture import CaptureResult, CaptureStatus, Frame
 
 logger = logging.getLogger(__name__)
 
@@ -115,9 +117,26 @@ class ImageFetcher:
         return report
 
     def _fetch_one(self, client: Any, row: OwedImage) -> None:
+        try:
+            data = self._fetch_verified(client, row, row.node_capture_id)
+        except RetrievalError as exc:
+            # A PEPI client re-using the code made the node keep our capture renamed aside.
+            moved = locate(client, row.camera, row.sha256)
+            if moved is None or moved == row.node_capture_id:
+                raise
+            logger.info(
+                "node %s holds %s as %s now (%s)", row.node_id, row.node_capture_id, moved, exc
+            )
+            self._ledger.relocate(row.set_id, row.node_id, moved)
+            data = self._fetch_verified(client, row, moved)
+        write_atomic(self._data_dir / row.path, data)
+        logger.debug("fetched %s (%s bytes)", row.path, len(data))
+
+    @staticmethod
+    def _fetch_verified(client: Any, row: OwedImage, node_capture_id: str) -> bytes:
         ImageUnavailable = load().ImageUnavailable
         try:
-            blob = client.fetch_image(row.node_capture_id, row.camera, row.format)
+            blob = client.fetch_image(node_capture_id, row.camera, row.format)
         except ImageUnavailable as exc:
             raise RetrievalError(f"node no longer has it: {exc.message}") from exc
         data: bytes = blob.data or b""
@@ -129,8 +148,7 @@ class ImageFetcher:
             )
         if blob.sha256 != row.sha256:
             raise RetrievalError(f"node reports sha256 {blob.sha256!r}, ledger has {row.sha256}")
-        write_atomic(self._data_dir / row.path, data)
-        logger.debug("fetched %s (%s bytes)", row.path, len(data))
+        return data
 
     def _failed(self, report: FetchReport, row: OwedImage, error: str) -> None:
         retry_at = self._clock() + retry_delay(row.attempts + 1)
@@ -139,13 +157,83 @@ class ImageFetcher:
         logger.warning("image %s from node %s: %s", row.path, row.node_id, error)
 
 
-def release_capture(host: str, port: int, node_capture_id: str, timeout_ms: int) -> bool:
-    """Ask the node to delete a capture the controller holds verified; False if not held.
+def locate(client: Any, camera: int, sha256: str) -> str | None:
+    """The id under which the node holds the image with this checksum, if it does."""
+    for info in client.list_captures():
+        if any(f.camera == camera and f.sha256 == sha256 for f in info.frames or []):
+            return str(info.capture_id)
+    return None
 
-    Raises RetrievalError when the node cannot be reached (retry later).
+
+def release_capture(
+    host: str, port: int, node_capture_id: str, expected: dict[int, str], timeout_ms: int
+) -> str | None:
+    """Ask the node to delete the capture the controller holds verified.
+
+    ``expected`` maps camera -> sha256 of what the controller stored: the node deletes
+    what it holds under ``node_capture_id`` only if it is that capture; if a PEPI client
+    re-used the code, the node renamed ours aside and that one is released instead.
+    Returns the id released, or None when the node no longer holds the capture. Raises
+    RetrievalError when the node cannot be reached (retry later).
     """
     with _client(host, port, timeout_ms) as client:
         try:
-            return bool(client.release(node_capture_id))
+            target = _held_as(client, node_capture_id, expected)
+            if target is None or not client.release(target):
+                return None
+            return target
         except (TException, OSError) as exc:
             raise RetrievalError(f"release of {node_capture_id} on {host}:{port}: {exc!r}") from exc
+
+
+def _held_as(client: Any, node_capture_id: str, expected: dict[int, str]) -> str | None:
+    try:
+        info = client.get_capture(node_capture_id)
+    except load().ImageUnavailable:
+        info = None
+    if info is not None and {f.camera: f.sha256 for f in info.frames or []} == expected:
+        return node_capture_id
+    if not expected:
+        return None
+    camera, sha256 = next(iter(expected.items()))
+    return locate(client, camera, sha256)
+
+
+def list_held(host: str, port: int, node_id: str, timeout_ms: int) -> list[CaptureResult]:
+    """Every capture the node holds, as the ok results it published (or should have)."""
+    with _client(host, port, timeout_ms) as client:
+        try:
+            infos = client.list_captures()
+        except (TException, OSError) as exc:
+            raise RetrievalError(f"list_captures on {host}:{port}: {exc!r}") from exc
+    held = []
+    for info in infos:
+        try:
+            held.append(_as_result(node_id, info))
+        except ValidationError as exc:
+            logger.warning("node %s lists %r unreadably: %s", node_id, info.capture_id, exc)
+    return held
+
+
+def _as_result(node_id: str, info: Any) -> CaptureResult:
+    frames = [
+        Frame(
+            camera=f.camera,
+            timestamp=f.timestamp,
+            width=f.width,
+            height=f.height,
+            format=f.format,
+            bytes=f.size,
+            sha256=f.sha256,
+        )
+        for f in info.frames or []
+    ]
+    return CaptureResult(
+        node_id=node_id,
+        capture_id=info.capture_id,
+        status=CaptureStatus.OK,
+        received_at=info.received_at,
+        fired_at=info.fired_at,
+        frames=frames,
+        source="thrift" if info.source == "thrift" else "mqtt",
+    )

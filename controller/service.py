@@ -7,12 +7,13 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from controller.capture_sets import CaptureSetBook, build_summary
+from controller.clock_check import clock_warnings
 from controller.clock_probe import ClockBook, ClockEstimate
 from controller.config import ControllerConfig
 from controller.downloader import Downloader, Endpoint
@@ -59,7 +60,7 @@ class Controller:
         self.presence = PresenceTracker(clock)
         self.book = CaptureSetBook(clock, timeout_s=config.set_timeout_s)
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.ledger = Ledger(config.data_dir, clock)
+        self.ledger = Ledger(config.data_dir, clock, thrift_hold_s=config.thrift_hold_s)
         self.downloader = Downloader(
             self.ledger,
             config.data_dir,
@@ -68,7 +69,9 @@ class Controller:
             timeout_ms=config.thrift_timeout_ms,
             clock=clock,
             clock_of=self._clock_pair,
+            listening_since=lambda: self._listening_since,
         )
+        self._listening_since: float | None = None
         self._lock = threading.Lock()  # guards presence and book against the web thread
         self._inbox: queue.Queue[InboundMessage | None] = queue.Queue()
         self._awaiting: dict[str, _AwaitingDownload] = {}
@@ -112,18 +115,21 @@ class Controller:
 
     def _recover_summaries(self) -> None:
         """Sets a previous run never summarised: publish once their downloads are done."""
-        now = self._clock()
         for set_id in self.ledger.unsummarized():
-            if self.book.get(set_id) is not None:
-                continue
-            detail = self.ledger.get_set(set_id)
-            if detail is None:
-                continue
-            if detail.record.completed_at is None:
-                self.ledger.set_complete(set_id, now)
-            summary = summary_from_ledger(detail, detail.record.completed_at or now)
-            self._awaiting[set_id] = _AwaitingDownload(summary, now + self.config.download_wait_s)
-            logger.info("capture set %s from a previous run: summary pending", set_id)
+            if self.book.get(set_id) is None and self._await_from_ledger(set_id):
+                logger.info("capture set %s from a previous run: summary pending", set_id)
+
+    def _await_from_ledger(self, set_id: str) -> bool:
+        """Summarise a set known only to the ledger once its downloads are done."""
+        now = self._clock()
+        detail = self.ledger.get_set(set_id)
+        if detail is None:
+            return False
+        if detail.record.completed_at is None:
+            self.ledger.set_complete(set_id, now)
+        summary = summary_from_ledger(detail, detail.record.completed_at or now)
+        self._awaiting[set_id] = _AwaitingDownload(summary, now + self.config.download_wait_s)
+        return True
 
     def stop(self) -> None:
         self._stopping.set()
@@ -134,6 +140,7 @@ class Controller:
         self.ledger.close()
 
     def _on_connected(self) -> None:
+        self._listening_since = self._clock()  # subscribed: results from now on reach us
         self.link.publish(self.topics.controller_availability(), b"online", retain=True)
         self.events.emit("broker", connected=True)
 
@@ -283,7 +290,18 @@ class Controller:
                 self.ledger.record_set(
                     view.set_id, view.triggered_at, view.expected, kind=str(view.kind), at=view.at
                 )
-        self.ledger.record_result(assignment.set_id, result, assignment.node_capture_id)
+        set_id = assignment.set_id
+        if not self.ledger.record_result(set_id, result, assignment.node_capture_id):
+            earlier = self.ledger.ok_result(set_id, node_id)
+            if earlier is not None and earlier.frames != result.frames:
+                # The set (from a previous run) already holds another capture of this node
+                # under the id: a re-capture, kept apart rather than dropped.
+                set_id = self.ledger.free_set_id(set_id)
+                self.ledger.record_result(set_id, result, assignment.node_capture_id)
+                self._await_from_ledger(set_id)
+                logger.info(
+                    "result %s of node %s filed as set %s", result.capture_id, node_id, set_id
+                )
         self.events.emit(
             "result",
             node_id=node_id,
@@ -313,20 +331,13 @@ class Controller:
         est = self.clocks.estimate(node_id)
         return None if est is None else (est.offset_s, est.rtt_s)
 
-    def clock_warnings(self, node_ids: set[str] | frozenset[str]) -> list[str]:
-        """Nodes whose clock offset (plus its uncertainty) exceeds the sync tolerance."""
-        warnings = []
-        tolerance = self.config.clock_tolerance_s
-        for node_id in sorted(node_ids):
-            est = self.clocks.estimate(node_id)
-            if est is None:
-                warnings.append(f"{node_id}: clock offset not measured yet")
-            elif abs(est.offset_s) + est.uncertainty_s > tolerance:
-                warnings.append(
-                    f"{node_id}: clock offset {est.offset_s * 1000:+.3f} ms "
-                    f"(± {est.uncertainty_s * 1000:.3f} ms) exceeds {tolerance * 1000:.3f} ms"
-                )
-        return warnings
+    def clock_warnings(
+        self, node_ids: Iterable[str], tolerance_s: float | None = None
+    ) -> list[str]:
+        """Nodes whose clock offset (plus its uncertainty) exceeds the sync tolerance
+        (``tolerance_s``, else the configured one), or is not measured yet."""
+        tolerance = self.config.clock_tolerance_s if tolerance_s is None else tolerance_s
+        return clock_warnings(node_ids, self.clocks.estimate, tolerance)
 
     def _probe_clocks(self, now: float) -> None:
         if now < self._next_probe or not self.link.connected.is_set():
@@ -356,6 +367,11 @@ class Controller:
         self._presence_changed(changes)
         now = self._clock()
         self._probe_clocks(now)
+        while True:
+            try:
+                self._await_from_ledger(self.downloader.recovered.get_nowait())
+            except queue.Empty:
+                break
         for summary in summaries:
             self.ledger.set_complete(summary.capture_id, summary.completed_at)
             self._awaiting[summary.capture_id] = _AwaitingDownload(
@@ -390,7 +406,10 @@ class Controller:
         )
 
     def _retry_owed(self) -> None:
-        for node_id in self.ledger.nodes_with_work(self._clock()):
+        with self._lock:
+            online = self.presence.online_ids()
+        due = {n for n in online if self.downloader.reconcile_due(n)}
+        for node_id in due | set(self.ledger.nodes_with_work(self._clock())):
             if self.endpoint_of(node_id) is not None:
                 self.downloader.submit(node_id)
 

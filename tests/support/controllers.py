@@ -154,11 +154,13 @@ StartController = Callable[..., ControllerProcess]
 def controller_starter(
     broker: EmbeddedBroker, root: str, watcher: Watcher, base: Path
 ) -> Iterator[StartController]:
-    """``start(set_timeout_s=5.0, wait=True)``; every controller started is stopped on exit."""
+    """``start(*extra_args, set_timeout_s=5.0, wait=True)``; every controller started is
+    stopped on exit."""
     started: list[ControllerProcess] = []
 
-    def start(set_timeout_s: float = 5.0, wait: bool = True) -> ControllerProcess:
-        ctl = controller_process(broker, root, base, set_timeout_s, f"controller{len(started)}")
+    def start(*extra: str, set_timeout_s: float = 5.0, wait: bool = True) -> ControllerProcess:
+        name = f"controller{len(started)}"
+        ctl = controller_process(broker, root, base, set_timeout_s, name, *extra)
         started.append(ctl)
         restart(ctl, watcher, wait=wait)
         return ctl
@@ -206,7 +208,8 @@ def assert_set_on_disk(data_dir: Path, set_id: str, results: list[CaptureResult]
     """Every frame of ``results`` is in ``<data_dir>/<set_id>/`` once, PEPI-named, byte-exact.
 
     Checks the sha256 against the node's result and the manifest, the EXIF frame time
-    against the result, and that nothing else (no half-written temp file) is in the folder.
+    against the result, that nothing else (no half-written temp file) is in the folder, and
+    that the manifest records how well the clocks agreed (see ``assert_manifest_clocks``).
     """
     folder = data_dir / set_id
     frames = {pepi_name(set_id, r.node_id, f.camera): f for r in results for f in r.frames}
@@ -216,13 +219,54 @@ def assert_set_on_disk(data_dir: Path, set_id: str, results: list[CaptureResult]
         data = (folder / name).read_bytes()
         assert hashlib.sha256(data).hexdigest() == frame.sha256, name
         assert read_exif_timestamp(data) == pytest.approx(frame.timestamp, abs=1e-6), name
-    manifest = Manifest.model_validate_json((folder / MANIFEST_FILE).read_bytes())
+    manifest = manifest_with_clocks(folder / MANIFEST_FILE)
+    assert_manifest_clocks(manifest, results)
     assert manifest.capture_id == set_id and manifest.downloaded
     assert sorted(manifest.files) == sorted(frames)  # each file listed exactly once
     listed = {
         f.file: f.sha256 for node in manifest.nodes for f in node.frames if f.file is not None
     }
     assert listed == {name: f.sha256 for name, f in frames.items()}
+
+
+CLOCK_KEYS = {"clock_uncertainty_s", "fired_spread_s"}
+NODE_CLOCK_KEYS = {"clock_offset_s", "clock_rtt_s"}
+
+
+def manifest_with_clocks(path: Path, timeout: float = 10.0) -> Manifest:
+    """The manifest once it carries every node's measured clock.
+
+    The controller probes a node's clock when it comes online; a controller restarted
+    mid-set may write a manifest before the answer is in, and writes it again when the
+    set's downloads are done.
+    """
+
+    def measured() -> bool:
+        raw = json.loads(path.read_bytes())
+        assert raw.keys() >= CLOCK_KEYS, f"manifest lacks {CLOCK_KEYS - raw.keys()}"
+        for node in raw["nodes"]:
+            assert node.keys() >= NODE_CLOCK_KEYS, f"{node['node_id']}: lacks clock fields"
+        return raw["clock_uncertainty_s"] is not None and all(
+            n["clock_offset_s"] is not None and n["clock_rtt_s"] is not None for n in raw["nodes"]
+        )
+
+    wait_until(measured, f"every node's clock offset in {path}", timeout)
+    return Manifest.model_validate_json(path.read_bytes())
+
+
+def assert_manifest_clocks(manifest: Manifest, results: list[CaptureResult]) -> None:
+    """Clock fields of a set whose nodes' clocks the controller measured (all on this host)."""
+    rtts = []
+    for node in manifest.nodes:
+        offset, rtt = node.clock_offset_s, node.clock_rtt_s
+        assert offset is not None and rtt is not None, node
+        # One machine, one clock: the true offset is 0, and an NTP estimate is never
+        # further from the truth than half its round trip.
+        assert rtt >= 0 and abs(offset) <= rtt / 2 + 1e-4, (node.node_id, offset, rtt)
+        rtts.append(rtt)
+    assert manifest.clock_uncertainty_s == pytest.approx(max(rtts) / 2)
+    if any(r.fired_at is not None for r in results):
+        assert manifest.fired_spread_s is not None and manifest.fired_spread_s >= 0
 
 
 def ledger_states(ctl: ControllerProcess) -> dict[tuple[str, str, int], str]:

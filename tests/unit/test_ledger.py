@@ -244,3 +244,41 @@ def test_ledger_survives_concurrent_writers(ledger: Ledger) -> None:
     for t in threads:
         t.join()
     assert sum(len(ledger.owed_by(f"n{k}")) for k in range(4)) == 80
+
+
+def test_ledger_holds_thrift_captures_for_pepi_clients(tmp_path: Path) -> None:
+    clock = FakeClock()
+    ledger = Ledger(tmp_path, clock, thrift_hold_s=600)
+    pepi = result("a", "1", [frame(0, T0)]).model_copy(update={"source": "thrift"})
+    ledger.record_result("1", pepi)
+    ledger.record_result("s", result("a", "s", [frame(0, T0 + 1)]))
+    for row in ledger.owed_by("a"):
+        ledger.mark_done(row.id)
+    assert ledger.releasable("a") == [("s", "s")]  # the MQTT capture at once
+    ledger.mark_released("s", "a")
+    assert ledger.nodes_with_work() == []
+    clock.now = T0 + 600
+    assert ledger.releasable("a") == [("1", "1")]  # PEPI's after the hold
+    assert ledger.nodes_with_work() == ["a"]
+    ledger.close()
+
+
+def test_ledger_relocates_a_capture_renamed_on_the_node(ledger: Ledger) -> None:
+    ledger.record_result("1", result("a", "1", [frame(0, T0)]))
+    assert ledger.knows_capture("a", "1") and not ledger.knows_capture("a", "1.r1")
+    ledger.relocate("1", "a", "1.r1")
+    assert ledger.knows_capture("a", "1.r1") and not ledger.knows_capture("a", "1")
+    assert [row.node_capture_id for row in ledger.owed_by("a")] == ["1.r1"]
+    ok = ledger.ok_result("1", "a")
+    assert ok is not None and ok.frames == [frame(0, T0)]
+    assert ledger.ok_result("1", "b") is None
+
+
+def test_ledger_free_set_id_skips_taken_ones(ledger: Ledger) -> None:
+    assert ledger.free_set_id("x") == "x"
+    ledger.record_set("x", T0, ["a"])
+    ledger.record_set("x-2", T0, ["a"])
+    assert ledger.free_set_id("x") == "x-3"
+    long = "L" * 64
+    ledger.record_set(long, T0, ["a"])
+    assert ledger.free_set_id(long) == "L" * 60 + "-2"
