@@ -67,7 +67,8 @@ struct CaptureInfo {
 
 struct ImageBlob {
     1: binary data,
-    2: string sha256,      /* of data */
+    2: string sha256,      /* of data: for the stored format the one taken when it was
+                              written (the receiver verifies data against it) */
     3: FrameInfo frame,
 }
 

@@ -402,8 +402,11 @@ def align_to_frame_grid(at: float, fps: float) -> float:
 
 
 def wait_summary(inbox: queue.Queue[Any], capture_id: str, timeout: float) -> CaptureSetSummary:
+    """The controller's summary of the set; one with downloads pending (a node went away)
+    is returned only if no downloaded one follows within ``timeout``."""
     deadline = time.monotonic() + timeout
     stderr = sys.stderr
+    pending: CaptureSetSummary | None = None
     with click.progressbar(
         length=int(timeout), label="waiting for the controller", file=stderr
     ) as bar:
@@ -417,8 +420,17 @@ def wait_summary(inbox: queue.Queue[Any], capture_id: str, timeout: float) -> Ca
                 summary = CaptureSetSummary.model_validate_json(msg.payload)
             except ValidationError:
                 continue
-            if summary.capture_id == capture_id:
+            if summary.capture_id != capture_id:
+                continue
+            if summary.downloaded:
                 return summary
+            if pending is None:
+                click.echo(
+                    f"\nset {capture_id} complete, downloads pending: waiting for them", err=True
+                )
+            pending = summary
+    if pending is not None:
+        return pending
     raise click.ClickException(
         f"no summary for {capture_id} within {timeout:.0f} s: is 'pepi controller' running "
         "on this broker?"

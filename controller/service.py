@@ -75,6 +75,7 @@ class Controller:
         self._lock = threading.Lock()  # guards presence and book against the web thread
         self._inbox: queue.Queue[InboundMessage | None] = queue.Queue()
         self._awaiting: dict[str, _AwaitingDownload] = {}
+        self._late: dict[str, CaptureSetSummary] = {}  # summarised before downloads were done
         self.clocks = ClockBook()
         self._ping_seq = 0
         self._next_probe = 0.0
@@ -379,9 +380,28 @@ class Controller:
             )
         for set_id, waiting in list(self._awaiting.items()):
             downloaded = self.ledger.all_downloaded(set_id)
-            if downloaded or now >= waiting.give_up_at:
+            if downloaded or now >= waiting.give_up_at or self._owed_only_by_absent(set_id):
                 del self._awaiting[set_id]
                 self._publish_summary(waiting.summary, downloaded)
+                if not downloaded:
+                    self._late[set_id] = waiting.summary
+        for set_id, summary in list(self._late.items()):
+            if self.ledger.all_downloaded(set_id):
+                # Published with downloads pending (a node went away); now they are done.
+                del self._late[set_id]
+                self._publish_summary(summary, True)
+
+    def _owed_only_by_absent(self, set_id: str) -> bool:
+        """Whether every node still owing images of the set is known to be away (offline,
+        stale, removed): no use holding the summary back for them. A node not heard of
+        yet (just after a restart) is waited for."""
+        detail = self.ledger.get_set(set_id)
+        if detail is None:
+            return False
+        owing = {i.node_id for i in detail.images if i.state != "done"}
+        with self._lock:
+            views = [self.presence.node(node_id) for node_id in owing]
+        return bool(owing) and all(v is not None and v.state is not NodeState.ONLINE for v in views)
 
     def _publish_summary(self, summary: CaptureSetSummary, downloaded: bool) -> None:
         self.downloader.write_manifest(summary.capture_id)
@@ -395,7 +415,8 @@ class Controller:
             }
         )
         self.link.publish(self.topics.controller_captures(), final.model_dump_json(), qos=1)
-        self.ledger.mark_summarized(summary.capture_id)
+        if downloaded:  # else a restarted controller summarises it again once it is
+            self.ledger.mark_summarized(summary.capture_id)
         self.events.emit("set_complete", summary=final.model_dump(mode="json"))
         logger.info(
             "capture set %s complete: spread %s s, %d files%s",

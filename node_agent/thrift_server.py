@@ -115,9 +115,10 @@ class CameraServerHandler:
             data, frame = self._store.read_image(capture_id, camera, fmt)
         except StoreError as exc:
             raise self._idl.ImageUnavailable(message=str(exc)) from exc
-        return self._idl.ImageBlob(
-            data=data, sha256=hashlib.sha256(data).hexdigest(), frame=self._frame_info(frame)
-        )
+        # The stored image's checksum was taken when it was written; the receiver verifies
+        # the bytes against it. A converted image is hashed as served.
+        sha256 = frame.sha256 if fmt == frame.format else hashlib.sha256(data).hexdigest()
+        return self._idl.ImageBlob(data=data, sha256=sha256, frame=self._frame_info(frame))
 
     def release(self, capture_id: str) -> bool:
         return self._store.release(capture_id)

@@ -155,11 +155,15 @@ def test_controller_retrieves_capture_when_node_returns(
     wait_until(lambda: ("owed", "cam1", 0) in ledger_states(ctl), "the ledger owes cam1's image")
     assert ledger_states(ctl)[("owed", "cam1", 0)] != "done"
     assert list(ctl.data_dir.glob("owed/*.jpeg")) == []
+    # Automations hear of the set when it completes, not when the node may come back...
+    pending = wait_summary(watcher, root, "owed", timeout=30)
+    assert pending.complete and not pending.downloaded and pending.files == []
 
     restarted_at = time.time()
     node.start()
     wait_online(watcher, root, node, after=restarted_at)
-    summary = wait_summary(watcher, root, "owed", timeout=30)
+    # ...and again once its images are on disk.
+    summary = wait_summary(watcher, root, "owed", timeout=30, after=restarted_at)
     assert summary.complete and summary.downloaded
     assert_set_on_disk(ctl.data_dir, "owed", [result])
     wait_store_empty(watcher, root, node, after=restarted_at)
