@@ -357,6 +357,8 @@ class Controller:
     def _presence_changed(self, changes: list[StateChange]) -> None:
         for change in changes:
             self.events.emit("presence", node_id=change.node_id, old=change.old, state=change.new)
+            # An offline node's clock estimate is kept: a manifest written once its images
+            # arrive needs the offset from when it captured (the last 16 probes, ~32 s, count).
             if change.new is NodeState.ONLINE:
                 self._ping(change.node_id)  # an offset before its first scheduled capture
                 self.downloader.submit(change.node_id, force=True)  # ask again for what it owes

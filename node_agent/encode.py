@@ -18,7 +18,6 @@ from schemas.errors import PayloadError
 
 logger = logging.getLogger(__name__)
 
-MAKE = "pepi-fleet"
 PNG_COMPRESS_LEVEL = 3
 """zlib level for PNG: level 6 (Pillow's default) is several times slower for ~5% less size."""
 
@@ -115,7 +114,7 @@ def _capture_exif(frame: CapturedFrame, *, node_id: str, capture_id: str) -> Ima
     stamp = datetime.fromtimestamp(frame.timestamp, UTC)
     when = stamp.strftime("%Y:%m:%d %H:%M:%S")
     exif = Image.Exif()
-    exif[Base.Make] = MAKE
+    exif[Base.Make] = frame.make
     exif[Base.Model] = frame.model
     exif[Base.DateTime] = when
     exif[Base.ImageDescription] = (

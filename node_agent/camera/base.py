@@ -23,6 +23,8 @@ class CapturedFrame:
     """Wall clock (Unix s) at which the frame's exposure started, on this node."""
     pixels: RGBArray
     model: str
+    make: str = "pepi-fleet"
+    """EXIF Make: the camera's maker (the simulated backends name the project)."""
 
 
 class Camera(Protocol):

@@ -20,6 +20,9 @@ from schemas.status import CameraInfo
 
 logger = logging.getLogger(__name__)
 
+MAKE = "Raspberry Pi"
+"""EXIF Make of the Pi camera modules (the sensor model comes from libcamera)."""
+
 INSTALL_HINT = (
     "picamera2 is not installed: on Raspberry Pi OS run 'sudo apt install python3-picamera2'"
 )
@@ -221,7 +224,9 @@ class Picamera2Camera:  # pragma: no cover - needs a Raspberry Pi camera
                     model = str(picam2.camera_properties.get("Model", "picamera2"))
                 finally:
                     chosen.release()
-                return CapturedFrame(camera=camera, timestamp=stamp, pixels=pixels, model=model)
+                return CapturedFrame(
+                    camera=camera, timestamp=stamp, pixels=pixels, model=model, make=MAKE
+                )
         finally:
             if previous is not None:
                 previous[0].release()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from conftest import StartNode
 from support.expect import assert_retrievable, wait_result
-from support.mqtt_watch import Watcher
+from support.mqtt_watch import Seen, Watcher
 from support.pub import mosquitto_pub
 
 from broker.runner import EmbeddedBroker
-from schemas import CaptureStatus
+from schemas import CaptureResult, CaptureStatus
 
 BAD_COMMANDS = {
     "invalid-json": ('{"capture_id": "x1", ', "not valid JSON"),
@@ -42,10 +42,36 @@ def test_bad_capture_command_gives_error_result(
     assert_retrievable(node, before)
 
 
+def test_bad_broadcast_commands_give_error_results_and_lose_nothing(
+    broker: EmbeddedBroker, root: str, watcher: Watcher, start_node: StartNode
+) -> None:
+    node = start_node("cam1")
+    mosquitto_pub(broker.port, f"{root}/capture", "kept")
+    kept = wait_result(watcher, root, "cam1", "kept")
+    topic = f"{root}/capture"
+    for case, (payload, expected) in sorted(BAD_COMMANDS.items()):
+        mosquitto_pub(broker.port, topic, payload)
+
+        def names_problem(seen: Seen, expected: str = expected) -> bool:
+            if seen.topic != f"{root}/nodes/cam1/result":
+                return False
+            result = CaptureResult.model_validate_json(seen.payload)
+            error = result.error or ""
+            return result.status is CaptureStatus.ERROR and expected in error and topic in error
+
+        watcher.wait_for(names_problem, what=f"error result for {case} on {topic}")
+    mosquitto_pub(broker.port, topic, "good-after")
+    assert wait_result(watcher, root, "cam1", "good-after").status == CaptureStatus.OK
+    assert node.alive
+    assert_retrievable(node, kept)
+
+
 def test_bad_settings_and_clock_ping_are_logged_and_survived(
     broker: EmbeddedBroker, root: str, watcher: Watcher, start_node: StartNode
 ) -> None:
     node = start_node("cam1")
+    mosquitto_pub(broker.port, f"{root}/capture", "kept")
+    kept = wait_result(watcher, root, "cam1", "kept")
     controller = broker.add_user("controller")
     for topic, payload in [
         ("set", "{not json"),
@@ -73,6 +99,7 @@ def test_bad_settings_and_clock_ping_are_logged_and_survived(
     assert wait_result(watcher, root, "cam1", "still-alive").status == CaptureStatus.OK
     log = node.log()
     assert "bad settings" in log and "bad clock ping" in log and "unknown field" in log
+    assert_retrievable(node, kept)
 
 
 def test_settings_change_resolution(

@@ -9,6 +9,7 @@ import urllib.request
 import pytest
 from conftest import StartNode
 from PIL import Image
+from support.mqtt_watch import Watcher
 from support.nodes import NodeProcess
 from support.thrift_clients import camera_server
 
@@ -126,3 +127,16 @@ def test_thrift_shutdown_is_only_logged_by_default(node: NodeProcess) -> None:
     with camera_server(node.thrift_port) as server:
         assert server.ping() is True
     assert node.alive
+
+
+def test_thrift_shutdown_stops_a_node_that_allows_it(
+    start_node: StartNode, watcher: Watcher, root: str
+) -> None:
+    node = start_node("pepi2", "--allow-shutdown")
+    asked = time.time()
+    with camera_server(node.thrift_port) as server:
+        server.shutdown()
+    assert node.proc is not None
+    assert node.proc.wait(timeout=20) == 0  # a clean stop...
+    # ...that says goodbye itself (a Last Will would mean it died)
+    watcher.wait_topic(f"{root}/nodes/pepi2/availability", b"offline", after=asked)

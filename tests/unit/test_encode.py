@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 
@@ -134,3 +135,10 @@ def test_encode_read_exif_timestamp_without_exif_is_a_payload_error() -> None:
         read_exif_timestamp(out.getvalue())
     with pytest.raises(PayloadError, match="could not be read"):
         read_exif_timestamp(b"garbage")
+
+
+def test_encode_exif_make_is_the_cameras() -> None:
+    frame = dataclasses.replace(_frame(), model="imx477", make="Raspberry Pi")
+    with Image.open(io.BytesIO(_encode(frame, "jpeg"))) as image:
+        exif = image.getexif()
+    assert (exif[Base.Make], exif[Base.Model]) == ("Raspberry Pi", "imx477")
