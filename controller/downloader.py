@@ -164,6 +164,13 @@ class Downloader:
                 continue
             if (result.fired_at or result.received_at) > cutoff:
                 continue
+            first = result.frames[0].sha256 if result.frames else None
+            known = None if first is None else self._ledger.set_with_image(node_id, first)
+            if known is not None:
+                # Renamed aside on the node (a PEPI client re-used the code): same capture.
+                self._ledger.relocate(known, node_id, cid)
+                logger.info("node %s holds set %s's capture as %s now", node_id, known, cid)
+                continue
             set_id = cid
             if self._ledger.ok_result(set_id, node_id) is not None:
                 set_id = self._ledger.free_set_id(cid)

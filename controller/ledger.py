@@ -384,6 +384,12 @@ class Ledger:
         sql = "SELECT 1 FROM node_results WHERE node_id = ? AND node_capture_id = ? LIMIT 1"
         return bool(self._rows(sql, (node_id, node_capture_id)))
 
+    def set_with_image(self, node_id: str, sha256: str) -> str | None:
+        """The set holding this node's image with that checksum, if any."""
+        sql = "SELECT set_id FROM owed_images WHERE node_id = ? AND sha256 = ? LIMIT 1"
+        rows = self._rows(sql, (node_id, sha256))
+        return str(rows[0][0]) if rows else None
+
     def ok_result(self, set_id: str, node_id: str) -> CaptureResult | None:
         """The node's ok result recorded in the set, if any."""
         sql = (

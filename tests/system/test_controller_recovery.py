@@ -107,11 +107,17 @@ def test_controller_keeps_pepi_captures_until_the_hold_and_follows_a_recapture(
     assert second.frames != first.frames
     wait_until(lambda: ledger_states(ctl).get(("1-2", "cam1", 0)) == "done", "set 1-2 downloaded")
     assert held_ids(node.thrift_port) == {"1", "1.r1"}
+    # A restarted controller reconciles with what the node holds: it recognises "1.r1"
+    # by its content as set 1's capture, not as a new one.
+    ctl.stop()
+    restart(ctl, watcher)
+    ctl.wait_log("node cam1: None -> online")
 
     # After the hold the controller releases both, each by its content, not by the code.
     wait_store_empty(watcher, root, node, after=time.time())
     assert_set_on_disk(ctl.data_dir, "1", [first])
     assert_set_on_disk(ctl.data_dir, "1-2", [second])
+    assert sorted(p.name for p in ctl.data_dir.iterdir() if p.is_dir()) == ["1", "1-2"]
 
 
 def test_controller_retries_a_corrupt_transfer_until_verified(

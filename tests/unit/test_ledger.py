@@ -272,6 +272,8 @@ def test_ledger_relocates_a_capture_renamed_on_the_node(ledger: Ledger) -> None:
     ok = ledger.ok_result("1", "a")
     assert ok is not None and ok.frames == [frame(0, T0)]
     assert ledger.ok_result("1", "b") is None
+    assert ledger.set_with_image("a", frame(0, T0).sha256) == "1"
+    assert ledger.set_with_image("b", frame(0, T0).sha256) is None
 
 
 def test_ledger_free_set_id_skips_taken_ones(ledger: Ledger) -> None:
