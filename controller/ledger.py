@@ -365,8 +365,12 @@ class Ledger:
 
     def all_downloaded(self, set_id: str) -> bool:
         """True when every image the set is owed is done."""
-        sql = "SELECT COUNT(*) FROM owed_images WHERE set_id = ? AND state != 'done'"
-        return self._rows(sql, (set_id,))[0][0] == 0
+        return not self.nodes_owing(set_id)
+
+    def nodes_owing(self, set_id: str) -> set[str]:
+        """The nodes that still owe images of the set."""
+        sql = "SELECT DISTINCT node_id FROM owed_images WHERE set_id = ? AND state != 'done'"
+        return {str(r[0]) for r in self._rows(sql, (set_id,))}
 
     def releasable(self, node_id: str) -> list[tuple[str, str]]:
         """``(set_id, node_capture_id)`` of ok results fully downloaded but not yet released."""

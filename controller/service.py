@@ -397,10 +397,7 @@ class Controller:
         """Whether every node still owing images of the set is known to be away (offline,
         stale, removed): no use holding the summary back for them. A node not heard of
         yet (just after a restart) is waited for."""
-        detail = self.ledger.get_set(set_id)
-        if detail is None:
-            return False
-        owing = {i.node_id for i in detail.images if i.state != "done"}
+        owing = self.ledger.nodes_owing(set_id)  # every tick: one query, not the whole set
         with self._lock:
             views = [self.presence.node(node_id) for node_id in owing]
         return bool(owing) and all(v is not None and v.state is not NodeState.ONLINE for v in views)
