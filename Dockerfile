@@ -7,7 +7,8 @@ ENV PYTHONUNBUFFERED=1 \
 
 # Only what the package needs, so edits to tests or docs do not rebuild this layer.
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md pepi.thrift ./
+COPY pepi_fleet ./pepi_fleet
 COPY schemas ./schemas
 COPY node_agent ./node_agent
 COPY controller ./controller

@@ -2,6 +2,7 @@
 # pepi-fleet: one entry point that installs what it needs, then runs.
 #   ./run.sh demo [pepi demo options]   embedded demo: mosquitto, 3 simulated nodes, controller
 #   ./run.sh test [pytest options]      lint, type checks and the whole test suite
+#   ./run.sh test-wheel [pytest opts]   the test suite against the built wheel, not the checkout
 #   ./run.sh setup                      only install (system packages + .venv)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -9,6 +10,11 @@ cd "$(dirname "$0")"
 VENV=${PEPI_VENV:-.venv}
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+usage() {
+  echo "usage: ./run.sh COMMAND [options]"
+  sed -n '3,6p' "$0" | sed 's/^#//'
+}
 
 need_apt() {  # install the Debian packages among "$@" that are missing
   local missing=()
@@ -25,18 +31,47 @@ need_apt() {  # install the Debian packages among "$@" that are missing
   fi
 }
 
+install_stamp() {  # what the venv was installed from: pyproject.toml and the extras asked for
+  { sha256sum pyproject.toml; echo "extras=$1"; } | sha256sum | cut -d' ' -f1
+}
+
 setup() {
   local system=(mosquitto mosquitto-clients)
-  [ "${1:-}" = test ] && system+=(docker-compose chromium)
+  local extras=""
+  if [ "${1:-}" = test ]; then system+=(docker-compose chromium); extras="[test]"; fi
   command -v python3 >/dev/null || system+=(python3)
   python3 -c 'import venv, ensurepip' 2>/dev/null || system+=(python3-venv)
   need_apt "${system[@]}"
   if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
+  # The install is editable: code edits need no reinstall, only pyproject.toml changes do.
+  local stamp="$VENV/.pepi-install-stamp" want
+  want=$(install_stamp "$extras")
+  # an install with the test extras also serves the demo
+  if [ -f "$stamp" ] && { [ "$(cat "$stamp")" = "$want" ] || [ "$(cat "$stamp")" = "$(install_stamp '[test]')" ]; }; then
+    return
+  fi
+  echo "installing pepi-fleet$extras into $VENV" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$VENV/bin/python" -m pip install -q -e '.[test]'
+  "$VENV/bin/python" -m pip install -q -e ".$extras"
+  echo "$want" >"$stamp"
 }
 
-cmd=${1:-help}
+test_wheel() {  # build the wheel, install it into its own venv, run the suite outside the checkout
+  local wvenv=${PEPI_WHEEL_VENV:-.venv-wheel} dist
+  dist=$(mktemp -d)
+  "$VENV/bin/python" -m pip wheel -q --no-deps -w "$dist" .
+  rm -rf "$wvenv"
+  python3 -m venv "$wvenv"
+  "$wvenv/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$wvenv/bin/python" -m pip install -q "$(ls "$dist"/pepi_fleet-*.whl)[test]"
+  rm -rf "$dist"
+  # From another folder, so neither pytest nor `python -m` children find the checkout's files.
+  local repo=$PWD
+  (cd / && PEPI_EXPECT_INSTALLED=1 "$repo/$wvenv/bin/pytest" -c "$repo/pyproject.toml" \
+    --rootdir "$repo" -p no:cacheprovider "$repo/tests" "$@")
+}
+
+cmd=${1:-}
 shift || true
 case "$cmd" in
   setup) setup test ;;
@@ -47,5 +82,8 @@ case "$cmd" in
     "$VENV/bin/ruff" format --check .
     "$VENV/bin/mypy"
     exec "$VENV/bin/pytest" "$@" ;;
-  *) sed -n '2,6p' "$0"; exit 2 ;;
+  test-wheel) setup test; test_wheel "$@" ;;
+  -h|--help|help) usage ;;
+  "") usage; exit 2 ;;
+  *) echo "run.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;
 esac

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.tap import Tap
-from broker.runner import EmbeddedBroker, port_is_free
+from pepi_fleet.broker.runner import EmbeddedBroker, port_is_free
 
 BROKER_ROOT = "bench/+"
 """The ACL root: every run takes its own ``bench/<run>`` root under one broker."""
@@ -126,7 +126,7 @@ class Fleet:
         log_path = self.workdir / f"{spec.node_id}.log"
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "controller.cli", "node", *args],
+                [sys.executable, "-m", "pepi_fleet", "node", *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

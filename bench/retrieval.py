@@ -26,8 +26,8 @@ from bench.retrieval_paths import (
     time_raw,
 )
 from bench.tap import Tap
-from broker.runner import EmbeddedBroker
-from schemas.capture import CaptureResult, CaptureStatus
+from pepi_fleet.broker.runner import EmbeddedBroker
+from pepi_fleet.schemas.capture import CaptureResult, CaptureStatus
 
 RESOLUTION = "4056x3040"
 MB = 1e6

@@ -13,7 +13,7 @@ from bench.fleet import PORTS
 from bench.procs import terminate
 from bench.retrieval_paths import verify_files
 from bench.tap import Tap
-from broker.runner import EmbeddedBroker
+from pepi_fleet.broker.runner import EmbeddedBroker
 
 CONTROLLER_USER = "controller"
 
@@ -56,7 +56,7 @@ class ControllerProcess:
     def start(self) -> ControllerProcess:
         with self._log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "controller.cli", "controller", *self._args],
+                [sys.executable, "-m", "pepi_fleet", "controller", *self._args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -16,10 +16,10 @@ from PIL import Image
 from thriftpy2.rpc import client_context
 
 from bench.raw_tcp import fetch
-from controller.downloader import Downloader
-from controller.ledger import Ledger
-from node_agent import pepi_idl
-from schemas.capture import CaptureResult
+from pepi_fleet.controller.downloader import Downloader
+from pepi_fleet.controller.ledger import Ledger
+from pepi_fleet.core import idl as pepi_idl
+from pepi_fleet.schemas.capture import CaptureResult
 
 Endpoint = tuple[str, int]
 PEPI_JPEG_QUALITY = 85

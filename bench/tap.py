@@ -12,9 +12,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pydantic import ValidationError
 
-from schemas.capture import CaptureCommand, CaptureResult
-from schemas.controller import CaptureSetSummary
-from schemas.topics import TopicKind, Topics
+from pepi_fleet.schemas.capture import CaptureCommand, CaptureResult
+from pepi_fleet.schemas.controller import CaptureSetSummary
+from pepi_fleet.schemas.topics import TopicKind, Topics
 
 
 class Tap:

@@ -18,7 +18,7 @@ from bench.fleet import PORTS, Fleet, logins, node_specs, start_broker
 from bench.report import Summary, fmt_ms, fmt_ratio, machine, machine_line, ratio, table
 from bench.tap import Tap
 from bench.triggers import AT_LEAD_S, MODES, Group, Trial, Triggers
-from broker.runner import EmbeddedBroker
+from pepi_fleet.broker.runner import EmbeddedBroker
 
 NETWORKS = ("loopback", "lan", "wifi")
 NETWORK_NOTES = {

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from thriftpy2.rpc import client_context
 
 from bench.tap import Tap
-from node_agent import pepi_idl
-from schemas.capture import CaptureResult, CaptureStatus
+from pepi_fleet.core import idl as pepi_idl
+from pepi_fleet.schemas.capture import CaptureResult, CaptureStatus
 
 MODES = ("pepi", "mqtt-now", "mqtt-at", "mqtt-at-locked")
 AT_LEAD_S = 0.3

@@ -9,7 +9,7 @@ import time
 from multiprocessing.connection import Connection
 
 from bench.report import Summary, fmt_ms, machine, machine_line, table
-from node_agent.capture_service import _spin_until
+from pepi_fleet.node.capture_service import _spin_until
 
 LEAD_S = 0.2
 STRATEGIES = ("node-spin", "sleep")

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from schemas.errors import PepiError
-from schemas.topics import DEFAULT_ROOT
+from pepi_fleet.schemas.errors import PepiError
+from pepi_fleet.schemas.topics import DEFAULT_ROOT
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Credentials:
 
 def production_acl() -> str:
     """The ACL shipped in ``broker/acl``."""
-    return resources.files("broker").joinpath("acl").read_text()
+    return resources.files("pepi_fleet.broker").joinpath("acl").read_text()
 
 
 def render_acl(root: str, anonymous_access: bool) -> str:

@@ -8,7 +8,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from schemas import CaptureResult, CaptureSetSummary, CaptureStatus, NodeOutcome, auto_capture_id
+from pepi_fleet.schemas import (
+    CaptureResult,
+    CaptureSetSummary,
+    CaptureStatus,
+    NodeOutcome,
+    auto_capture_id,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from controller.clock_probe import ClockEstimate
+from pepi_fleet.controller.clock_probe import ClockEstimate
 
 EstimateOf = Callable[[str], ClockEstimate | None]
 """node id -> its measured clock estimate, if any (``ClockBook.estimate``)."""

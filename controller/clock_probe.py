@@ -6,7 +6,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from schemas.clock import ClockPong
+from pepi_fleet.schemas.clock import ClockPong
 
 SAMPLES_KEPT = 16
 

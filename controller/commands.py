@@ -15,20 +15,20 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from controller.clock_check import clock_warnings
-from controller.clock_probe import ClockBook
-from controller.config import DEFAULT_CLOCK_TOLERANCE_S, ControllerConfig
-from controller.oneshot import drain, session
-from controller.service import Controller, new_capture_id
-from controller.web.server import WebError, WebServer
-from node_agent.mqtt_link import InboundMessage, MqttLink
-from schemas.capture import CaptureCommand, describe_validation_error
-from schemas.clock import ClockPing, ClockPong
-from schemas.controller import CaptureSetSummary
-from schemas.errors import PepiError
-from schemas.ids import validate_capture_id, validate_node_id
-from schemas.status import NodeStatus
-from schemas.topics import TopicKind, Topics
+from pepi_fleet.controller.clock_check import clock_warnings
+from pepi_fleet.controller.clock_probe import ClockBook
+from pepi_fleet.controller.config import DEFAULT_CLOCK_TOLERANCE_S, ControllerConfig
+from pepi_fleet.controller.oneshot import drain, session
+from pepi_fleet.controller.service import Controller, new_capture_id
+from pepi_fleet.controller.web.server import WebError, WebServer
+from pepi_fleet.core.mqtt_link import InboundMessage, MqttLink
+from pepi_fleet.schemas.capture import CaptureCommand, describe_validation_error
+from pepi_fleet.schemas.clock import ClockPing, ClockPong
+from pepi_fleet.schemas.controller import CaptureSetSummary
+from pepi_fleet.schemas.errors import PepiError
+from pepi_fleet.schemas.ids import validate_capture_id, validate_node_id
+from pepi_fleet.schemas.status import NodeStatus
+from pepi_fleet.schemas.topics import TopicKind, Topics
 
 broker_option = click.option(
     "--broker",

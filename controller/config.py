@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.topics import DEFAULT_ROOT
+from pepi_fleet.schemas.topics import DEFAULT_ROOT
 
 DEFAULT_CLOCK_TOLERANCE_S = 0.002
 """How far a node's clock may be from the controller's before a scheduled capture warns."""

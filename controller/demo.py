@@ -16,11 +16,12 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from broker.runner import EmbeddedBroker, die_with_parent, free_port, port_is_free
-from controller.oneshot import session
-from schemas.errors import PepiError
-from schemas.status import NodeStatus
-from schemas.topics import DEFAULT_ROOT, TopicKind, Topics
+from pepi_fleet.broker.runner import EmbeddedBroker, die_with_parent, free_port, port_is_free
+from pepi_fleet.controller.oneshot import session
+from pepi_fleet.core.availability import ONLINE
+from pepi_fleet.schemas.errors import PepiError
+from pepi_fleet.schemas.status import NodeStatus
+from pepi_fleet.schemas.topics import DEFAULT_ROOT, TopicKind, Topics
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -114,7 +115,7 @@ class Demo:
         log_path = self.data_dir / "logs" / f"{name}.log"
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "controller.cli", "-v", *args],
+                [sys.executable, "-m", "pepi_fleet", "-v", *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -168,7 +169,7 @@ class Demo:
                 if parsed is None or parsed.node_id not in wanted:
                     continue
                 if parsed.kind is TopicKind.AVAILABILITY:
-                    if msg.payload == b"online":
+                    if msg.payload == ONLINE:
                         online.add(parsed.node_id)
                     else:
                         online.discard(parsed.node_id)

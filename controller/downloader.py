@@ -11,9 +11,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.ledger import Ledger
-from controller.manifest import ClockOf, write_manifest
-from controller.retrieval import (
+from pepi_fleet.controller.ledger import Ledger
+from pepi_fleet.controller.manifest import ClockOf, write_manifest
+from pepi_fleet.controller.retrieval import (
     DEFAULT_TIMEOUT_MS,
     ImageFetcher,
     RetrievalError,

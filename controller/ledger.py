@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from schemas import CaptureResult, CaptureStatus, PepiError
+from pepi_fleet.schemas import CaptureResult, CaptureStatus, PepiError
+from pepi_fleet.schemas.capture import FILE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.sqlite3"
 SCHEMA_VERSION = 1
-EXTENSIONS = {"jpeg": "jpeg", "png": "png", "raw": "npy"}
 THRIFT_HOLD_S = 600.0
 """How long a capture started over Thrift stays on its node after the controller has it."""
 
@@ -124,7 +124,7 @@ class SetDetail:
 
 def image_path(set_id: str, node_id: str, camera: int, fmt: str) -> str:
     """PEPI's naming, relative to the data dir: ``<set>/id<node>_d<set>_cam<n>.<ext>``."""
-    return f"{set_id}/id{node_id}_d{set_id}_cam{camera}.{EXTENSIONS.get(fmt, fmt)}"
+    return f"{set_id}/id{node_id}_d{set_id}_cam{camera}.{FILE_EXTENSIONS.get(fmt, fmt)}"
 
 
 _SET_COLUMNS = """s.set_id, s.kind, s.triggered_at, s.at, s.target_node, s.expected, s.state,

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from controller.ledger import ImageState, SetDetail
-from schemas import CaptureStatus
+from pepi_fleet.controller.ledger import ImageState, SetDetail
+from pepi_fleet.core.atomic import write_atomic
+from pepi_fleet.schemas import CaptureStatus
 
 logger = logging.getLogger(__name__)
 
@@ -141,34 +139,3 @@ def write_manifest(
     write_atomic(path, (manifest.model_dump_json(indent=2) + "\n").encode())
     logger.debug("wrote %s", path)
     return path
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` is either whole or absent (temp file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")  # writers never share
-    try:
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

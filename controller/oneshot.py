@@ -9,8 +9,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from node_agent.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
-from schemas.errors import PepiError
+from pepi_fleet.core.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
+from pepi_fleet.schemas.errors import PepiError
 
 
 class BrokerUnreachable(PepiError):

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
-from schemas import NodeStatus
+from pepi_fleet.core.availability import OFFLINE, ONLINE
+from pepi_fleet.schemas import NodeStatus
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class PresenceTracker:
     def on_availability(self, node_id: str, payload: str) -> list[StateChange]:
         """Handle ``nodes/<id>/availability``: ``online``, ``offline`` or empty (cleared)."""
         value = payload.strip().lower()
-        if value not in ("online", "offline", ""):
+        if value not in (ONLINE.decode(), OFFLINE.decode(), ""):
             logger.warning("ignoring availability %r from node %s", payload[:40], node_id)
             return self.tick()
         with self._lock:
@@ -154,7 +155,7 @@ class PresenceTracker:
         if node.status is None or node.last_heartbeat_at is None:
             # Known only once a status has arrived; availability alone says too little.
             return None if node.state is None else node.state
-        if node.availability == "offline":
+        if node.availability == OFFLINE.decode():
             return NodeState.OFFLINE
         if now - node.last_heartbeat_at >= self._stale_after * node.status.heartbeat_s:
             return NodeState.STALE

@@ -15,11 +15,12 @@ from pydantic import ValidationError
 from thriftpy2.rpc import make_client
 from thriftpy2.thrift import TException
 
-from controller.ledger import Ledger, OwedImage
-from controller.manifest import write_atomic
-from node_agent.pepi_idl import load
-from schemas import PepiError
-from schemas.capture import CaptureResult, CaptureStatus, Frame
+from pepi_fleet.controller.ledger import Ledger, OwedImage
+from pepi_fleet.core.atomic import write_atomic
+from pepi_fleet.core.idl import load
+from pepi_fleet.core.thrift_map import result_of
+from pepi_fleet.schemas import PepiError
+from pepi_fleet.schemas.capture import CaptureResult
 
 logger = logging.getLogger(__name__)
 
@@ -209,31 +210,7 @@ def list_held(host: str, port: int, node_id: str, timeout_ms: int) -> list[Captu
     held = []
     for info in infos:
         try:
-            held.append(_as_result(node_id, info))
+            held.append(result_of(node_id, info))
         except ValidationError as exc:
             logger.warning("node %s lists %r unreadably: %s", node_id, info.capture_id, exc)
     return held
-
-
-def _as_result(node_id: str, info: Any) -> CaptureResult:
-    frames = [
-        Frame(
-            camera=f.camera,
-            timestamp=f.timestamp,
-            width=f.width,
-            height=f.height,
-            format=f.format,
-            bytes=f.size,
-            sha256=f.sha256,
-        )
-        for f in info.frames or []
-    ]
-    return CaptureResult(
-        node_id=node_id,
-        capture_id=info.capture_id,
-        status=CaptureStatus.OK,
-        received_at=info.received_at,
-        fired_at=info.fired_at,
-        frames=frames,
-        source="thrift" if info.source == "thrift" else "mqtt",
-    )

@@ -10,28 +10,27 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
-from controller.capture_sets import CaptureSetBook, build_summary
-from controller.clock_check import clock_warnings
-from controller.clock_probe import ClockBook, ClockEstimate
-from controller.config import ControllerConfig
-from controller.downloader import Downloader, Endpoint
-from controller.events import EventHub
-from controller.ledger import Ledger, SetDetail
-from controller.presence import NodeState, NodeView, PresenceTracker, StateChange
-from node_agent.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
-from schemas.capture import (
+from pepi_fleet.controller.capture_sets import CaptureSetBook, build_summary
+from pepi_fleet.controller.clock_check import clock_warnings
+from pepi_fleet.controller.clock_probe import ClockBook, ClockEstimate
+from pepi_fleet.controller.config import ControllerConfig
+from pepi_fleet.controller.downloader import Downloader, Endpoint
+from pepi_fleet.controller.events import EventHub
+from pepi_fleet.controller.ledger import Ledger, SetDetail
+from pepi_fleet.controller.presence import NodeState, NodeView, PresenceTracker, StateChange
+from pepi_fleet.core.availability import OFFLINE, ONLINE
+from pepi_fleet.core.decode import decode
+from pepi_fleet.core.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
+from pepi_fleet.schemas.capture import (
     CaptureCommand,
     CaptureResult,
-    describe_validation_error,
     parse_capture_command,
 )
-from schemas.clock import ClockPing, ClockPong
-from schemas.controller import CaptureSetSummary
-from schemas.errors import PayloadError
-from schemas.status import NodeStatus
-from schemas.topics import TopicKind, Topics
+from pepi_fleet.schemas.clock import ClockPing, ClockPong
+from pepi_fleet.schemas.controller import CaptureSetSummary
+from pepi_fleet.schemas.errors import PayloadError
+from pepi_fleet.schemas.status import NodeStatus
+from pepi_fleet.schemas.topics import TopicKind, Topics
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +38,7 @@ TICK_S = 0.2
 RETRY_SWEEP_S = 5.0
 MAX_STATUS_BYTES = 64 * 1024
 MAX_RESULT_BYTES = 256 * 1024
+MAX_PONG_BYTES = 1024
 CLOCK_PROBE_S = 2.0
 """Each online node gets one clock ping this often; the best of the last 16 is used."""
 
@@ -136,13 +136,13 @@ class Controller:
         self._stopping.set()
         self._inbox.put(None)
         self._worker.join(timeout=10)
-        self.link.stop(final=(self.topics.controller_availability(), b"offline"))
+        self.link.stop(final=(self.topics.controller_availability(), OFFLINE))
         self.downloader.close()
         self.ledger.close()
 
     def _on_connected(self) -> None:
         self._listening_since = self._clock()  # subscribed: results from now on reach us
-        self.link.publish(self.topics.controller_availability(), b"online", retain=True)
+        self.link.publish(self.topics.controller_availability(), ONLINE, retain=True)
         self.events.emit("broker", connected=True)
 
     # -- queries and commands (any thread) -----------------------------------------------------
@@ -252,13 +252,10 @@ class Controller:
     def _on_status(self, node_id: str, msg: InboundMessage) -> None:
         status: NodeStatus | None = None
         if msg.payload:
-            if len(msg.payload) > MAX_STATUS_BYTES:
-                logger.warning("status of %s is %d bytes; ignored", node_id, len(msg.payload))
-                return
             try:
-                status = NodeStatus.model_validate_json(msg.payload)
-            except ValidationError as exc:
-                logger.warning("bad status from %s: %s", node_id, describe_validation_error(exc))
+                status = decode(NodeStatus, msg.payload, MAX_STATUS_BYTES)
+            except PayloadError as exc:
+                logger.warning("status of %s ignored: %s", node_id, exc)
                 return
         with self._lock:
             changes = self.presence.on_status(node_id, status)
@@ -267,13 +264,10 @@ class Controller:
             self.events.emit("status", node_id=node_id, status=status.model_dump(mode="json"))
 
     def _on_result(self, node_id: str, msg: InboundMessage) -> None:
-        if len(msg.payload) > MAX_RESULT_BYTES:
-            logger.warning("result of %s is %d bytes; ignored", node_id, len(msg.payload))
-            return
         try:
-            result = CaptureResult.model_validate_json(msg.payload)
-        except ValidationError as exc:
-            logger.warning("bad result from %s: %s", node_id, describe_validation_error(exc))
+            result = decode(CaptureResult, msg.payload, MAX_RESULT_BYTES)
+        except PayloadError as exc:
+            logger.warning("result of %s ignored: %s", node_id, exc)
             return
         if result.node_id != node_id:
             logger.warning("result on %s names node %s; ignored", msg.topic, result.node_id)
@@ -317,9 +311,9 @@ class Controller:
 
     def _on_pong(self, node_id: str, msg: InboundMessage) -> None:
         try:
-            pong = ClockPong.model_validate_json(msg.payload)
-        except ValidationError as exc:
-            logger.warning("bad clock pong from %s: %s", node_id, describe_validation_error(exc))
+            pong = decode(ClockPong, msg.payload, MAX_PONG_BYTES)
+        except PayloadError as exc:
+            logger.warning("clock pong from %s ignored: %s", node_id, exc)
             return
         if self.clocks.add(node_id, pong, msg.received_at) is None:
             logger.warning("clock pong from %s has impossible timestamps; ignored", node_id)

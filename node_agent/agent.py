@@ -10,28 +10,27 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from pydantic import ValidationError
-
-from node_agent import __version__
-from node_agent.camera.base import Camera
-from node_agent.capture_service import CaptureRequest, CaptureService, CaptureSettings
-from node_agent.clock_sync import clock_synchronised
-from node_agent.config import NodeConfig
-from node_agent.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
-from node_agent.store import CaptureStore
-from node_agent.stream import MjpegServer
-from node_agent.thrift_server import CameraServerHandler, ThriftServer
-from schemas.capture import (
+from pepi_fleet.core.availability import OFFLINE, ONLINE
+from pepi_fleet.core.decode import decode
+from pepi_fleet.core.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
+from pepi_fleet.node import __version__
+from pepi_fleet.node.camera.base import Camera
+from pepi_fleet.node.capture_service import CaptureRequest, CaptureService, CaptureSettings
+from pepi_fleet.node.clock_sync import clock_synchronised
+from pepi_fleet.node.config import NodeConfig
+from pepi_fleet.node.store import CaptureStore
+from pepi_fleet.node.stream import MjpegServer
+from pepi_fleet.node.thrift_server import CameraServerHandler, ThriftServer
+from pepi_fleet.schemas.capture import (
     CaptureResult,
     CaptureStatus,
-    describe_validation_error,
     parse_capture_command,
 )
-from schemas.clock import ClockPing, ClockPong
-from schemas.errors import PayloadError, PepiError
-from schemas.ids import is_capture_id
-from schemas.status import ClockInfo, NodeSettings, NodeStatus, ThriftEndpoint
-from schemas.topics import TopicKind, Topics
+from pepi_fleet.schemas.clock import ClockPing, ClockPong
+from pepi_fleet.schemas.errors import PayloadError, PepiError
+from pepi_fleet.schemas.ids import is_capture_id
+from pepi_fleet.schemas.status import ClockInfo, NodeSettings, NodeStatus, ThriftEndpoint
+from pepi_fleet.schemas.topics import TopicKind, Topics
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +122,7 @@ class NodeAgent:
         """Clean stop: ``offline`` is published by us (a clean disconnect sends no Will)."""
         self.stopped.set()
         self.captures.stop()
-        self.link.stop(final=(self.topics.availability(self.config.node_id), b"offline"))
+        self.link.stop(final=(self.topics.availability(self.config.node_id), OFFLINE))
         self.thrift.stop()
         if self.stream is not None:
             self.stream.stop()
@@ -176,7 +175,7 @@ class NodeAgent:
         # Subscriptions are already renewed by the link. ``online`` is a queued publish (cheap);
         # building the status reads the store and the kernel clock, so the control thread does it.
         node = self.config.node_id
-        self.link.publish(self.topics.availability(node), b"online", retain=True)
+        self.link.publish(self.topics.availability(node), ONLINE, retain=True)
         self._control.submit(_logged, self.publish_status)
 
     def _on_message(self, msg: InboundMessage) -> None:
@@ -221,13 +220,10 @@ class NodeAgent:
         )
 
     def _on_clock_ping(self, msg: InboundMessage) -> None:
-        if len(msg.payload) > MAX_PING_BYTES:
-            logger.error("clock ping on %s is %d bytes; ignored", msg.topic, len(msg.payload))
-            return
         try:
-            ping = ClockPing.model_validate_json(msg.payload)
-        except ValidationError as exc:
-            logger.error("bad clock ping on %s: %s", msg.topic, describe_validation_error(exc))
+            ping = decode(ClockPing, msg.payload, MAX_PING_BYTES)
+        except PayloadError as exc:
+            logger.error("clock ping on %s ignored: %s", msg.topic, exc)
             return
         # Answered here, not queued: t3 must be taken as close to the send as possible.
         pong = ClockPong(seq=ping.seq, t1=ping.t1, t2=msg.received_at, t3=self._clock())
@@ -236,13 +232,10 @@ class NodeAgent:
         )
 
     def _apply_settings(self, msg: InboundMessage) -> None:
-        if len(msg.payload) > MAX_SETTINGS_BYTES:
-            logger.error("settings on %s are %d bytes; ignored", msg.topic, len(msg.payload))
-            return
         try:
-            settings = NodeSettings.model_validate_json(msg.payload)
-        except ValidationError as exc:
-            logger.error("bad settings on %s: %s", msg.topic, describe_validation_error(exc))
+            settings = decode(NodeSettings, msg.payload, MAX_SETTINGS_BYTES)
+        except PayloadError as exc:
+            logger.error("settings on %s ignored: %s", msg.topic, exc)
             return
         try:
             if settings.resolution is not None:

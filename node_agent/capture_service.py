@@ -13,13 +13,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
-from node_agent.camera.base import Camera, CapturedFrame
-from node_agent.encode import encode_frame
-from node_agent.preview import thumbnail_jpeg
-from node_agent.store import CaptureStore, DuplicateCapture, StoredCapture, StoreFull
-from node_agent.timing import SPIN_BEFORE_S, Fire, decide, still_on_time
-from schemas.capture import CaptureCommand, CaptureResult, CaptureStatus, Frame, auto_capture_id
-from schemas.errors import PepiError
+from pepi_fleet.node.camera.base import Camera, CapturedFrame
+from pepi_fleet.node.encode import encode_frame
+from pepi_fleet.node.preview import thumbnail_jpeg
+from pepi_fleet.node.store import CaptureStore, DuplicateCapture, StoredCapture, StoreFull
+from pepi_fleet.node.timing import SPIN_BEFORE_S, Fire, decide, still_on_time
+from pepi_fleet.schemas.capture import (
+    CaptureCommand,
+    CaptureResult,
+    CaptureStatus,
+    Frame,
+    auto_capture_id,
+)
+from pepi_fleet.schemas.errors import PepiError
 
 logger = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from node_agent.agent import NodeAgent
-from node_agent.camera.factory import make_camera
-from node_agent.config import NodeConfig
-from node_agent.identity import detect_node_id
-from node_agent.store import CaptureStore, StoreLimits
-from schemas.capture import describe_validation_error
-from schemas.errors import PepiError
+from pepi_fleet.node.agent import NodeAgent
+from pepi_fleet.node.camera.factory import make_camera
+from pepi_fleet.node.config import NodeConfig
+from pepi_fleet.node.identity import detect_node_id
+from pepi_fleet.node.store import CaptureStore, StoreLimits
+from pepi_fleet.schemas.capture import describe_validation_error
+from pepi_fleet.schemas.errors import PepiError
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from schemas.ids import validate_node_id
-from schemas.status import Resolution
-from schemas.topics import DEFAULT_ROOT
+from pepi_fleet.schemas.ids import validate_node_id
+from pepi_fleet.schemas.status import Resolution
+from pepi_fleet.schemas.topics import DEFAULT_ROOT
 
 
 class NodeConfig(BaseModel):

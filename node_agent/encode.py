@@ -12,9 +12,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from PIL.ExifTags import IFD, Base
 
-from node_agent.camera.base import CapturedFrame, RGBArray
-from schemas.capture import ImageFormat
-from schemas.errors import PayloadError
+from pepi_fleet.node.camera.base import CapturedFrame, RGBArray
+from pepi_fleet.schemas.capture import ImageFormat
+from pepi_fleet.schemas.errors import PayloadError
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import io
 
 from PIL import Image
 
-from node_agent.camera.base import CapturedFrame
+from pepi_fleet.node.camera.base import CapturedFrame
 
 PREVIEW_MAX_SIDE = 320
 

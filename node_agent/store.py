@@ -8,22 +8,20 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from node_agent.encode import convert_image
-from schemas.capture import Frame, ImageFormat
-from schemas.errors import StoreError
-from schemas.ids import is_capture_id, validate_capture_id
-from schemas.status import StoreInfo
+from pepi_fleet.core.atomic import fsync_dir, write_atomic, write_synced
+from pepi_fleet.node.encode import convert_image
+from pepi_fleet.schemas.capture import FILE_EXTENSIONS, Frame, ImageFormat
+from pepi_fleet.schemas.errors import StoreError
+from pepi_fleet.schemas.ids import is_capture_id, validate_capture_id
+from pepi_fleet.schemas.status import StoreInfo
 
 logger = logging.getLogger(__name__)
 
-EXTENSIONS: dict[str, str] = {"jpeg": "jpeg", "png": "png", "raw": "npy"}
 META_NAME = "meta.json"
 
 
@@ -65,7 +63,7 @@ class StoreLimits:
 
 def image_name(camera: int, fmt: str) -> str:
     """File name of one camera's image inside a capture folder."""
-    return f"cam{camera}.{EXTENSIONS[fmt]}"
+    return f"cam{camera}.{FILE_EXTENSIONS[fmt]}"
 
 
 class CaptureStore:
@@ -132,7 +130,7 @@ class CaptureStore:
             src, dst = self._captures_dir / capture_id, self._captures_dir / new_id
             os.replace(src, dst)
             renamed = old.model_copy(update={"capture_id": new_id})
-            _write_atomic(dst / META_NAME, renamed.model_dump_json(indent=1).encode())
+            write_atomic(dst / META_NAME, renamed.model_dump_json(indent=1).encode())
             self._held[new_id] = renamed
             self._sizes[new_id] = self._sizes.pop(capture_id)
             del self._held[capture_id]
@@ -199,12 +197,12 @@ class CaptureStore:
             staging = self._staging / f"{capture_id}-{uuid.uuid4().hex[:8]}"
             staging.mkdir()
             for frame in capture.frames:
-                _write_file(staging / image_name(frame.camera, frame.format), images[frame.camera])
-            _write_file(staging / META_NAME, capture.model_dump_json(indent=1).encode())
-            _fsync_dir(staging)
+                write_synced(staging / image_name(frame.camera, frame.format), images[frame.camera])
+            write_synced(staging / META_NAME, capture.model_dump_json(indent=1).encode())
+            fsync_dir(staging)
             with self._cond:
                 os.replace(staging, self._captures_dir / capture_id)
-                _fsync_dir(self._captures_dir)
+                fsync_dir(self._captures_dir)
                 self._held[capture_id] = capture
                 self._sizes[capture_id] = _folder_bytes(self._captures_dir / capture_id)
         finally:
@@ -257,7 +255,7 @@ class CaptureStore:
         except FileNotFoundError:
             pass
         data = convert_image(stored, frame.format, fmt)
-        _write_atomic(cached, data)
+        write_atomic(cached, data, durable_dir=False)
         with self._cond:
             if folder.name in self._sizes:
                 self._sizes[folder.name] = _folder_bytes(folder)
@@ -272,7 +270,7 @@ class CaptureStore:
                 return
             updated = current.model_copy(update={"retrieved": True})
             self._held[capture.capture_id] = updated
-            _write_atomic(
+            write_atomic(
                 self._captures_dir / capture.capture_id / META_NAME,
                 updated.model_dump_json(indent=1).encode(),
             )
@@ -302,38 +300,6 @@ class CaptureStore:
             used = self._used_bytes()
             room = min(self.limits.max_bytes - used, self._disk_free() - self.limits.min_free_bytes)
             return StoreInfo(captures=len(self._held), bytes=used, free_bytes=max(room, 0))
-
-
-@contextmanager
-def _open_new(path: Path) -> Iterator[int]:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with _open_new(path) as fd:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    _write_file(tmp, data)
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _folder_bytes(folder: Path) -> int:

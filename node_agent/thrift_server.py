@@ -15,12 +15,13 @@ from thriftpy2.protocol import TBinaryProtocolFactory
 from thriftpy2.thrift import TProcessor
 from thriftpy2.transport import TBufferedTransportFactory, TSocket, TTransportException
 
-from node_agent import pepi_idl
-from node_agent.capture_service import CaptureRequest, CaptureService
-from node_agent.store import CaptureStore, StoredCapture
-from schemas.capture import CaptureCommand
-from schemas.errors import PayloadError, StoreError
-from schemas.ids import validate_capture_id
+from pepi_fleet.core import idl as pepi_idl
+from pepi_fleet.core.thrift_map import capture_info, frame_info
+from pepi_fleet.node.capture_service import CaptureRequest, CaptureService
+from pepi_fleet.node.store import CaptureStore, StoredCapture
+from pepi_fleet.schemas.capture import CaptureCommand
+from pepi_fleet.schemas.errors import PayloadError, StoreError
+from pepi_fleet.schemas.ids import validate_capture_id
 
 logger = logging.getLogger(__name__)
 
@@ -103,10 +104,10 @@ class CameraServerHandler:
     # -- FleetCameraServer ----------------------------------------------------------------------
 
     def list_captures(self) -> list[Any]:
-        return [self._capture_info(c) for c in self._store.captures()]
+        return [capture_info(c) for c in self._store.captures()]
 
     def get_capture(self, capture_id: str) -> Any:
-        return self._capture_info(self._wait(capture_id))
+        return capture_info(self._wait(capture_id))
 
     def fetch_image(self, capture_id: str, camera: int, format: str) -> Any:
         fmt = self._format(format)
@@ -118,7 +119,7 @@ class CameraServerHandler:
         # The stored image's checksum was taken when it was written; the receiver verifies
         # the bytes against it. A converted image is hashed as served.
         sha256 = frame.sha256 if fmt == frame.format else hashlib.sha256(data).hexdigest()
-        return self._idl.ImageBlob(data=data, sha256=sha256, frame=self._frame_info(frame))
+        return self._idl.ImageBlob(data=data, sha256=sha256, frame=frame_info(frame))
 
     def release(self, capture_id: str) -> bool:
         return self._store.release(capture_id)
@@ -150,27 +151,6 @@ class CameraServerHandler:
                 message=f"unknown format {fmt[:20]!r}: use jpeg, png or raw"
             )
         return "jpeg" if fmt == "jpg" else fmt
-
-    def _frame_info(self, frame: Any) -> Any:
-        return self._idl.FrameInfo(
-            camera=frame.camera,
-            timestamp=frame.timestamp,
-            width=frame.width,
-            height=frame.height,
-            format=frame.format,
-            size=frame.bytes,
-            sha256=frame.sha256,
-        )
-
-    def _capture_info(self, capture: StoredCapture) -> Any:
-        return self._idl.CaptureInfo(
-            capture_id=capture.capture_id,
-            received_at=capture.received_at,
-            fired_at=capture.fired_at,
-            frames=[self._frame_info(f) for f in capture.frames],
-            retrieved=capture.retrieved,
-            source=capture.source,
-        )
 
 
 class ThriftServer:

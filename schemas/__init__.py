@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.capture import (
+from pepi_fleet.schemas.capture import (
     CaptureCommand,
     CaptureResult,
     CaptureStatus,
@@ -11,11 +11,11 @@ from schemas.capture import (
     auto_capture_id,
     parse_capture_command,
 )
-from schemas.clock import ClockPing, ClockPong
-from schemas.controller import CaptureSetSummary, NodeOutcome
-from schemas.errors import CameraError, PayloadError, PepiError, StoreError
-from schemas.ids import validate_capture_id, validate_node_id
-from schemas.status import (
+from pepi_fleet.schemas.clock import ClockPing, ClockPong
+from pepi_fleet.schemas.controller import CaptureSetSummary, NodeOutcome
+from pepi_fleet.schemas.errors import CameraError, PayloadError, PepiError, StoreError
+from pepi_fleet.schemas.ids import validate_capture_id, validate_node_id
+from pepi_fleet.schemas.status import (
     CameraInfo,
     ClockInfo,
     NodeSettings,
@@ -23,7 +23,7 @@ from schemas.status import (
     StoreInfo,
     ThriftEndpoint,
 )
-from schemas.topics import TopicKind, Topics
+from pepi_fleet.schemas.topics import TopicKind, Topics
 
 __all__ = [
     "CameraError",

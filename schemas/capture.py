@@ -10,13 +10,17 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from schemas.errors import PayloadError
-from schemas.ids import validate_capture_id, validate_node_id
+from pepi_fleet.schemas.errors import PayloadError
+from pepi_fleet.schemas.ids import validate_capture_id, validate_node_id
+from pepi_fleet.schemas.nesting import check_nesting
 
 MAX_COMMAND_BYTES = 4096
 """Capture commands are tiny; anything larger is refused before parsing."""
 
 ImageFormat = Literal["jpeg", "png", "raw"]
+
+# file name extension of each stored format (raw frames are numpy .npy arrays)
+FILE_EXTENSIONS: dict[str, str] = {"jpeg": "jpeg", "png": "png", "raw": "npy"}
 CaptureId = Annotated[str, AfterValidator(validate_capture_id)]
 NodeId = Annotated[str, AfterValidator(validate_node_id)]
 
@@ -113,6 +117,7 @@ def parse_capture_command(payload: bytes) -> CaptureCommand:
 
 
 def _parse_json_command(text: str) -> CaptureCommand:
+    check_nesting(text)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.capture import CaptureStatus
+from pepi_fleet.schemas.capture import CaptureStatus
 
 
 class NodeOutcome(BaseModel):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from schemas.capture import CaptureCommand, CaptureResult
-from schemas.clock import ClockPing, ClockPong
-from schemas.controller import CaptureSetSummary
-from schemas.status import NodeSettings, NodeStatus
+from pepi_fleet.schemas.capture import CaptureCommand, CaptureResult
+from pepi_fleet.schemas.clock import ClockPing, ClockPong
+from pepi_fleet.schemas.controller import CaptureSetSummary
+from pepi_fleet.schemas.status import NodeSettings, NodeStatus
 
 PAYLOAD_MODELS: tuple[type[BaseModel], ...] = (
     CaptureCommand,

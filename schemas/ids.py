@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from schemas.errors import PayloadError
+from pepi_fleet.schemas.errors import PayloadError
 
 NODE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 CAPTURE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"

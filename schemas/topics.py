@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from schemas.errors import PayloadError
-from schemas.ids import validate_node_id
+from pepi_fleet.schemas.errors import PayloadError
+from pepi_fleet.schemas.ids import validate_node_id
 
 DEFAULT_ROOT = "pepi/v1"
 DEFAULT_DISCOVERY_PREFIX = "homeassistant"

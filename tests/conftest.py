@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,9 +12,20 @@ from support.controllers import StartController, controller_starter
 from support.mqtt_watch import Watcher
 from support.nodes import NodeProcess, node_process
 
-from broker.runner import EmbeddedBroker
+from pepi_fleet.broker.runner import EmbeddedBroker
 
 TEST_ROOT_PATTERN = "pepi-t/+"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under ``./run.sh test-wheel`` the package must come from the wheel, not the checkout."""
+    if os.environ.get("PEPI_EXPECT_INSTALLED") == "1":
+        import pepi_fleet
+
+        where = Path(pepi_fleet.__file__).resolve()
+        if where.is_relative_to(REPO):
+            raise pytest.UsageError(f"pepi_fleet imported from the checkout ({where}), not a wheel")
 
 
 @pytest.fixture(scope="session")

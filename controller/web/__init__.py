@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.web.app import create_app
-from controller.web.server import WebError, WebServer
+from pepi_fleet.controller.web.app import create_app
+from pepi_fleet.controller.web.server import WebError, WebServer
 
 __all__ = ["WebError", "WebServer", "create_app"]

@@ -9,13 +9,13 @@ from typing import Annotated, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from controller.clock_probe import ClockEstimate
-from controller.ledger import ImageState, SetRecord
-from controller.presence import NodeState, NodeView
-from schemas.capture import CaptureStatus, Frame
-from schemas.errors import PayloadError
-from schemas.ids import validate_capture_id, validate_node_id
-from schemas.status import CameraInfo, ClockInfo, StoreInfo
+from pepi_fleet.controller.clock_probe import ClockEstimate
+from pepi_fleet.controller.ledger import ImageState, SetRecord
+from pepi_fleet.controller.presence import NodeState, NodeView
+from pepi_fleet.schemas.capture import CaptureStatus, Frame
+from pepi_fleet.schemas.errors import PayloadError
+from pepi_fleet.schemas.ids import validate_capture_id, validate_node_id
+from pepi_fleet.schemas.status import CameraInfo, ClockInfo, StoreInfo
 
 logger = logging.getLogger(__name__)
 

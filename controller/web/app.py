@@ -15,9 +15,15 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from controller.service import Controller
-from controller.web import routes_captures, routes_events, routes_files, routes_nodes, routes_page
-from schemas.errors import PepiError
+from pepi_fleet.controller.service import Controller
+from pepi_fleet.controller.web import (
+    routes_captures,
+    routes_events,
+    routes_files,
+    routes_nodes,
+    routes_page,
+)
+from pepi_fleet.schemas.errors import PepiError
 
 logger = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Query
 
-from controller.ledger import ImageState, SetDetail
-from controller.presence import NodeState
-from controller.service import Controller
-from controller.web.api_models import (
+from pepi_fleet.controller.ledger import ImageState, SetDetail
+from pepi_fleet.controller.presence import NodeState
+from pepi_fleet.controller.service import Controller
+from pepi_fleet.controller.web.api_models import (
     API,
     THUMBNAIL_FORMATS,
     ApiError,
@@ -24,7 +24,7 @@ from controller.web.api_models import (
     FileOut,
     NodeResultOut,
 )
-from controller.web.routes_deps import (
+from pepi_fleet.controller.web.routes_deps import (
     ERRORS,
     CaptureIdPath,
     ControllerDep,

@@ -7,10 +7,10 @@ from typing import Annotated, Any, cast
 
 from fastapi import Depends, HTTPException, Path, Request
 
-from controller.service import Controller
-from controller.web.api_models import ApiError
-from schemas.errors import PayloadError
-from schemas.ids import CAPTURE_ID_PATTERN, NODE_ID_PATTERN, validate_capture_id
+from pepi_fleet.controller.service import Controller
+from pepi_fleet.controller.web.api_models import ApiError
+from pepi_fleet.schemas.errors import PayloadError
+from pepi_fleet.schemas.ids import CAPTURE_ID_PATTERN, NODE_ID_PATTERN, validate_capture_id
 
 logger = logging.getLogger(__name__)
 

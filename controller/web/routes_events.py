@@ -14,8 +14,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from controller.events import EventHub
-from controller.web.routes_deps import ControllerDep
+from pepi_fleet.controller.events import EventHub
+from pepi_fleet.controller.web.routes_deps import ControllerDep
 
 logger = logging.getLogger(__name__)
 

@@ -16,11 +16,16 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, StreamingResponse
 from PIL import Image, UnidentifiedImageError
 
-from controller.ledger import ImageState, SetDetail
-from controller.manifest import MANIFEST_FILE
-from controller.service import Controller
-from controller.web.api_models import THUMBNAIL_FORMATS, ApiError
-from controller.web.routes_deps import ERRORS, CaptureIdPath, ControllerDep, unknown_capture
+from pepi_fleet.controller.ledger import ImageState, SetDetail
+from pepi_fleet.controller.manifest import MANIFEST_FILE
+from pepi_fleet.controller.service import Controller
+from pepi_fleet.controller.web.api_models import THUMBNAIL_FORMATS, ApiError
+from pepi_fleet.controller.web.routes_deps import (
+    ERRORS,
+    CaptureIdPath,
+    ControllerDep,
+    unknown_capture,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import time
 
 from fastapi import APIRouter, HTTPException
 
-from controller.web.api_models import FleetOut, NodeOut
-from controller.web.routes_deps import ERRORS, ControllerDep, NodeIdPath
+from pepi_fleet.controller.web.api_models import FleetOut, NodeOut
+from pepi_fleet.controller.web.routes_deps import ERRORS, ControllerDep, NodeIdPath
 
 logger = logging.getLogger(__name__)
 

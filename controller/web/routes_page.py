@@ -12,12 +12,17 @@ from string import Template
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse
 
-from controller.ledger import ImageState
-from controller.presence import NodeState, NodeView
-from controller.service import Controller
-from controller.web.api_models import CaptureSetDetail, FleetOut, NodeOut
-from controller.web.routes_captures import capture_detail
-from controller.web.routes_deps import CaptureIdPath, ControllerDep, NodeIdPath, unknown_capture
+from pepi_fleet.controller.ledger import ImageState
+from pepi_fleet.controller.presence import NodeState, NodeView
+from pepi_fleet.controller.service import Controller
+from pepi_fleet.controller.web.api_models import CaptureSetDetail, FleetOut, NodeOut
+from pepi_fleet.controller.web.routes_captures import capture_detail
+from pepi_fleet.controller.web.routes_deps import (
+    CaptureIdPath,
+    ControllerDep,
+    NodeIdPath,
+    unknown_capture,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import time
 
 import uvicorn
 
-from controller.service import Controller
-from controller.web.app import create_app
-from schemas.errors import PepiError
+from pepi_fleet.controller.service import Controller
+from pepi_fleet.controller.web.app import create_app
+from pepi_fleet.schemas.errors import PepiError
 
 logger = logging.getLogger(__name__)
 

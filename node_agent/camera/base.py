@@ -8,7 +8,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from schemas.status import CameraInfo
+from pepi_fleet.schemas.status import CameraInfo
 
 RGBArray = npt.NDArray[np.uint8]
 """Height x width x 3, uint8."""

@@ -6,12 +6,12 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from node_agent.camera.base import Camera
-from node_agent.camera.folder import FolderCamera
-from node_agent.camera.picamera2_backend import Picamera2Camera
-from node_agent.camera.synthetic import SyntheticCamera
-from node_agent.frame_clock import phase_for_node
-from schemas.errors import CameraError
+from pepi_fleet.node.camera.base import Camera
+from pepi_fleet.node.camera.folder import FolderCamera
+from pepi_fleet.node.camera.picamera2_backend import Picamera2Camera
+from pepi_fleet.node.camera.synthetic import SyntheticCamera
+from pepi_fleet.node.frame_clock import phase_for_node
+from pepi_fleet.schemas.errors import CameraError
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from node_agent.camera.base import CapturedFrame
-from node_agent.frame_clock import FrameClock
-from schemas.errors import CameraError
-from schemas.status import CameraInfo
+from pepi_fleet.node.camera.base import CapturedFrame
+from pepi_fleet.node.frame_clock import FrameClock
+from pepi_fleet.schemas.errors import CameraError
+from pepi_fleet.schemas.status import CameraInfo
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from node_agent.camera.base import CapturedFrame, RGBArray
-from schemas.errors import CameraError
-from schemas.status import CameraInfo
+from pepi_fleet.node.camera.base import CapturedFrame, RGBArray
+from pepi_fleet.schemas.errors import CameraError
+from pepi_fleet.schemas.status import CameraInfo
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from node_agent.camera.base import CapturedFrame
-from node_agent.frame_clock import FrameClock, phase_for_node
-from schemas.errors import CameraError
-from schemas.status import CameraInfo
+from pepi_fleet.node.camera.base import CapturedFrame
+from pepi_fleet.node.frame_clock import FrameClock, phase_for_node
+from pepi_fleet.schemas.errors import CameraError
+from pepi_fleet.schemas.status import CameraInfo
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from support.web import (
     wait_until,
 )
 
-from broker.runner import EmbeddedBroker, free_port
+from pepi_fleet.broker.runner import EmbeddedBroker, free_port
 
 NODES = ("api-a", "api-b")
 

@@ -8,7 +8,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from broker.runner import EmbeddedBroker
+from pepi_fleet.broker.runner import EmbeddedBroker
 
 
 def publish_reason(broker: EmbeddedBroker, username: str, password: str, topic: str) -> int:

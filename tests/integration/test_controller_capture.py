@@ -18,8 +18,8 @@ from support.expect import wait_result
 from support.mqtt_watch import Watcher
 from support.pub import mosquitto_pub
 
-from broker.runner import EmbeddedBroker
-from schemas import CaptureStatus
+from pepi_fleet.broker.runner import EmbeddedBroker
+from pepi_fleet.schemas import CaptureStatus
 
 
 @pytest.mark.parametrize("message", ["scan-042", None], ids=["explicit-id", "no-id"])

@@ -12,7 +12,7 @@ from support.mqtt_watch import Watcher
 from support.nodes import node_process, take_offline
 from support.pub import mosquitto_pub
 
-from broker.runner import EmbeddedBroker
+from pepi_fleet.broker.runner import EmbeddedBroker
 
 
 def states(rows: list[dict[str, Any]]) -> dict[str, str]:

@@ -12,8 +12,8 @@ from support.mqtt_watch import Watcher
 from support.pub import mosquitto_pub
 from support.thrift_clients import camera_server
 
-from broker.runner import EmbeddedBroker
-from schemas import CaptureResult, CaptureStatus
+from pepi_fleet.broker.runner import EmbeddedBroker
+from pepi_fleet.schemas import CaptureResult, CaptureStatus
 
 
 @pytest.mark.parametrize("form", ["json", "token"])

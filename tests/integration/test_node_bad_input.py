@@ -8,8 +8,8 @@ from support.expect import assert_retrievable, wait_result
 from support.mqtt_watch import Seen, Watcher
 from support.pub import mosquitto_pub
 
-from broker.runner import EmbeddedBroker
-from schemas import CaptureResult, CaptureStatus
+from pepi_fleet.broker.runner import EmbeddedBroker
+from pepi_fleet.schemas import CaptureResult, CaptureStatus
 
 BAD_COMMANDS = {
     "invalid-json": ('{"capture_id": "x1", ', "not valid JSON"),

@@ -7,7 +7,7 @@ from pathlib import Path
 from support.nodes import NodeProcess
 from support.web import wait_until
 
-from broker.runner import Credentials, free_port
+from pepi_fleet.broker.runner import Credentials, free_port
 
 
 def test_node_logs_unreachable_broker_and_keeps_running(tmp_path: Path) -> None:

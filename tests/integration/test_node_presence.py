@@ -9,8 +9,8 @@ from support.expect import assert_retrievable, wait_result
 from support.mqtt_watch import Watcher
 from support.pub import mosquitto_pub
 
-from broker.runner import EmbeddedBroker
-from schemas import NodeStatus
+from pepi_fleet.broker.runner import EmbeddedBroker
+from pepi_fleet.schemas import NodeStatus
 
 
 def test_node_publishes_retained_online_and_status(

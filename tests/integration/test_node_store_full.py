@@ -7,8 +7,8 @@ from support.expect import assert_retrievable, wait_result
 from support.mqtt_watch import Watcher
 from support.pub import mosquitto_pub
 
-from broker.runner import EmbeddedBroker
-from schemas import CaptureResult, CaptureStatus
+from pepi_fleet.broker.runner import EmbeddedBroker
+from pepi_fleet.schemas import CaptureResult, CaptureStatus
 
 
 def test_store_full_refuses_and_keeps_earlier(

@@ -13,7 +13,7 @@ from support.mqtt_watch import Watcher
 from support.nodes import NodeProcess
 from support.thrift_clients import camera_server
 
-from node_agent import pepi_idl
+from pepi_fleet.core import idl as pepi_idl
 
 
 @pytest.fixture

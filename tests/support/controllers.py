@@ -15,12 +15,12 @@ from typing import Any, ClassVar
 
 import pytest
 
-from broker.runner import Credentials, EmbeddedBroker, free_port
-from controller.ledger import LEDGER_FILE
-from controller.manifest import MANIFEST_FILE, Manifest
-from node_agent.encode import read_exif_timestamp
-from schemas import CaptureResult, NodeStatus
-from schemas.controller import CaptureSetSummary
+from pepi_fleet.broker.runner import Credentials, EmbeddedBroker, free_port
+from pepi_fleet.controller.ledger import LEDGER_FILE
+from pepi_fleet.controller.manifest import MANIFEST_FILE, Manifest
+from pepi_fleet.node.encode import read_exif_timestamp
+from pepi_fleet.schemas import CaptureResult, NodeStatus
+from pepi_fleet.schemas.controller import CaptureSetSummary
 from support.mqtt_watch import Seen, Watcher
 from support.nodes import NodeProcess
 from support.processes import PEPI, PepiProcess, pepi_env, resume, suspend

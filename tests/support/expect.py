@@ -8,8 +8,8 @@ import io
 import pytest
 from PIL import Image
 
-from node_agent.encode import read_exif_timestamp
-from schemas import CaptureResult, CaptureStatus
+from pepi_fleet.node.encode import read_exif_timestamp
+from pepi_fleet.schemas import CaptureResult, CaptureStatus
 from support.mqtt_watch import Seen, Watcher
 from support.nodes import NodeProcess
 from support.thrift_clients import camera_server

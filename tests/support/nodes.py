@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from broker.runner import EmbeddedBroker, free_port
+from pepi_fleet.broker.runner import EmbeddedBroker, free_port
 from support.mqtt_watch import Watcher
 from support.processes import PepiProcess
 

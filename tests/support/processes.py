@@ -1,4 +1,4 @@
-"""One ``python -m controller.cli -v <subcommand>`` child for tests: start, stop, kill, log."""
+"""One ``python -m pepi_fleet -v <subcommand>`` child for tests: start, stop, kill, log."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Self
 
-from broker.runner import Credentials
+from pepi_fleet.broker.runner import Credentials
 
-PEPI = [sys.executable, "-m", "controller.cli"]
+PEPI = [sys.executable, "-m", "pepi_fleet"]
 
 
 def pepi_env(creds: Credentials) -> dict[str, str]:

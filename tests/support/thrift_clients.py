@@ -8,7 +8,7 @@ from typing import Any
 
 from thriftpy2.rpc import client_context
 
-from node_agent import pepi_idl
+from pepi_fleet.core import idl as pepi_idl
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from broker.runner import EmbeddedBroker
+from pepi_fleet.broker.runner import EmbeddedBroker
 from support import controllers
 from support.controllers import ControllerProcess
 

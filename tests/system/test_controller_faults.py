@@ -22,9 +22,9 @@ from support.nodes import take_offline
 from support.processes import resume, suspend
 from support.pub import mosquitto_pub
 
-from broker.runner import EmbeddedBroker
-from controller.ledger import LEDGER_FILE
-from schemas import CaptureResult, CaptureStatus
+from pepi_fleet.broker.runner import EmbeddedBroker
+from pepi_fleet.controller.ledger import LEDGER_FILE
+from pepi_fleet.schemas import CaptureResult, CaptureStatus
 
 pytestmark = pytest.mark.system
 

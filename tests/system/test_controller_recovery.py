@@ -21,9 +21,9 @@ from support.mqtt_watch import Watcher
 from support.pub import mosquitto_pub
 from support.thrift_clients import camera_server
 
-from broker.runner import EmbeddedBroker
-from controller.downloader import LISTEN_MARGIN_S
-from schemas import CaptureResult, CaptureStatus
+from pepi_fleet.broker.runner import EmbeddedBroker
+from pepi_fleet.controller.downloader import LISTEN_MARGIN_S
+from pepi_fleet.schemas import CaptureResult, CaptureStatus
 
 pytestmark = pytest.mark.system
 

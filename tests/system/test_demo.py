@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 from support.mqtt_watch import Seen, Watcher
 
-from broker.runner import BrokerError, find_mosquitto, free_port
-from schemas import CaptureResult, CaptureStatus
+from pepi_fleet.broker.runner import BrokerError, find_mosquitto, free_port
+from pepi_fleet.schemas import CaptureResult, CaptureStatus
 
-PEPI = [sys.executable, "-m", "controller.cli"]
+PEPI = [sys.executable, "-m", "pepi_fleet"]
 NODES = ["cam01", "cam02", "cam03"]
 
 pytestmark = pytest.mark.system

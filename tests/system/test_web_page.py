@@ -17,7 +17,7 @@ from support.controllers import ControllerProcess
 from support.nodes import NodeProcess
 from support.web import controller_process, wait_nodes, wait_ready
 
-from broker.runner import EmbeddedBroker
+from pepi_fleet.broker.runner import EmbeddedBroker
 
 pytestmark = pytest.mark.system
 

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from broker.runner import PRODUCTION_ROOT, free_port, port_is_free, production_acl, render_acl
+from pepi_fleet.broker.runner import (
+    PRODUCTION_ROOT,
+    free_port,
+    port_is_free,
+    production_acl,
+    render_acl,
+)
 
 CONF = Path(__file__).resolve().parents[2] / "broker" / "mosquitto.conf"
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from schemas.capture import (
+from pepi_fleet.schemas.capture import (
     MAX_COMMAND_BYTES,
     CaptureCommand,
     CaptureResult,
@@ -18,9 +18,9 @@ from schemas.capture import (
     auto_capture_id,
     parse_capture_command,
 )
-from schemas.errors import PayloadError
-from schemas.ids import is_capture_id
-from schemas.status import NodeStatus
+from pepi_fleet.schemas.errors import PayloadError
+from pepi_fleet.schemas.ids import is_capture_id
+from pepi_fleet.schemas.status import NodeStatus
 
 T0 = 1_763_712_000.25  # 2025-11-21T08:00:00.250Z
 SHA = "ab" * 32

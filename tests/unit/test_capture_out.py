@@ -8,11 +8,11 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from broker.runner import free_port
-from controller.cli import main
-from controller.commands import report
-from schemas.capture import CaptureStatus
-from schemas.controller import CaptureSetSummary, NodeOutcome
+from pepi_fleet.broker.runner import free_port
+from pepi_fleet.cli import main
+from pepi_fleet.controller.commands import report
+from pepi_fleet.schemas.capture import CaptureStatus
+from pepi_fleet.schemas.controller import CaptureSetSummary, NodeOutcome
 
 
 def summary(data_dir: Path, files: list[str]) -> CaptureSetSummary:

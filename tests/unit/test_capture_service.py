@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from node_agent.camera.synthetic import SyntheticCamera
-from node_agent.capture_service import CaptureRequest, CaptureService, CaptureSettings
-from node_agent.store import CaptureStore, StoreLimits, image_name
-from schemas.capture import CaptureCommand, CaptureResult, CaptureStatus, auto_capture_id
+from pepi_fleet.node.camera.synthetic import SyntheticCamera
+from pepi_fleet.node.capture_service import CaptureRequest, CaptureService, CaptureSettings
+from pepi_fleet.node.store import CaptureStore, StoreLimits, image_name
+from pepi_fleet.schemas.capture import CaptureCommand, CaptureResult, CaptureStatus, auto_capture_id
 
 T0 = 1_763_712_000.0
 NODE = "node-a"

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from controller.capture_sets import CaptureSetBook, SetKind
-from schemas import CaptureResult, CaptureStatus, Frame, auto_capture_id
+from pepi_fleet.controller.capture_sets import CaptureSetBook, SetKind
+from pepi_fleet.schemas import CaptureResult, CaptureStatus, Frame, auto_capture_id
 
 T0 = 1_763_712_000.0
 

@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from controller.clock_check import clock_warnings
-from controller.clock_probe import ClockBook
-from controller.commands import capture_command, controller_command
-from controller.config import DEFAULT_CLOCK_TOLERANCE_S, ControllerConfig
-from controller.web.api_models import CaptureRequest
-from schemas.clock import ClockPong
+from pepi_fleet.controller.clock_check import clock_warnings
+from pepi_fleet.controller.clock_probe import ClockBook
+from pepi_fleet.controller.commands import capture_command, controller_command
+from pepi_fleet.controller.config import DEFAULT_CLOCK_TOLERANCE_S, ControllerConfig
+from pepi_fleet.controller.web.api_models import CaptureRequest
+from pepi_fleet.schemas.clock import ClockPong
 
 TOLERANCE_S = 0.002
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from controller.clock_probe import ClockBook
-from controller.commands import align_to_frame_grid
-from schemas.clock import ClockPong
+from pepi_fleet.controller.clock_probe import ClockBook
+from pepi_fleet.controller.commands import align_to_frame_grid
+from pepi_fleet.schemas.clock import ClockPong
 
 
 def pong(t1: float, t2: float, t3: float, seq: int = 1) -> ClockPong:

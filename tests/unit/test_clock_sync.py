@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from node_agent.clock_sync import clock_synchronised
+from pepi_fleet.node.clock_sync import clock_synchronised
 
 _spawned: list[str] = []
 _watching = False

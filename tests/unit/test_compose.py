@@ -18,10 +18,10 @@ import click
 import pytest
 from pydantic import BaseModel
 
-from broker.runner import BrokerError, find_mosquitto, free_port
-from controller.cli import main
-from controller.config import ControllerConfig
-from node_agent.config import NodeConfig
+from pepi_fleet.broker.runner import BrokerError, find_mosquitto, free_port
+from pepi_fleet.cli import main
+from pepi_fleet.controller.config import ControllerConfig
+from pepi_fleet.node.config import NodeConfig
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -82,7 +82,7 @@ def pepi_services(services: dict[str, Any]) -> dict[str, Any]:
 def parse_pepi_args(args: list[str], env: dict[str, str]) -> tuple[str, dict[str, Any]]:
     """What ``pepi <args>`` would run with, parsed by the real CLI (unknown options fail)."""
     name, *rest = args
-    command = main.commands.get(name)
+    command = main.get_command(click.Context(main), name)
     assert command is not None, f"pepi has no command {name!r}"
     parent = click.Context(main, info_name="pepi")
     with pytest.MonkeyPatch.context() as mp:

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from controller.demo import pick_port
+from pepi_fleet.controller.demo import pick_port
 
 
 def test_pick_port_keeps_a_free_requested_port(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.downloader import Downloader
-from controller.ledger import Ledger
+from pepi_fleet.controller.downloader import Downloader
+from pepi_fleet.controller.ledger import Ledger
 
 
 def test_downloader_removes_only_partial_files(tmp_path: Path) -> None:

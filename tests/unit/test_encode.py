@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 from PIL.ExifTags import IFD, Base
 
-from node_agent.camera.base import CapturedFrame
-from node_agent.camera.synthetic import SyntheticCamera
-from node_agent.encode import convert_image, encode_frame, read_exif_timestamp
-from schemas.errors import PayloadError
+from pepi_fleet.node.camera.base import CapturedFrame
+from pepi_fleet.node.camera.synthetic import SyntheticCamera
+from pepi_fleet.node.encode import convert_image, encode_frame, read_exif_timestamp
+from pepi_fleet.schemas.errors import PayloadError
 
 TIMESTAMP = 1_767_225_600.123456  # 2026-01-01T00:00:00.123456Z
 

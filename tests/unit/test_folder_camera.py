@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from node_agent.camera.factory import make_camera
-from node_agent.camera.folder import FolderCamera
-from schemas.errors import CameraError
+from pepi_fleet.node.camera.factory import make_camera
+from pepi_fleet.node.camera.folder import FolderCamera
+from pepi_fleet.schemas.errors import CameraError
 
 NOW = 1_767_225_600.0123
 

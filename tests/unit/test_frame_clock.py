@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from node_agent.frame_clock import FrameClock, phase_for_node
+from pepi_fleet.node.frame_clock import FrameClock, phase_for_node
 
 ROOT = Path(__file__).resolve().parents[2]
 PERIOD = 1 / 30

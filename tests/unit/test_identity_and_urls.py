@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from node_agent.identity import detect_node_id
-from node_agent.mqtt_link import BrokerAddress, BrokerUrlError
-from schemas.ids import validate_node_id
+from pepi_fleet.core.mqtt_link import BrokerAddress, BrokerUrlError
+from pepi_fleet.node.identity import detect_node_id
+from pepi_fleet.schemas.ids import validate_node_id
 
 PI_CPUINFO = """\
 processor\t: 0

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.ledger import LEDGER_FILE, ImageState, Ledger, LedgerError, image_path
-from schemas import CaptureResult, CaptureStatus, Frame
+from pepi_fleet.controller.ledger import LEDGER_FILE, ImageState, Ledger, LedgerError, image_path
+from pepi_fleet.schemas import CaptureResult, CaptureStatus, Frame
 
 T0 = 1_763_712_000.0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node_agent.mqtt_link import LogThrottle
+from pepi_fleet.core.mqtt_link import LogThrottle
 
 
 class FakeClock:

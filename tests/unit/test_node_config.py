@@ -10,8 +10,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from controller.cli import main
-from node_agent.cli import node_command
+from pepi_fleet.cli import main
+from pepi_fleet.node.cli import node_command
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from controller.presence import NodeState, PresenceTracker, StateChange
-from schemas import NodeStatus
+from pepi_fleet.controller.presence import NodeState, PresenceTracker, StateChange
+from pepi_fleet.schemas import NodeStatus
 
 
 class FakeClock:

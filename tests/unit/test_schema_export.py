@@ -7,8 +7,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from controller.cli import main
-from schemas.export import PAYLOAD_MODELS, write_json_schemas
+from pepi_fleet.cli import main
+from pepi_fleet.schemas.export import PAYLOAD_MODELS, write_json_schemas
 
 EXPECTED = {
     "CaptureCommand",

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from node_agent.camera.synthetic import SyntheticCamera
-from node_agent.encode import encode_frame
-from node_agent.store import (
+from pepi_fleet.node.camera.synthetic import SyntheticCamera
+from pepi_fleet.node.encode import encode_frame
+from pepi_fleet.node.store import (
     META_NAME,
     CaptureNotFound,
     CaptureStore,
@@ -20,9 +20,9 @@ from node_agent.store import (
     StoreLimits,
     image_name,
 )
-from schemas.capture import Frame, ImageFormat
-from schemas.errors import PayloadError
-from schemas.ids import is_capture_id
+from pepi_fleet.schemas.capture import Frame, ImageFormat
+from pepi_fleet.schemas.errors import PayloadError
+from pepi_fleet.schemas.ids import is_capture_id
 
 T0 = 1_763_712_000.0
 NODE = "node-a"

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from node_agent.camera.base import Camera
-from node_agent.camera.synthetic import SyntheticCamera
-from schemas.errors import CameraError
+from pepi_fleet.node.camera.base import Camera
+from pepi_fleet.node.camera.synthetic import SyntheticCamera
+from pepi_fleet.schemas.errors import CameraError
 
 NOW = 1_767_225_600.0123  # 2026-01-01, just after a 30 fps boundary
 SMALL = (320, 240)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from node_agent.timing import DEFAULT_LATE_TOLERANCE_S, Fire, Late, decide, still_on_time
+from pepi_fleet.node.timing import DEFAULT_LATE_TOLERANCE_S, Fire, Late, decide, still_on_time
 
 NOW = 1_763_712_000.0
 TOL = 0.5

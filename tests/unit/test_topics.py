@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from schemas.errors import PayloadError
-from schemas.topics import DEFAULT_ROOT, ParsedTopic, TopicKind, Topics
+from pepi_fleet.schemas.errors import PayloadError
+from pepi_fleet.schemas.topics import DEFAULT_ROOT, ParsedTopic, TopicKind, Topics
 
 NODE = "000000006e74e900"
 

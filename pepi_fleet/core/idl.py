@@ -1,4 +1,4 @@
-"""Loads ``pepi.thrift``; Thrift types live here and never leak into schemas or MQTT."""
+"""Loads ``pepi.thrift`` (the repository root's, packaged as data); Thrift types stay here."""
 
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from schemas.errors import PepiError
+from pepi_fleet.core.availability import OFFLINE
+from pepi_fleet.schemas.errors import PepiError
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class LinkOptions:
     username: str | None = None
     password: str | None = None
     will_topic: str | None = None
-    will_payload: bytes = b"offline"
+    will_payload: bytes = OFFLINE
     keepalive: int = 15
     subscriptions: tuple[tuple[str, int], ...] = ()
     ca_file: str | None = None

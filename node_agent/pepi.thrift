@@ -1,1 +1,0 @@
-../pepi.thrift
