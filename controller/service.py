@@ -255,7 +255,7 @@ class Controller:
             try:
                 status = decode(NodeStatus, msg.payload, MAX_STATUS_BYTES)
             except PayloadError as exc:
-                logger.warning("status of %s ignored: %s", node_id, exc)
+                logger.warning("bad status from %s: %s", node_id, exc)
                 return
         with self._lock:
             changes = self.presence.on_status(node_id, status)
@@ -267,7 +267,7 @@ class Controller:
         try:
             result = decode(CaptureResult, msg.payload, MAX_RESULT_BYTES)
         except PayloadError as exc:
-            logger.warning("result of %s ignored: %s", node_id, exc)
+            logger.warning("bad result from %s: %s", node_id, exc)
             return
         if result.node_id != node_id:
             logger.warning("result on %s names node %s; ignored", msg.topic, result.node_id)
@@ -313,7 +313,7 @@ class Controller:
         try:
             pong = decode(ClockPong, msg.payload, MAX_PONG_BYTES)
         except PayloadError as exc:
-            logger.warning("clock pong from %s ignored: %s", node_id, exc)
+            logger.warning("bad clock pong from %s: %s", node_id, exc)
             return
         if self.clocks.add(node_id, pong, msg.received_at) is None:
             logger.warning("clock pong from %s has impossible timestamps; ignored", node_id)

@@ -223,7 +223,7 @@ class NodeAgent:
         try:
             ping = decode(ClockPing, msg.payload, MAX_PING_BYTES)
         except PayloadError as exc:
-            logger.error("clock ping on %s ignored: %s", msg.topic, exc)
+            logger.error("bad clock ping on %s: %s", msg.topic, exc)
             return
         # Answered here, not queued: t3 must be taken as close to the send as possible.
         pong = ClockPong(seq=ping.seq, t1=ping.t1, t2=msg.received_at, t3=self._clock())
@@ -235,7 +235,7 @@ class NodeAgent:
         try:
             settings = decode(NodeSettings, msg.payload, MAX_SETTINGS_BYTES)
         except PayloadError as exc:
-            logger.error("settings on %s ignored: %s", msg.topic, exc)
+            logger.error("bad settings on %s: %s", msg.topic, exc)
             return
         try:
             if settings.resolution is not None:

@@ -171,9 +171,7 @@ class CaptureService:
             )
             return
         try:
-            if request.recapture and self.store.get(capture_id) is not None:
-                self.store.rename_aside(capture_id)
-            self.store.reserve(capture_id)
+            self.store.reserve(capture_id, rename_held=request.recapture)
         except DuplicateCapture as exc:
             self._report_failure(request, capture_id, str(exc), CaptureStatus.DUPLICATE)
             return

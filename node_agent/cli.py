@@ -17,6 +17,7 @@ from pepi_fleet.node.agent import NodeAgent
 from pepi_fleet.node.camera.factory import make_camera
 from pepi_fleet.node.config import NodeConfig
 from pepi_fleet.node.identity import detect_node_id
+from pepi_fleet.node.memory import pin_mmap_threshold
 from pepi_fleet.node.store import CaptureStore, StoreLimits
 from pepi_fleet.schemas.capture import describe_validation_error
 from pepi_fleet.schemas.errors import PepiError
@@ -279,6 +280,7 @@ def node_command(password_file: Path | None, **options: Any) -> None:
 
 def run_node(config: NodeConfig) -> None:
     """Start the agent and block until SIGINT/SIGTERM (or an allowed Thrift shutdown)."""
+    pin_mmap_threshold()
     camera = make_camera(
         config.camera,
         node_id=config.node_id,

@@ -102,10 +102,17 @@ class CaptureStore:
 
     # -- reservations -------------------------------------------------------------------------
 
-    def reserve(self, capture_id: str) -> None:
-        """Mark ``capture_id`` as being taken; DuplicateCapture if held or already pending."""
+    def reserve(self, capture_id: str, *, rename_held: bool = False) -> None:
+        """Mark ``capture_id`` as being taken; DuplicateCapture if held or already pending.
+
+        With ``rename_held`` (a Thrift re-capture) a held capture of that id is first moved
+        aside to ``<id>.rN``, under the same lock: a reader never sees the id neither held
+        nor pending.
+        """
         validate_capture_id(capture_id)
         with self._cond:
+            if rename_held and capture_id in self._held:
+                self._rename_aside_locked(capture_id)
             if capture_id in self._held or capture_id in self._pending:
                 raise DuplicateCapture(f"capture {capture_id} is already held by this node")
             self._pending.add(capture_id)
@@ -123,17 +130,20 @@ class CaptureStore:
     def rename_aside(self, capture_id: str) -> str:
         """Move a held capture to the next free ``<id>.rN`` id (Thrift re-capture keeps it)."""
         with self._cond:
-            old = self._held.get(capture_id)
-            if old is None:
-                raise CaptureNotFound(f"no capture {capture_id} to rename")
-            new_id = self._free_aside_id(capture_id)
-            src, dst = self._captures_dir / capture_id, self._captures_dir / new_id
-            os.replace(src, dst)
-            renamed = old.model_copy(update={"capture_id": new_id})
-            write_atomic(dst / META_NAME, renamed.model_dump_json(indent=1).encode())
-            self._held[new_id] = renamed
-            self._sizes[new_id] = self._sizes.pop(capture_id)
-            del self._held[capture_id]
+            return self._rename_aside_locked(capture_id)
+
+    def _rename_aside_locked(self, capture_id: str) -> str:
+        old = self._held.get(capture_id)
+        if old is None:
+            raise CaptureNotFound(f"no capture {capture_id} to rename")
+        new_id = self._free_aside_id(capture_id)
+        src, dst = self._captures_dir / capture_id, self._captures_dir / new_id
+        os.replace(src, dst)
+        renamed = old.model_copy(update={"capture_id": new_id})
+        write_atomic(dst / META_NAME, renamed.model_dump_json(indent=1).encode())
+        self._held[new_id] = renamed
+        self._sizes[new_id] = self._sizes.pop(capture_id)
+        del self._held[capture_id]
         logger.info("capture %s kept as %s before re-capture", capture_id, new_id)
         return new_id
 

@@ -25,4 +25,4 @@ def decode(model: type[M], payload: bytes, max_bytes: int) -> M:
     try:
         return model.model_validate_json(payload)
     except ValidationError as exc:
-        raise PayloadError(f"bad {name}: {describe_validation_error(exc)}") from exc
+        raise PayloadError(f"{name}: {describe_validation_error(exc)}") from exc

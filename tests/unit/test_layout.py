@@ -87,3 +87,10 @@ def test_layout_pepi_node_script_runs_the_node_command() -> None:
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "--broker" in out.stdout and "--data-dir" in out.stdout
+
+
+def test_layout_node_pins_glibc_mmap_threshold() -> None:
+    from pepi_fleet.node.memory import pin_mmap_threshold
+
+    # glibc everywhere this project runs (Debian, Raspberry Pi OS): frames stay on mmap
+    assert pin_mmap_threshold() is True

@@ -464,3 +464,16 @@ def test_store_info_counts_captures_and_bytes(tmp_path: Path) -> None:
     assert info.free_bytes == 10_000_000 - on_disk
     store.release("scan-1")
     assert store.info().captures == 1
+
+
+def test_store_recapture_reservation_never_leaves_the_id_unknown(tmp_path: Path) -> None:
+    # A PEPI client retrieving "7" right after its re-capture must wait for the new capture,
+    # not be told that nothing is stored under "7".
+    store = CaptureStore(tmp_path / "store", NO_DISK_RESERVE)
+    first = put(store, "7", stored_at=T0)
+    store.reserve("7", rename_held=True)
+    assert store.is_pending("7")
+    kept = store.get("7.r1")
+    assert kept is not None and kept.frames == first.frames
+    with pytest.raises(CaptureNotFound, match="still in progress"):
+        store.wait_for("7", timeout=0.01)
