@@ -24,7 +24,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         import pepi_fleet
 
         where = Path(pepi_fleet.__file__).resolve()
-        if where.is_relative_to(REPO):
+        if where.is_relative_to(REPO / "pepi_fleet"):
             raise pytest.UsageError(f"pepi_fleet imported from the checkout ({where}), not a wheel")
 
 
