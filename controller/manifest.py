@@ -121,7 +121,6 @@ def build_manifest(
         at=record.at,
         tolerance_s=fire_tolerance_s,
     )
-    whole = bool(record.expected) and verdict.complete
     return Manifest(
         capture_id=record.set_id,
         triggered_at=record.triggered_at,
