@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S, Assessment, assess
 from pepi_fleet.schemas import (
     CaptureResult,
     CaptureSetSummary,
@@ -56,6 +57,7 @@ class CaptureSetView:
     deadline: float
     completed_at: float | None
     parts: tuple[NodePart, ...]
+    cameras: Mapping[str, tuple[int, ...]] | None = None  # per node, where known at trigger
 
     @property
     def answered(self) -> frozenset[str]:
@@ -72,7 +74,9 @@ class CaptureSetView:
         """max - min ``fired_at`` over the nodes that fired."""
         return _spread(p.result.fired_at for p in self.parts if p.result.fired_at is not None)
 
-    def summary(self, completed_at: float) -> CaptureSetSummary:
+    def summary(
+        self, completed_at: float, fire_tolerance_s: float = DEFAULT_FIRE_TOLERANCE_S
+    ) -> CaptureSetSummary:
         """The payload published on ``controller/captures``."""
         return build_summary(
             self.set_id,
@@ -82,6 +86,9 @@ class CaptureSetView:
             {p.node_id: p.result for p in self.parts},
             self.spread_s,
             self.fired_spread_s,
+            at=self.at,
+            fire_tolerance_s=fire_tolerance_s,
+            cameras=self.cameras,
         )
 
 
@@ -93,13 +100,19 @@ def build_summary(
     results: Mapping[str, CaptureResult],
     spread_s: float | None,
     fired_spread_s: float | None,
+    *,
+    at: float | None = None,
+    fire_tolerance_s: float = DEFAULT_FIRE_TOLERANCE_S,
+    cameras: Mapping[str, Sequence[int]] | None = None,
 ) -> CaptureSetSummary:
-    """A set's summary from each node's (kept) result; also used to rebuild it from the ledger."""
+    """A set's summary from each node's (kept) result; also used to rebuild it from the ledger.
+
+    ``complete`` only when every expected node delivered every camera within the tolerance
+    (see ``set_quality.assess``); ``problems`` says what an incomplete set lacks.
+    """
     expected = frozenset(expected)
-    outcomes = [_outcome(n, results.get(n)) for n in sorted(expected | results.keys())]
-    complete = bool(expected) and all(
-        n in results and results[n].status is CaptureStatus.OK for n in expected
-    )
+    verdict = assess(expected, results, at=at, tolerance_s=fire_tolerance_s, cameras=cameras)
+    outcomes = [_outcome(n, results.get(n), verdict) for n in sorted(expected | results.keys())]
     return CaptureSetSummary(
         capture_id=set_id,
         triggered_at=triggered_at,
@@ -108,7 +121,11 @@ def build_summary(
         outcomes=outcomes,
         spread_s=spread_s,
         fired_spread_s=fired_spread_s,
-        complete=complete,
+        complete=bool(expected) and verdict.complete,
+        missing=verdict.missing,
+        outliers=verdict.outliers,
+        fire_tolerance_s=fire_tolerance_s,
+        problems=verdict.problems,
     )
 
 
@@ -129,12 +146,21 @@ class _Set:
     view: CaptureSetView
     auto_ref: float | None  # receipt-time reference for claiming auto-… results
     parts: dict[str, NodePart] = field(default_factory=dict)
+    origin: str | None = None  # an orphan set: the node capture id that opened it
 
 
-def _outcome(node_id: str, r: CaptureResult | None) -> NodeOutcome:
+def _outcome(node_id: str, r: CaptureResult | None, verdict: Assessment) -> NodeOutcome:
     if r is None:
         return NodeOutcome(node_id=node_id, status=None)
-    return NodeOutcome(node_id=node_id, status=r.status, frames=len(r.frames), error=r.error)
+    return NodeOutcome(
+        node_id=node_id,
+        status=r.status,
+        frames=len(r.frames),
+        error=r.error,
+        fired_at=r.fired_at,
+        fire_offset_s=verdict.offsets.get(node_id),
+        outlier=node_id in verdict.outliers,
+    )
 
 
 def _spread(values: Iterable[float | None]) -> float | None:
@@ -147,6 +173,12 @@ class CaptureSetBook:
 
     Thread-safe but otherwise pure: no I/O, time only from the injected clock.
     ``tick()`` returns each completed set's summary exactly once.
+
+    A capture id is an idempotency key, but a node may still capture again under an id a set
+    already holds (PEPI's Thrift ``start_capture`` re-captures; a node that lost its memory
+    of ids). Such results are grouped by receipt time into one new set per trigger, never
+    one set per node. ``known_set`` tells which set ids an earlier run already used, and
+    ``held_before(set_id, result)`` whether such a set holds another ok capture of that node.
     """
 
     def __init__(
@@ -156,8 +188,14 @@ class CaptureSetBook:
         window_before_s: float = WINDOW_BEFORE_S,
         window_after_s: float = WINDOW_AFTER_S,
         keep_completed_s: float = KEEP_COMPLETED_S,
+        fire_tolerance_s: float = DEFAULT_FIRE_TOLERANCE_S,
+        known_set: Callable[[str], bool] = lambda _set_id: False,
+        held_before: Callable[[str, CaptureResult], bool] = lambda _set_id, _result: False,
     ) -> None:
         self._clock = clock
+        self._fire_tolerance_s = fire_tolerance_s
+        self._known_set = known_set
+        self._held_before = held_before
         self._timeout_s = timeout_s
         self._before = window_before_s
         self._after = window_after_s
@@ -176,6 +214,7 @@ class CaptureSetBook:
         target_node: str | None = None,
         *,
         at: float | None = None,
+        cameras: Mapping[str, Sequence[int]] | None = None,
     ) -> CaptureSetView:
         """Open (or, for a repeated explicit id, reopen) the set for one trigger.
 
@@ -183,6 +222,7 @@ class CaptureSetBook:
         ``target_node``. An id-less trigger gets ``auto-<UTC ms of triggered_at>``.
         """
         nodes = frozenset({target_node} if target_node else expected)
+        wanted = {n: tuple(c) for n, c in (cameras or {}).items() if n in nodes} or None
         deadline = max(triggered_at, at if at is not None else triggered_at) + self._timeout_s
         with self._lock:
             existing = self._sets.get(capture_id) if capture_id else None
@@ -196,13 +236,17 @@ class CaptureSetBook:
                     target_node=target_node if old.target_node == target_node else None,
                     deadline=max(old.deadline, deadline),
                     completed_at=None,
+                    cameras={**(old.cameras or {}), **(wanted or {})} or None,
                 )
                 self._complete_if_answered(existing)
                 return existing.view
             kind = SetKind.EXPLICIT if capture_id else SetKind.AUTO
-            set_id = self._unique(capture_id or auto_capture_id(triggered_at))
+            # An explicit id an earlier run used names the same set again (the ledger merges).
+            set_id = capture_id if capture_id else self._unique(auto_capture_id(triggered_at))
+            if capture_id and set_id in self._sets:  # an auto set of that name: keep apart
+                set_id = self._unique(capture_id)
             view = CaptureSetView(
-                set_id, kind, triggered_at, at, nodes, target_node, deadline, None, ()
+                set_id, kind, triggered_at, at, nodes, target_node, deadline, None, (), wanted
             )
             auto_ref = triggered_at if kind is SetKind.AUTO else None
             self._sets[set_id] = _Set(view, auto_ref)
@@ -221,7 +265,9 @@ class CaptureSetBook:
         node = result.node_id
         with self._lock:
             target, opened = self._find(result, node_capture_id), False
-            if target is not None and self._is_recapture(target, result):
+            if target is not None and (
+                self._is_recapture(target, result) or self._held_before(target.view.set_id, result)
+            ):
                 target = None  # the node captured again under an id it no longer held
             if target is None:
                 target, opened = self._open_orphan(result, node_capture_id, received_at), True
@@ -305,6 +351,13 @@ class CaptureSetBook:
         return ref - self._before <= t <= ref + self._after
 
     def _open_orphan(self, result: CaptureResult, node_capture_id: str, received_at: float) -> _Set:
+        joined = self._orphan_to_join(result.node_id, node_capture_id, received_at)
+        if joined is not None:
+            logger.info(
+                "result %s of node %s joins set %s (same trigger)",
+                node_capture_id, result.node_id, joined.view.set_id,
+            )  # fmt: skip
+            return joined
         set_id = self._unique(node_capture_id)
         start = max(received_at, result.at or received_at)
         view = CaptureSetView(
@@ -312,9 +365,24 @@ class CaptureSetBook:
             None, start + self._timeout_s, None, (),
         )  # fmt: skip
         auto_ref = result.received_at if node_capture_id.startswith(AUTO_PREFIX) else None
-        entry = self._sets[set_id] = _Set(view, auto_ref)
+        entry = self._sets[set_id] = _Set(view, auto_ref, origin=node_capture_id)
         logger.info("result %s of node %s opened its own set", node_capture_id, result.node_id)
         return entry
+
+    def _orphan_to_join(self, node: str, node_capture_id: str, received_at: float) -> _Set | None:
+        """An orphan set opened by another node's result of the same id and trigger."""
+        best: tuple[float, _Set] | None = None
+        for entry in self._sets.values():
+            if entry.origin != node_capture_id or node in entry.parts:
+                continue
+            if entry.view.completed_at is not None:
+                continue
+            if not self._in_window(received_at, entry.view.triggered_at):
+                continue
+            gap = abs(received_at - entry.view.triggered_at)
+            if best is None or gap < best[0]:
+                best = (gap, entry)
+        return None if best is None else best[1]
 
     def _record(self, entry: _Set, part: NodePart) -> bool:
         previous = entry.parts.get(part.node_id)
@@ -343,7 +411,7 @@ class CaptureSetBook:
     def _complete(self, entry: _Set) -> None:
         now = self._clock()
         entry.view = replace(entry.view, completed_at=now)
-        self._unreported.append(entry.view.summary(now))
+        self._unreported.append(entry.view.summary(now, self._fire_tolerance_s))
         logger.info("capture set %s complete", entry.view.set_id)
 
     def _forget(self, entry: _Set) -> None:
@@ -352,9 +420,12 @@ class CaptureSetBook:
             self._by_node_capture.pop((part.node_id, part.node_capture_id), None)
 
     def _unique(self, base: str) -> str:
-        if base not in self._sets:
+        def taken(set_id: str) -> bool:
+            return set_id in self._sets or self._known_set(set_id)
+
+        if not taken(base):
             return base
         n = 2
-        while f"{base[:60]}-{n}" in self._sets:
+        while taken(f"{base[:60]}-{n}"):
             n += 1
         return f"{base[:60]}-{n}"  # stays a valid capture id (64 chars at most)

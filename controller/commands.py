@@ -20,6 +20,7 @@ from pepi_fleet.controller.clock_probe import ClockBook
 from pepi_fleet.controller.config import DEFAULT_CLOCK_TOLERANCE_S, ControllerConfig
 from pepi_fleet.controller.oneshot import drain, session
 from pepi_fleet.controller.service import Controller, new_capture_id
+from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
 from pepi_fleet.controller.web.server import WebError, WebServer
 from pepi_fleet.core.mqtt_link import InboundMessage, MqttLink
 from pepi_fleet.schemas.capture import CaptureCommand, describe_validation_error
@@ -98,6 +99,26 @@ def _ms_to_s(ctx: click.Context, param: click.Parameter, value: float | None) ->
     show_default=True,
     callback=_ms_to_s,
     help="Warn before a scheduled capture about nodes whose clock may be further off than this.",
+)
+@click.option(
+    "--fire-tolerance-ms",
+    "fire_tolerance_s",
+    envvar="PEPI_FIRE_TOLERANCE_MS",
+    type=click.FloatRange(min=0, min_open=True, max=60_000),
+    default=DEFAULT_FIRE_TOLERANCE_S * 1000,
+    show_default=True,
+    callback=_ms_to_s,
+    help="A node that fired further than this from its set's scheduled time (else the set's "
+    "median) is named an outlier and the set is incomplete.",
+)
+@click.option(
+    "--trigger-expiry",
+    "trigger_expiry_s",
+    envvar="PEPI_TRIGGER_EXPIRY",
+    type=click.IntRange(1, 3600),
+    default=2,
+    show_default=True,
+    help="Seconds an immediate trigger from the page or API stays valid (MQTT 5 expiry).",
 )
 @click.option(
     "--set-timeout",
@@ -224,6 +245,20 @@ def fleet_subscriptions(topics: Topics) -> list[str]:
     return [topics.all_nodes(leaf) for leaf in ("availability", "status", "clock/pong")]
 
 
+def _require_online(online: list[str], node_id: str | None, root: str, broker: str) -> None:
+    """Fail before triggering when nobody would receive the trigger."""
+    if node_id is not None and node_id not in online:
+        raise click.ClickException(
+            f"node {node_id} is not online under {root} on {broker}: nothing was triggered "
+            "(`pepi nodes` lists the nodes)"
+        )
+    if not online:
+        raise click.ClickException(
+            f"no node is online under {root} on {broker}: nothing was triggered "
+            "(are the nodes running, and is --topic-root theirs?)"
+        )
+
+
 def online_ids(rows: list[dict[str, Any]]) -> list[str]:
     """The nodes of ``node_rows`` that are online now."""
     return [r["node_id"] for r in rows if r["state"] == "online"]
@@ -317,6 +352,14 @@ def node_rows(topics: Topics, messages: list[Any], now: float) -> list[dict[str,
     f"[default: {DEFAULT_CLOCK_TOLERANCE_S * 1000:g}].",
 )
 @click.option("--node", "node_id", help="Trigger only this node.")
+@click.option(
+    "--expiry",
+    "trigger_expiry_s",
+    type=click.IntRange(1, 3600),
+    default=2,
+    show_default=True,
+    help="Seconds an immediate trigger stays valid (MQTT 5 message expiry).",
+)
 @click.option("--wait", is_flag=True, help="Wait for the set and its images on the controller.")
 @click.option(
     "--timeout",
@@ -343,11 +386,15 @@ def capture_command(
     fps: float,
     clock_tolerance_s: float | None,
     node_id: str | None,
+    trigger_expiry_s: int,
     wait: bool,
     timeout: float,
     out_dir: Path | None,
 ) -> None:
-    """Trigger a capture on every node (or one); optionally wait for the images."""
+    """Trigger a capture on every node (or one); optionally wait for the images.
+
+    Fails without triggering when no node (or not the ``--node``) is online.
+    """
     if at is not None and delay is not None:
         raise click.UsageError("give --at or --delay, not both")
     if out_dir is not None and not wait:
@@ -359,18 +406,23 @@ def capture_command(
     except PepiError as exc:
         raise click.UsageError(str(exc)) from exc
     topics = Topics(topic_root)
-    if at is not None or delay is not None:
-        tolerance = DEFAULT_CLOCK_TOLERANCE_S if clock_tolerance_s is None else clock_tolerance_s
-        subscriptions = fleet_subscriptions(topics)
-        try:
-            with session(broker, subscriptions, username, password) as (link, inbox):
-                warnings = scheduled_clock_warnings(link, topics, inbox, node_id, tolerance)
-        except PepiError as exc:
-            raise click.ClickException(str(exc)) from exc
-        for warning in warnings:
-            click.echo(f"clock warning: {warning}", err=True)
-    elif clock_tolerance_s is not None:
+    scheduled = at is not None or delay is not None
+    if clock_tolerance_s is not None and not scheduled:
         raise click.UsageError("--clock-tolerance-ms needs --at or --delay")
+    tolerance = DEFAULT_CLOCK_TOLERANCE_S if clock_tolerance_s is None else clock_tolerance_s
+    try:
+        with session(broker, fleet_subscriptions(topics), username, password) as (link, inbox):
+            messages = drain(inbox)
+            online = online_ids(node_rows(topics, messages, time.time()))
+            _require_online(online, node_id, topic_root, broker)
+            if scheduled:
+                for message in messages:
+                    inbox.put(message)  # the clock check reads the fleet again
+                warnings = scheduled_clock_warnings(link, topics, inbox, node_id, tolerance)
+                for warning in warnings:
+                    click.echo(f"clock warning: {warning}", err=True)
+    except PepiError as exc:
+        raise click.ClickException(str(exc)) from exc
     if delay is not None:
         at = time.time() + delay  # after the clock check, so the delay counts from the trigger
     if align:
@@ -383,7 +435,10 @@ def capture_command(
         with session(
             broker, [topics.controller_captures()] if wait else [], username, password
         ) as (link, inbox):
-            link.publish(topic, command.model_dump_json(exclude_none=True)).wait_for_publish(5)
+            # an immediate trigger expires, as the controller's do (a late node answers late)
+            expiry = None if at is not None else trigger_expiry_s
+            payload = command.model_dump_json(exclude_none=True)
+            link.publish(topic, payload, expiry_s=expiry).wait_for_publish(5)
             click.echo(f"triggered {capture_id}" + (f" at {at:.3f}" if at else ""), err=True)
             if not wait:
                 return

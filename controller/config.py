@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
 from pepi_fleet.schemas.topics import DEFAULT_ROOT
 
 DEFAULT_CLOCK_TOLERANCE_S = 0.002
@@ -37,6 +38,20 @@ class ControllerConfig(BaseModel):
         "after the controller has its copy (PEPI's client retrieves it later by code)",
     )
     thrift_timeout_ms: int = Field(default=30000, ge=100)
+    fire_tolerance_s: float = Field(
+        default=DEFAULT_FIRE_TOLERANCE_S,
+        gt=0,
+        allow_inf_nan=False,
+        description="a node that fired further than this from its set's reference (the "
+        "scheduled time, else the median) is an outlier and the set incomplete",
+    )
+    trigger_expiry_s: int = Field(
+        default=2,
+        ge=1,
+        le=3600,
+        description="MQTT 5 message expiry of immediate triggers: a node that gets one later "
+        "answers late instead of firing",
+    )
     clock_tolerance_s: float = Field(
         default=DEFAULT_CLOCK_TOLERANCE_S,
         gt=0,

@@ -340,11 +340,31 @@ class Ledger:
         sql = f"UPDATE owed_images SET {assignments}, updated_at = ? WHERE id = ?"
         self._run(sql, (*args, self._clock(), image_id))
 
-    def set_complete(self, set_id: str, completed_at: float | None = None) -> None:
-        """Assembly is over (every expected node answered, or the timeout passed)."""
+    def set_complete(
+        self, set_id: str, completed_at: float | None = None, *, whole: bool = True
+    ) -> None:
+        """Assembly is over (every expected node answered, or the timeout passed).
+
+        The set's state becomes ``complete``, or ``incomplete`` when it is not ``whole``
+        (a node or camera missing, a node that fired outside the set's tolerance).
+        """
         when = completed_at if completed_at is not None else self._clock()
-        sql = "UPDATE capture_sets SET state = 'complete', completed_at = ? WHERE set_id = ?"
-        self._run(sql, (when, set_id))
+        state = "complete" if whole else "incomplete"
+        sql = "UPDATE capture_sets SET state = ?, completed_at = ? WHERE set_id = ?"
+        self._run(sql, (state, when, set_id))
+
+    def has_set(self, set_id: str) -> bool:
+        """Whether a set of this id was ever recorded."""
+        return bool(self._rows("SELECT 1 FROM capture_sets WHERE set_id = ?", (set_id,)))
+
+    def holds_other_capture(self, set_id: str, result: CaptureResult) -> bool:
+        """The set holds an ok capture of the result's node with other frames than ``result``."""
+        earlier = self.ok_result(set_id, result.node_id)
+        return (
+            earlier is not None
+            and result.status is CaptureStatus.OK
+            and earlier.frames != result.frames
+        )
 
     def mark_manifest_written(self, set_id: str) -> None:
         """Remember when the set's manifest was last written."""

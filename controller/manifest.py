@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from pepi_fleet.controller.ledger import ImageState, SetDetail
+from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S, assess
 from pepi_fleet.core.atomic import write_atomic
 from pepi_fleet.schemas import CaptureStatus
 
@@ -69,6 +70,12 @@ class Manifest(BaseModel):
     """Worst half round trip of the nodes' clock probes: how far apart the clocks the
     timestamps come from may be beyond what the offsets say (None: not all measured)."""
     downloaded: bool
+    complete: bool | None = None
+    """Every expected node delivered every camera within the fire tolerance (None: open)."""
+    missing: list[str] = []
+    outliers: list[str] = []
+    problems: list[str] = []
+    """Why the set is incomplete, one line each."""
     written_at: float
 
 
@@ -77,7 +84,10 @@ ClockOf = Callable[[str], tuple[float, float] | None]
 
 
 def build_manifest(
-    detail: SetDetail, written_at: float, clock_of: ClockOf | None = None
+    detail: SetDetail,
+    written_at: float,
+    clock_of: ClockOf | None = None,
+    fire_tolerance_s: float = DEFAULT_FIRE_TOLERANCE_S,
 ) -> Manifest:
     """The manifest of one set as the ledger knows it now; lists only verified files."""
     clocks = {r.node_id: clock_of(r.node_id) if clock_of else None for r in detail.results}
@@ -105,6 +115,12 @@ def build_manifest(
     rtts = [n.clock_rtt_s for n in nodes if n.clock_rtt_s is not None]
     all_measured = bool(nodes) and len(rtts) == len(nodes)
     record = detail.record
+    verdict = assess(
+        record.expected,
+        {r.node_id: r.result for r in detail.results},
+        at=record.at,
+        tolerance_s=fire_tolerance_s,
+    )
     return Manifest(
         capture_id=record.set_id,
         triggered_at=record.triggered_at,
@@ -118,6 +134,12 @@ def build_manifest(
         fired_spread_s=record.fired_spread_s,
         clock_uncertainty_s=max(rtts) / 2 if all_measured else None,
         downloaded=all(img.state is ImageState.DONE for img in detail.images),
+        complete=None
+        if record.completed_at is None
+        else bool(record.expected) and verdict.complete,
+        missing=verdict.missing,
+        outliers=verdict.outliers,
+        problems=verdict.problems,
         written_at=written_at,
     )
 
@@ -132,9 +154,11 @@ def write_manifest(
     detail: SetDetail,
     written_at: float | None = None,
     clock_of: ClockOf | None = None,
+    fire_tolerance_s: float = DEFAULT_FIRE_TOLERANCE_S,
 ) -> Path:
     """Write the set's manifest atomically; return its path."""
-    manifest = build_manifest(detail, time.time() if written_at is None else written_at, clock_of)
+    when = time.time() if written_at is None else written_at
+    manifest = build_manifest(detail, when, clock_of, fire_tolerance_s)
     path = data_dir / detail.record.set_id / MANIFEST_FILE
     write_atomic(path, (manifest.model_dump_json(indent=2) + "\n").encode())
     logger.debug("wrote %s", path)

@@ -18,6 +18,7 @@ from pepi_fleet.controller.downloader import Downloader, Endpoint
 from pepi_fleet.controller.events import EventHub
 from pepi_fleet.controller.ledger import Ledger, SetDetail
 from pepi_fleet.controller.presence import NodeState, NodeView, PresenceTracker, StateChange
+from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
 from pepi_fleet.core.availability import OFFLINE, ONLINE
 from pepi_fleet.core.decode import decode
 from pepi_fleet.core.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
@@ -58,9 +59,15 @@ class Controller:
         self._clock = clock
         self.events = EventHub()
         self.presence = PresenceTracker(clock)
-        self.book = CaptureSetBook(clock, timeout_s=config.set_timeout_s)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(config.data_dir, clock, thrift_hold_s=config.thrift_hold_s)
+        self.book = CaptureSetBook(
+            clock,
+            timeout_s=config.set_timeout_s,
+            fire_tolerance_s=config.fire_tolerance_s,
+            known_set=self.ledger.has_set,
+            held_before=self.ledger.holds_other_capture,
+        )
         self.downloader = Downloader(
             self.ledger,
             config.data_dir,
@@ -126,9 +133,11 @@ class Controller:
         detail = self.ledger.get_set(set_id)
         if detail is None:
             return False
+        summary = summary_from_ledger(
+            detail, detail.record.completed_at or now, self.config.fire_tolerance_s
+        )
         if detail.record.completed_at is None:
-            self.ledger.set_complete(set_id, now)
-        summary = summary_from_ledger(detail, detail.record.completed_at or now)
+            self.ledger.set_complete(set_id, now, whole=summary.complete)
         self._awaiting[set_id] = _AwaitingDownload(summary, now + self.config.download_wait_s)
         return True
 
@@ -175,7 +184,10 @@ class Controller:
         capture_id = capture_id or new_capture_id(self._clock())
         command = CaptureCommand(capture_id=capture_id, at=at)
         topic = self.topics.node_capture(node_id) if node_id else self.topics.capture()
-        self.link.publish(topic, command.model_dump_json(exclude_none=True), qos=1)
+        # An immediate trigger is worthless once late: a node cut off for a few seconds must
+        # not fire it seconds after the others (a scheduled one carries ``at`` for that).
+        expiry = self.config.trigger_expiry_s if at is None else None
+        self.link.publish(topic, command.model_dump_json(exclude_none=True), qos=1, expiry_s=expiry)
         return capture_id
 
     # -- worker thread --------------------------------------------------------------------------
@@ -225,9 +237,20 @@ class Controller:
             logger.info("trigger on %s not a capture command (%s); nodes report it", msg.topic, exc)
             return
         with self._lock:
-            expected = self.presence.online_ids()
+            online = [v for v in self.presence.nodes() if v.state is NodeState.ONLINE]
+            expected = {v.node_id for v in online}
+            cameras = {
+                v.node_id: command.cameras or [c.index for c in v.status.cameras]
+                for v in online
+                if v.status is not None
+            }
             view = self.book.open_trigger(
-                command.capture_id, expected, msg.received_at, target, at=command.at
+                command.capture_id,
+                expected,
+                msg.received_at,
+                target,
+                at=command.at,
+                cameras=cameras,
             )
         self.ledger.record_set(
             view.set_id,
@@ -370,7 +393,9 @@ class Controller:
             except queue.Empty:
                 break
         for summary in summaries:
-            self.ledger.set_complete(summary.capture_id, summary.completed_at)
+            self.ledger.set_complete(
+                summary.capture_id, summary.completed_at, whole=summary.complete
+            )
             self._awaiting[summary.capture_id] = _AwaitingDownload(
                 summary, now + self.config.download_wait_s
             )
@@ -428,7 +453,9 @@ class Controller:
                 self.downloader.submit(node_id)
 
 
-def summary_from_ledger(detail: SetDetail, completed_at: float) -> CaptureSetSummary:
+def summary_from_ledger(
+    detail: SetDetail, completed_at: float, fire_tolerance_s: float = DEFAULT_FIRE_TOLERANCE_S
+) -> CaptureSetSummary:
     """A set's summary rebuilt from the ledger (after a controller restart)."""
     record = detail.record
     return build_summary(
@@ -439,6 +466,8 @@ def summary_from_ledger(detail: SetDetail, completed_at: float) -> CaptureSetSum
         {r.node_id: r.result for r in detail.results},
         record.spread_s,
         record.fired_spread_s,
+        at=record.at,
+        fire_tolerance_s=fire_tolerance_s,
     )
 
 

@@ -16,6 +16,13 @@ class NodeOutcome(BaseModel):
     status: CaptureStatus | None = Field(description="null when the node never answered")
     frames: int = 0
     error: str | None = None
+    fired_at: float | None = Field(default=None, description="node clock, Unix s")
+    fire_offset_s: float | None = Field(
+        default=None,
+        description="fired_at minus the set's reference: its scheduled time, else the median "
+        "fired_at of the set",
+    )
+    outlier: bool = Field(default=False, description="fired outside the set's tolerance")
 
 
 class CaptureSetSummary(BaseModel):
@@ -30,7 +37,20 @@ class CaptureSetSummary(BaseModel):
     outcomes: list[NodeOutcome]
     spread_s: float | None = Field(description="max - min frame timestamp over all frames")
     fired_spread_s: float | None = None
-    complete: bool = Field(description="every expected node answered ok")
+    complete: bool = Field(
+        description="every expected node answered ok, with every camera, within the set's "
+        "fire tolerance; false: the set is incomplete and `problems` says why"
+    )
+    missing: list[str] = Field(
+        default_factory=list, description="expected nodes that never answered"
+    )
+    outliers: list[str] = Field(
+        default_factory=list, description="nodes whose fired_at lies outside the tolerance"
+    )
+    fire_tolerance_s: float | None = None
+    problems: list[str] = Field(
+        default_factory=list, description="why the set is incomplete, one line per problem"
+    )
     downloaded: bool = Field(
         default=False, description="every image owed by the answering nodes is verified on disk"
     )

@@ -204,7 +204,10 @@ class CaptureSetOut(BaseModel):
 
     capture_id: str
     kind: str = Field(description="explicit, auto or orphan")
-    state: str = Field(description="open while nodes may still answer, then complete")
+    state: str = Field(
+        description="open while nodes may still answer, then complete, or incomplete when a "
+        "node or camera is missing or a node fired outside the tolerance"
+    )
     triggered_at: float
     at: float | None
     target_node: str | None
