@@ -21,11 +21,14 @@ class TopicKind(StrEnum):
     STATUS = "status"
     RESULT = "result"
     PREVIEW = "preview"
+    LIVE = "live"
     SET = "set"
     CLOCK_PING = "clock_ping"
     CLOCK_PONG = "clock_pong"
     CONTROLLER_AVAILABILITY = "controller_availability"
     CONTROLLER_CAPTURES = "controller_captures"
+    CONTROLLER_STATE = "controller_state"
+    CONTROLLER_COMMAND = "controller_command"
 
 
 _NODE_LEAVES = {
@@ -34,6 +37,7 @@ _NODE_LEAVES = {
     "status": TopicKind.STATUS,
     "result": TopicKind.RESULT,
     "preview": TopicKind.PREVIEW,
+    "live": TopicKind.LIVE,
     "set": TopicKind.SET,
     "clock/ping": TopicKind.CLOCK_PING,
     "clock/pong": TopicKind.CLOCK_PONG,
@@ -81,6 +85,10 @@ class Topics:
     def preview(self, node_id: str) -> str:
         return self.node(node_id, "preview")
 
+    def live_preview(self, node_id: str) -> str:
+        """Low-rate live JPEG of camera 0 (a Home Assistant MQTT camera), QoS 0."""
+        return self.node(node_id, "live")
+
     def settings(self, node_id: str) -> str:
         return self.node(node_id, "set")
 
@@ -100,6 +108,14 @@ class Topics:
     def controller_captures(self) -> str:
         return f"{self.root}/controller/captures"
 
+    def controller_state(self) -> str:
+        """Retained fleet and last-set figures (Home Assistant sensors)."""
+        return f"{self.root}/controller/state"
+
+    def controller_command(self) -> str:
+        """Commands to the controller (Home Assistant buttons and numbers)."""
+        return f"{self.root}/controller/command"
+
     def discovery(self, object_id: str) -> str:
         """Home Assistant device-based discovery config topic."""
         return f"{self.discovery_prefix}/device/{object_id}/config"
@@ -116,6 +132,10 @@ class Topics:
             return ParsedTopic(TopicKind.CONTROLLER_AVAILABILITY)
         if rest == "controller/captures":
             return ParsedTopic(TopicKind.CONTROLLER_CAPTURES)
+        if rest == "controller/state":
+            return ParsedTopic(TopicKind.CONTROLLER_STATE)
+        if rest == "controller/command":
+            return ParsedTopic(TopicKind.CONTROLLER_COMMAND)
         parts = rest.split("/", 2)
         if len(parts) != 3 or parts[0] != "nodes":
             return None
