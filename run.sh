@@ -38,7 +38,7 @@ install_stamp() {  # what the venv was installed from: pyproject.toml and the ex
 setup() {
   local system=(mosquitto mosquitto-clients)
   local extras=""
-  if [ "${1:-}" = test ]; then system+=(docker-compose chromium); extras="[test]"; fi
+  if [ "${1:-}" = test ]; then system+=(docker-compose chromium); extras="[test]"; setup_home_assistant; fi
   command -v python3 >/dev/null || system+=(python3)
   python3 -c 'import venv, ensurepip' 2>/dev/null || system+=(python3-venv)
   need_apt "${system[@]}"
@@ -54,6 +54,27 @@ setup() {
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
   "$VENV/bin/python" -m pip install -q -e ".$extras"
   echo "$want" >"$stamp"
+}
+
+# A real Home Assistant core for the discovery tests, in its own venv on Python 3.13 (HA needs
+# it; the project runs on 3.11). Pinned: the newest release this machine's 3.13.0 may run.
+HA_PINS=(homeassistant==2025.4.4 home-assistant-frontend==20250411.0 paho-mqtt==2.1.0)
+setup_home_assistant() {
+  local venv=${PEPI_HA_VENV:-$HOME/.cache/pepi-fleet/ha-venv} py
+  local want="${HA_PINS[*]}"
+  if [ -f "$venv/.pepi-pins" ] && [ "$(cat "$venv/.pepi-pins")" = "$want" ]; then return; fi
+  py=$(ls "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3.13 2>/dev/null | tail -1 || true)
+  if [ -z "$py" ] && /usr/bin/env python3.13 -c '' 2>/dev/null; then py=python3.13; fi
+  if [ -z "$py" ]; then
+    echo "no Python 3.13 here: the Home Assistant tests will be skipped" >&2
+    return
+  fi
+  echo "installing Home Assistant ${HA_PINS[0]#*==} into $venv (once; a few minutes)" >&2
+  rm -rf "$venv"
+  "$py" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$venv/bin/python" -m pip install -q "${HA_PINS[@]}"
+  echo "$want" >"$venv/.pepi-pins"
 }
 
 test_wheel() {  # build the wheel, install it into its own venv, run the suite outside the checkout
