@@ -21,6 +21,7 @@ from pepi_fleet.controller.config import DEFAULT_CLOCK_TOLERANCE_S, ControllerCo
 from pepi_fleet.controller.oneshot import drain, session
 from pepi_fleet.controller.service import Controller, new_capture_id
 from pepi_fleet.controller.web.server import WebError, WebServer
+from pepi_fleet.core.frame_grid import align_to_frame_grid
 from pepi_fleet.core.mqtt_link import InboundMessage, MqttLink
 from pepi_fleet.schemas.capture import CaptureCommand, describe_validation_error
 from pepi_fleet.schemas.clock import ClockPing, ClockPong
@@ -303,7 +304,7 @@ def node_rows(topics: Topics, messages: list[Any], now: float) -> list[dict[str,
 )
 @click.option(
     "--fps",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     default=30.0,
     show_default=True,
     help="Frame rate of the nodes, for --align.",
@@ -393,12 +394,6 @@ def capture_command(
     except PepiError as exc:
         raise click.ClickException(str(exc)) from exc
     report(summary, out_dir)
-
-
-def align_to_frame_grid(at: float, fps: float) -> float:
-    """The first frame start at or after ``at`` on the wall-clock grid k / fps."""
-    period = 1.0 / fps
-    return math.ceil(at / period - 1e-9) * period
 
 
 def wait_summary(inbox: queue.Queue[Any], capture_id: str, timeout: float) -> CaptureSetSummary:
