@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from pepi_fleet.core.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
 from pepi_fleet.schemas.errors import PepiError
@@ -17,28 +18,33 @@ class BrokerUnreachable(PepiError):
     """The broker did not accept a connection."""
 
 
+@dataclass(frozen=True)
+class BrokerLogin:
+    """Where and as whom a CLI session connects: ``--broker``, ``--username``, ``--password``."""
+
+    broker: str
+    username: str | None = None
+    password: str | None = None
+
+    def link_options(self, subscriptions: list[str]) -> LinkOptions:
+        """The options of a CLI session's link (a client id of its own, QoS 1 subscriptions)."""
+        return LinkOptions(
+            client_id=f"pepi-cli-{uuid.uuid4().hex[:8]}",
+            username=self.username,
+            password=self.password,
+            subscriptions=tuple((s, 1) for s in subscriptions),
+        )
+
+
 @contextmanager
 def session(
-    broker: str,
-    subscriptions: list[str],
-    username: str | None = None,
-    password: str | None = None,
-    connect_timeout: float = 5.0,
+    login: BrokerLogin, subscriptions: list[str], connect_timeout: float = 5.0
 ) -> Iterator[tuple[MqttLink, queue.Queue[InboundMessage]]]:
     """A connected link whose received messages land in the returned queue."""
-    address = BrokerAddress.parse(broker)
+    address = BrokerAddress.parse(login.broker)
     _probe(address, connect_timeout)
     inbox: queue.Queue[InboundMessage] = queue.Queue()
-    link = MqttLink(
-        address,
-        LinkOptions(
-            client_id=f"pepi-cli-{uuid.uuid4().hex[:8]}",
-            username=username,
-            password=password,
-            subscriptions=tuple((s, 1) for s in subscriptions),
-        ),
-        on_message=inbox.put,
-    )
+    link = MqttLink(address, login.link_options(subscriptions), on_message=inbox.put)
     link.start()
     try:
         if not link.wait_connected(connect_timeout):
