@@ -44,6 +44,13 @@ username_option = click.option(
 password_option = click.option(
     "--password", envvar="PEPI_MQTT_PASSWORD", show_envvar=True, help="MQTT password."
 )
+ca_file_option = click.option(
+    "--ca-file",
+    envvar="PEPI_CA_FILE",
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CA certificate for an mqtts:// broker with a private CA (default: the system's CAs).",
+)
 root_option = click.option(
     "--topic-root",
     envvar="PEPI_TOPIC_ROOT",
@@ -66,6 +73,7 @@ def _ms_to_s(ctx: click.Context, param: click.Parameter, value: float | None) ->
 @broker_option
 @username_option
 @password_option
+@ca_file_option
 @root_option
 @click.option(
     "--data-dir",
@@ -121,10 +129,7 @@ def controller_command(**options: Any) -> None:
     """Run the controller: presence, capture sets, loss-free downloads into --data-dir."""
     from pepi_fleet.controller.web.server import WebError, WebServer
 
-    try:
-        config = ControllerConfig.model_validate(options)
-    except ValidationError as exc:
-        raise click.UsageError(describe_validation_error(exc)) from exc
+    config = controller_config(options)
     controller = Controller(config)
     stop = {"now": False}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -144,10 +149,19 @@ def controller_command(**options: Any) -> None:
         controller.stop()
 
 
+def controller_config(options: dict[str, Any]) -> ControllerConfig:
+    """The controller's one config from its command line (UsageError naming a bad value)."""
+    try:
+        return ControllerConfig.model_validate(options)
+    except ValidationError as exc:
+        raise click.UsageError(describe_validation_error(exc)) from exc
+
+
 @click.command("nodes")
 @broker_option
 @username_option
 @password_option
+@ca_file_option
 @root_option
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the nodes as GET /api/nodes lists them (JSON)."
@@ -156,12 +170,13 @@ def nodes_command(
     broker: str,
     username: str | None,
     password: str | None,
+    ca_file: Path | None,
     topic_root: str,
     as_json: bool,
 ) -> None:
     """List the nodes the broker knows (reads the retained topics; no controller needed)."""
     topics = Topics(topic_root)
-    login = BrokerLogin(broker, username, password)
+    login = BrokerLogin(broker, username, password, ca_file)
     try:
         with session(login, fleet_subscriptions(topics)) as (link, inbox):
             presence = tracker_from_messages(topics, drain(inbox), time.time)
@@ -263,6 +278,7 @@ def scheduled_clock_warnings(
 @broker_option
 @username_option
 @password_option
+@ca_file_option
 @root_option
 @click.option("--at", type=float, help="Fire at this Unix time (on each node's clock).")
 @click.option("--delay", type=float, help="Fire this many seconds from now.")
@@ -306,6 +322,7 @@ def capture_command(
     broker: str,
     username: str | None,
     password: str | None,
+    ca_file: Path | None,
     topic_root: str,
     at: float | None,
     delay: float | None,
@@ -329,7 +346,7 @@ def capture_command(
     except PepiError as exc:
         raise click.UsageError(str(exc)) from exc
     topics = Topics(topic_root)
-    login = BrokerLogin(broker, username, password)
+    login = BrokerLogin(broker, username, password, ca_file)
     if at is not None or delay is not None:
         tolerance = DEFAULT_CLOCK_TOLERANCE_S if clock_tolerance_s is None else clock_tolerance_s
         subscriptions = fleet_subscriptions(topics)

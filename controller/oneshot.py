@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from pepi_fleet.core.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
 from pepi_fleet.schemas.errors import PepiError
@@ -20,11 +21,14 @@ class BrokerUnreachable(PepiError):
 
 @dataclass(frozen=True)
 class BrokerLogin:
-    """Where and as whom a CLI session connects: ``--broker``, ``--username``, ``--password``."""
+    """Where and as whom a CLI session connects: ``--broker``, ``--username``, ``--password``,
+    ``--ca-file``."""
 
     broker: str
     username: str | None = None
     password: str | None = None
+    ca_file: Path | None = None
+    """CA certificate for an ``mqtts://`` broker with a private CA; None: the system's CAs."""
 
     def link_options(self, subscriptions: list[str]) -> LinkOptions:
         """The options of a CLI session's link (a client id of its own, QoS 1 subscriptions)."""
@@ -33,6 +37,7 @@ class BrokerLogin:
             username=self.username,
             password=self.password,
             subscriptions=tuple((s, 1) for s in subscriptions),
+            ca_file=str(self.ca_file) if self.ca_file else None,
         )
 
 
@@ -50,7 +55,8 @@ def session(
         if not link.wait_connected(connect_timeout):
             raise BrokerUnreachable(
                 f"broker {address.host}:{address.port} did not accept us: "
-                f"{link.last_error or 'no answer'} (check --broker, username and password)"
+                f"{link.last_error or 'no answer'} "
+                "(check --broker, --username, --password and, for mqtts://, --ca-file)"
             )
         yield link, inbox
     finally:
