@@ -179,11 +179,13 @@ def nodes_command(
     login = BrokerLogin(broker, username, password, ca_file)
     try:
         with session(login, fleet_subscriptions(topics)) as (link, inbox):
-            presence = tracker_from_messages(topics, drain(inbox), time.time)
+            messages = drain(inbox)
+            read_at = time.time()  # judged as read: the clock probes that follow age nothing
+            presence = tracker_from_messages(topics, messages, lambda: read_at)
             clocks = probe_clocks(link, topics, inbox, sorted(presence.online_ids()))
     except PepiError as exc:
         raise click.ClickException(str(exc)) from exc
-    nodes = node_reports(presence.nodes(), time.time(), clocks.estimate)
+    nodes = node_reports(presence.nodes(), read_at, clocks.estimate)
     if as_json:
         click.echo(NODE_LIST.dump_json(nodes, indent=2).decode())
         return
