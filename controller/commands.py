@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import queue
 import shutil
@@ -18,17 +17,18 @@ from pydantic import ValidationError
 from pepi_fleet.controller.clock_check import clock_warnings
 from pepi_fleet.controller.clock_probe import ClockBook
 from pepi_fleet.controller.config import DEFAULT_CLOCK_TOLERANCE_S, ControllerConfig
-from pepi_fleet.controller.oneshot import drain, session
+from pepi_fleet.controller.node_report import NODE_LIST, NodeOut, node_reports
+from pepi_fleet.controller.oneshot import BrokerLogin, drain, session
+from pepi_fleet.controller.presence_feed import tracker_from_messages
 from pepi_fleet.controller.service import Controller, new_capture_id
 from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
-from pepi_fleet.controller.web.server import WebError, WebServer
+from pepi_fleet.core.frame_grid import align_to_frame_grid
 from pepi_fleet.core.mqtt_link import InboundMessage, MqttLink
 from pepi_fleet.schemas.capture import CaptureCommand, describe_validation_error
 from pepi_fleet.schemas.clock import ClockPing, ClockPong
 from pepi_fleet.schemas.controller import CaptureSetSummary
 from pepi_fleet.schemas.errors import PepiError
 from pepi_fleet.schemas.ids import validate_capture_id, validate_node_id
-from pepi_fleet.schemas.status import NodeStatus
 from pepi_fleet.schemas.topics import TopicKind, Topics
 
 broker_option = click.option(
@@ -44,6 +44,13 @@ username_option = click.option(
 )
 password_option = click.option(
     "--password", envvar="PEPI_MQTT_PASSWORD", show_envvar=True, help="MQTT password."
+)
+ca_file_option = click.option(
+    "--ca-file",
+    envvar="PEPI_CA_FILE",
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CA certificate for an mqtts:// broker with a private CA (default: the system's CAs).",
 )
 root_option = click.option(
     "--topic-root",
@@ -67,6 +74,7 @@ def _ms_to_s(ctx: click.Context, param: click.Parameter, value: float | None) ->
 @broker_option
 @username_option
 @password_option
+@ca_file_option
 @root_option
 @click.option(
     "--data-dir",
@@ -140,10 +148,9 @@ def _ms_to_s(ctx: click.Context, param: click.Parameter, value: float | None) ->
 )
 def controller_command(**options: Any) -> None:
     """Run the controller: presence, capture sets, loss-free downloads into --data-dir."""
-    try:
-        config = ControllerConfig.model_validate(options)
-    except ValidationError as exc:
-        raise click.UsageError(describe_validation_error(exc)) from exc
+    from pepi_fleet.controller.web.server import WebError, WebServer
+
+    config = controller_config(options)
     controller = Controller(config)
     stop = {"now": False}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -163,50 +170,73 @@ def controller_command(**options: Any) -> None:
         controller.stop()
 
 
+def controller_config(options: dict[str, Any]) -> ControllerConfig:
+    """The controller's one config from its command line (UsageError naming a bad value)."""
+    try:
+        return ControllerConfig.model_validate(options)
+    except ValidationError as exc:
+        raise click.UsageError(describe_validation_error(exc)) from exc
+
+
 @click.command("nodes")
 @broker_option
 @username_option
 @password_option
+@ca_file_option
 @root_option
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the nodes as GET /api/nodes lists them (JSON)."
+)
 def nodes_command(
-    broker: str, username: str | None, password: str | None, topic_root: str, as_json: bool
+    broker: str,
+    username: str | None,
+    password: str | None,
+    ca_file: Path | None,
+    topic_root: str,
+    as_json: bool,
 ) -> None:
     """List the nodes the broker knows (reads the retained topics; no controller needed)."""
     topics = Topics(topic_root)
+    login = BrokerLogin(broker, username, password, ca_file)
     try:
-        with session(broker, fleet_subscriptions(topics), username, password) as (link, inbox):
-            rows = node_rows(topics, drain(inbox), time.time())
-            clocks = probe_clocks(link, topics, inbox, online_ids(rows))
+        with session(login, fleet_subscriptions(topics)) as (link, inbox):
+            messages = drain(inbox)
+            read_at = time.time()  # judged as read: the clock probes that follow age nothing
+            presence = tracker_from_messages(topics, messages, lambda: read_at)
+            clocks = probe_clocks(link, topics, inbox, sorted(presence.online_ids()))
     except PepiError as exc:
         raise click.ClickException(str(exc)) from exc
-    for row in rows:
-        est = clocks.estimate(row["node_id"])
-        row["clock_offset_ms"] = None if est is None else round(est.offset_s * 1000, 3)
-        row["clock_rtt_ms"] = None if est is None else round(est.rtt_s * 1000, 3)
+    nodes = node_reports(presence.nodes(), read_at, clocks.estimate)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(NODE_LIST.dump_json(nodes, indent=2).decode())
         return
-    if not rows:
+    if not nodes:
         click.echo("no nodes have announced themselves on this broker")
         return
-    click.echo(
+    for line in node_table(nodes):
+        click.echo(line)
+
+
+def node_table(nodes: list[NodeOut]) -> list[str]:
+    """The ``pepi nodes`` table: a header line, then one line per node."""
+    lines = [
         f"{'NODE':<20} {'STATE':<8} {'ADDRESS':<22} {'CAMERAS':<16} {'AGE':>6} "
         f"{'CAPTURES':>8} {'OFFSET':>10} {'RTT':>8} SYNCED"
-    )
-    for r in rows:
-        cams = ",".join(f"{w}x{h}" for w, h in r["resolutions"]) or "-"
-        age = "-" if r["heartbeat_age_s"] is None else f"{r['heartbeat_age_s']:.0f}s"
-        click.echo(
-            f"{r['node_id']:<20} {r['state']:<8} {r['address'] or '-':<22} {cams:<16} "
-            f"{age:>6} {r['captures'] if r['captures'] is not None else '-':>8} "
-            f"{_ms(r['clock_offset_ms']):>10} {_ms(r['clock_rtt_ms']):>8} "
-            f"{ {True: 'yes', False: 'no', None: '?'}[r['clock_synced']] }"
+    ]
+    for n in nodes:
+        cams = ",".join(f"{c.resolution[0]}x{c.resolution[1]}" for c in n.cameras) or "-"
+        age = "-" if n.heartbeat_age_s is None else f"{n.heartbeat_age_s:.0f}s"
+        captures = "-" if n.store is None else str(n.store.captures)
+        synced = "?" if n.clock is None else "yes" if n.clock.synced else "no"
+        lines.append(
+            f"{n.node_id:<20} {n.state:<8} {n.address or '-':<22} {cams:<16} {age:>6} "
+            f"{captures:>8} {_ms(n.clock_offset_s):>10} {_ms(n.clock_rtt_s):>8} {synced}"
         )
+    return lines
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}ms"
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.3f}ms"
 
 
 def probe_clocks(
@@ -245,7 +275,7 @@ def fleet_subscriptions(topics: Topics) -> list[str]:
     return [topics.all_nodes(leaf) for leaf in ("availability", "status", "clock/pong")]
 
 
-def _require_online(online: list[str], node_id: str | None, root: str, broker: str) -> None:
+def _require_online(online: set[str], node_id: str | None, root: str, broker: str) -> None:
     """Fail before triggering when nobody would receive the trigger."""
     if node_id is not None and node_id not in online:
         raise click.ClickException(
@@ -259,11 +289,6 @@ def _require_online(online: list[str], node_id: str | None, root: str, broker: s
         )
 
 
-def online_ids(rows: list[dict[str, Any]]) -> list[str]:
-    """The nodes of ``node_rows`` that are online now."""
-    return [r["node_id"] for r in rows if r["state"] == "online"]
-
-
 def scheduled_clock_warnings(
     link: MqttLink,
     topics: Topics,
@@ -273,8 +298,8 @@ def scheduled_clock_warnings(
 ) -> list[str]:
     """Measure the clocks of the nodes a scheduled capture will reach (``node_id``, else
     every online node) from here, as ``pepi nodes`` does, and warn like the controller."""
-    rows = node_rows(topics, drain(inbox), time.time())
-    expected = [node_id] if node_id else online_ids(rows)
+    presence = tracker_from_messages(topics, drain(inbox), time.time)
+    expected = [node_id] if node_id else sorted(presence.online_ids())
     clocks = probe_clocks(link, topics, inbox, expected)
     warnings = clock_warnings(expected, clocks.estimate, tolerance_s)
     if expected and all(clocks.estimate(n) is None for n in expected):
@@ -285,49 +310,12 @@ def scheduled_clock_warnings(
     return warnings
 
 
-def node_rows(topics: Topics, messages: list[Any], now: float) -> list[dict[str, Any]]:
-    """One row per node from retained availability + status (stale: heartbeat 3x overdue)."""
-    availability: dict[str, str] = {}
-    statuses: dict[str, NodeStatus] = {}
-    for msg in messages:
-        parsed = topics.parse(msg.topic)
-        if parsed is None or parsed.node_id is None:
-            continue
-        if parsed.kind.value == "availability":
-            availability[parsed.node_id] = msg.payload.decode("utf-8", "replace")
-        elif parsed.kind.value == "status" and msg.payload:
-            try:
-                statuses[parsed.node_id] = NodeStatus.model_validate_json(msg.payload)
-            except ValidationError:
-                continue
-    rows = []
-    for node_id in sorted(availability.keys() | statuses.keys()):
-        status = statuses.get(node_id)
-        state = "online" if availability.get(node_id) == "online" else "offline"
-        age = None if status is None else max(now - status.sent_at, 0.0)
-        if state == "online" and (status is None or age is None or age > 3 * status.heartbeat_s):
-            state = "stale"
-        rows.append(
-            {
-                "node_id": node_id,
-                "state": state,
-                "address": f"{status.thrift.host}:{status.thrift.port}" if status else None,
-                "cameras": len(status.cameras) if status else 0,
-                "resolutions": [list(c.resolution) for c in status.cameras] if status else [],
-                "heartbeat_age_s": age,
-                "captures": status.store.captures if status else None,
-                "stream_urls": status.stream_urls if status else [],
-                "clock_synced": status.clock.synced if status else None,
-            }
-        )
-    return rows
-
-
 @click.command("capture")
 @click.argument("capture_id", required=False)
 @broker_option
 @username_option
 @password_option
+@ca_file_option
 @root_option
 @click.option("--at", type=float, help="Fire at this Unix time (on each node's clock).")
 @click.option("--delay", type=float, help="Fire this many seconds from now.")
@@ -338,7 +326,7 @@ def node_rows(topics: Topics, messages: list[Any], now: float) -> list[dict[str,
 )
 @click.option(
     "--fps",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     default=30.0,
     show_default=True,
     help="Frame rate of the nodes, for --align.",
@@ -379,6 +367,7 @@ def capture_command(
     broker: str,
     username: str | None,
     password: str | None,
+    ca_file: Path | None,
     topic_root: str,
     at: float | None,
     delay: float | None,
@@ -406,14 +395,15 @@ def capture_command(
     except PepiError as exc:
         raise click.UsageError(str(exc)) from exc
     topics = Topics(topic_root)
+    login = BrokerLogin(broker, username, password, ca_file)
     scheduled = at is not None or delay is not None
     if clock_tolerance_s is not None and not scheduled:
         raise click.UsageError("--clock-tolerance-ms needs --at or --delay")
     tolerance = DEFAULT_CLOCK_TOLERANCE_S if clock_tolerance_s is None else clock_tolerance_s
     try:
-        with session(broker, fleet_subscriptions(topics), username, password) as (link, inbox):
+        with session(login, fleet_subscriptions(topics)) as (link, inbox):
             messages = drain(inbox)
-            online = online_ids(node_rows(topics, messages, time.time()))
+            online = tracker_from_messages(topics, messages, time.time).online_ids()
             _require_online(online, node_id, topic_root, broker)
             if scheduled:
                 for message in messages:
@@ -432,9 +422,7 @@ def capture_command(
     command = CaptureCommand(capture_id=capture_id, at=at)
     topic = topics.node_capture(node_id) if node_id else topics.capture()
     try:
-        with session(
-            broker, [topics.controller_captures()] if wait else [], username, password
-        ) as (link, inbox):
+        with session(login, [topics.controller_captures()] if wait else []) as (link, inbox):
             # an immediate trigger expires, as the controller's do (a late node answers late)
             expiry = None if at is not None else trigger_expiry_s
             payload = command.model_dump_json(exclude_none=True)
@@ -448,12 +436,6 @@ def capture_command(
     except PepiError as exc:
         raise click.ClickException(str(exc)) from exc
     report(summary, out_dir)
-
-
-def align_to_frame_grid(at: float, fps: float) -> float:
-    """The first frame start at or after ``at`` on the wall-clock grid k / fps."""
-    period = 1.0 / fps
-    return math.ceil(at / period - 1e-9) * period
 
 
 def wait_summary(inbox: queue.Queue[Any], capture_id: str, timeout: float) -> CaptureSetSummary:

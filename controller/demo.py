@@ -17,7 +17,7 @@ import click
 from pydantic import ValidationError
 
 from pepi_fleet.broker.runner import EmbeddedBroker, die_with_parent, free_port, port_is_free
-from pepi_fleet.controller.oneshot import session
+from pepi_fleet.controller.oneshot import BrokerLogin, session
 from pepi_fleet.core.availability import ONLINE
 from pepi_fleet.schemas.errors import PepiError
 from pepi_fleet.schemas.status import NodeStatus
@@ -149,7 +149,7 @@ class Demo:
         wanted = set(self.node_ids)
         subscriptions = [topics.all_nodes("availability"), topics.all_nodes("status")]
         deadline = time.monotonic() + READY_TIMEOUT_S
-        with session(self.broker.url, subscriptions) as (_link, inbox):
+        with session(BrokerLogin(self.broker.url), subscriptions) as (_link, inbox):
             while not (wanted <= online and wanted <= statuses.keys()):
                 if stop.is_set():
                     return statuses

@@ -8,6 +8,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 from pepi_fleet.core.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
 from pepi_fleet.schemas.errors import PepiError
@@ -17,34 +19,44 @@ class BrokerUnreachable(PepiError):
     """The broker did not accept a connection."""
 
 
+@dataclass(frozen=True)
+class BrokerLogin:
+    """Where and as whom a CLI session connects: ``--broker``, ``--username``, ``--password``,
+    ``--ca-file``."""
+
+    broker: str
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    """CA certificate for an ``mqtts://`` broker with a private CA; None: the system's CAs."""
+
+    def link_options(self, subscriptions: list[str]) -> LinkOptions:
+        """The options of a CLI session's link (a client id of its own, QoS 1 subscriptions)."""
+        return LinkOptions(
+            client_id=f"pepi-cli-{uuid.uuid4().hex[:8]}",
+            username=self.username,
+            password=self.password,
+            subscriptions=tuple((s, 1) for s in subscriptions),
+            ca_file=str(self.ca_file) if self.ca_file else None,
+        )
+
+
 @contextmanager
 def session(
-    broker: str,
-    subscriptions: list[str],
-    username: str | None = None,
-    password: str | None = None,
-    connect_timeout: float = 5.0,
+    login: BrokerLogin, subscriptions: list[str], connect_timeout: float = 5.0
 ) -> Iterator[tuple[MqttLink, queue.Queue[InboundMessage]]]:
     """A connected link whose received messages land in the returned queue."""
-    address = BrokerAddress.parse(broker)
+    address = BrokerAddress.parse(login.broker)
     _probe(address, connect_timeout)
     inbox: queue.Queue[InboundMessage] = queue.Queue()
-    link = MqttLink(
-        address,
-        LinkOptions(
-            client_id=f"pepi-cli-{uuid.uuid4().hex[:8]}",
-            username=username,
-            password=password,
-            subscriptions=tuple((s, 1) for s in subscriptions),
-        ),
-        on_message=inbox.put,
-    )
+    link = MqttLink(address, login.link_options(subscriptions), on_message=inbox.put)
     link.start()
     try:
         if not link.wait_connected(connect_timeout):
             raise BrokerUnreachable(
                 f"broker {address.host}:{address.port} did not accept us: "
-                f"{link.last_error or 'no answer'} (check --broker, username and password)"
+                f"{link.last_error or 'no answer'} "
+                "(check --broker, --username, --password and, for mqtts://, --ca-file)"
             )
         yield link, inbox
     finally:

@@ -86,8 +86,15 @@ class PresenceTracker:
             node.availability = value or None
             return self._evaluate_and_drain()
 
-    def on_status(self, node_id: str, status: NodeStatus | None) -> list[StateChange]:
-        """Handle ``nodes/<id>/status``; None means the retained status was cleared."""
+    def on_status(
+        self, node_id: str, status: NodeStatus | None, received_at: float | None = None
+    ) -> list[StateChange]:
+        """Handle ``nodes/<id>/status``; None means the retained status was cleared.
+
+        A status is a heartbeat heard at ``received_at`` on the receiver's clock (default:
+        now), never at the node's own ``sent_at``: a node whose clock is off is judged
+        like any other.
+        """
         if status is not None and status.node_id != node_id:
             logger.warning(
                 "ignoring status naming node %s on the topic of node %s", status.node_id, node_id
@@ -101,7 +108,7 @@ class PresenceTracker:
             else:
                 node.removed = False
                 node.status = status
-                node.last_heartbeat_at = self._clock()
+                node.last_heartbeat_at = self._clock() if received_at is None else received_at
             return self._evaluate_and_drain()
 
     def tick(self) -> list[StateChange]:

@@ -18,6 +18,7 @@ from pepi_fleet.controller.downloader import Downloader, Endpoint
 from pepi_fleet.controller.events import EventHub
 from pepi_fleet.controller.ledger import Ledger, SetDetail
 from pepi_fleet.controller.presence import NodeState, NodeView, PresenceTracker, StateChange
+from pepi_fleet.controller.presence_feed import PRESENCE_KINDS, PresenceMessage
 from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
 from pepi_fleet.core.availability import OFFLINE, ONLINE
 from pepi_fleet.core.decode import decode
@@ -30,14 +31,12 @@ from pepi_fleet.schemas.capture import (
 from pepi_fleet.schemas.clock import ClockPing, ClockPong
 from pepi_fleet.schemas.controller import CaptureSetSummary
 from pepi_fleet.schemas.errors import PayloadError
-from pepi_fleet.schemas.status import NodeStatus
 from pepi_fleet.schemas.topics import TopicKind, Topics
 
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.2
 RETRY_SWEEP_S = 5.0
-MAX_STATUS_BYTES = 64 * 1024
 MAX_RESULT_BYTES = 256 * 1024
 MAX_PONG_BYTES = 1024
 CLOCK_PROBE_S = 2.0
@@ -215,14 +214,8 @@ class Controller:
             return
         if parsed.kind in (TopicKind.CAPTURE, TopicKind.NODE_CAPTURE):
             self._on_trigger(msg, parsed.node_id)
-        elif parsed.kind is TopicKind.AVAILABILITY and parsed.node_id:
-            with self._lock:
-                changes = self.presence.on_availability(
-                    parsed.node_id, msg.payload.decode("utf-8", "replace").strip()
-                )
-            self._presence_changed(changes)
-        elif parsed.kind is TopicKind.STATUS and parsed.node_id:
-            self._on_status(parsed.node_id, msg)
+        elif parsed.kind in PRESENCE_KINDS and parsed.node_id:
+            self._on_presence(parsed.kind, parsed.node_id, msg)
         elif parsed.kind is TopicKind.RESULT and parsed.node_id:
             self._on_result(parsed.node_id, msg)
         elif parsed.kind is TopicKind.CLOCK_PONG and parsed.node_id:
@@ -272,19 +265,18 @@ class Controller:
         )
         logger.info("capture set %s opened, expecting %s", view.set_id, sorted(view.expected))
 
-    def _on_status(self, node_id: str, msg: InboundMessage) -> None:
-        status: NodeStatus | None = None
-        if msg.payload:
-            try:
-                status = decode(NodeStatus, msg.payload, MAX_STATUS_BYTES)
-            except PayloadError as exc:
-                logger.warning("bad status from %s: %s", node_id, exc)
-                return
+    def _on_presence(self, kind: TopicKind, node_id: str, msg: InboundMessage) -> None:
+        try:
+            message = PresenceMessage.decode(kind, node_id, msg)
+        except PayloadError as exc:
+            logger.warning("bad status from %s: %s", node_id, exc)
+            return
         with self._lock:
-            changes = self.presence.on_status(node_id, status)
+            changes = message.apply_to(self.presence)
         self._presence_changed(changes)
-        if status is not None:
-            self.events.emit("status", node_id=node_id, status=status.model_dump(mode="json"))
+        if message.status is not None:
+            status = message.status.model_dump(mode="json")
+            self.events.emit("status", node_id=node_id, status=status)
 
     def _on_result(self, node_id: str, msg: InboundMessage) -> None:
         try:

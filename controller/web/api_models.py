@@ -9,13 +9,10 @@ from typing import Annotated, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from pepi_fleet.controller.clock_probe import ClockEstimate
 from pepi_fleet.controller.ledger import ImageState, SetRecord
-from pepi_fleet.controller.presence import NodeState, NodeView
 from pepi_fleet.schemas.capture import CaptureStatus, Frame
 from pepi_fleet.schemas.errors import PayloadError
 from pepi_fleet.schemas.ids import validate_capture_id, validate_node_id
-from pepi_fleet.schemas.status import CameraInfo, ClockInfo, StoreInfo
 
 logger = logging.getLogger(__name__)
 
@@ -46,93 +43,6 @@ class ApiError(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     detail: str
-
-
-class NodeOut(BaseModel):
-    """One node as the controller sees it now."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    node_id: str
-    state: NodeState
-    address: str | None = Field(description="host:port of the node's Thrift CameraServer")
-    host: str | None
-    version: str | None
-    cameras: list[CameraInfo]
-    stream_urls: list[str] = Field(description="MJPEG preview streams, one per camera")
-    store: StoreInfo | None
-    clock: ClockInfo | None
-    clock_offset_s: float | None = Field(
-        description="node clock minus controller clock: measured over MQTT, else the node's own"
-    )
-    clock_rtt_s: float | None = Field(description="round trip of the best clock probe")
-    heartbeat_s: float | None
-    last_heartbeat_at: float | None = Field(description="controller receive time (Unix s)")
-    heartbeat_age_s: float | None
-    changed_at: float = Field(description="when the state last changed (Unix s)")
-
-    @classmethod
-    def of(cls, view: NodeView, now: float, measured: ClockEstimate | None = None) -> NodeOut:
-        """The API view of a presence snapshot and the controller's clock estimate."""
-        status = view.status
-        last = view.last_heartbeat_at
-        own = status.clock.offset_estimate_s if status else None
-        return cls(
-            node_id=view.node_id,
-            state=view.state,
-            address=f"{status.thrift.host}:{status.thrift.port}" if status else None,
-            host=status.thrift.host if status else None,
-            version=status.version if status else None,
-            cameras=list(status.cameras) if status else [],
-            stream_urls=list(status.stream_urls) if status else [],
-            store=status.store if status else None,
-            clock=status.clock if status else None,
-            clock_offset_s=measured.offset_s if measured else own,
-            clock_rtt_s=measured.rtt_s if measured else None,
-            heartbeat_s=status.heartbeat_s if status else None,
-            last_heartbeat_at=last,
-            heartbeat_age_s=None if last is None else max(now - last, 0.0),
-            changed_at=view.changed_at,
-        )
-
-
-class NodeCounts(BaseModel):
-    """How many nodes are in each state."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    online: int = 0
-    stale: int = 0
-    offline: int = 0
-    removed: int = 0
-
-
-class FleetOut(BaseModel):
-    """``GET /api/nodes``: the broker link, per-state counts and every known node."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    broker_connected: bool
-    counts: NodeCounts
-    nodes: list[NodeOut]
-
-    @classmethod
-    def of(
-        cls,
-        views: list[NodeView],
-        broker_connected: bool,
-        now: float,
-        clock_of: Callable[[str], ClockEstimate | None],
-    ) -> FleetOut:
-        """Build from presence snapshots and the controller's clock estimates."""
-        counts = {s.value: 0 for s in NodeState}
-        for view in views:
-            counts[view.state.value] += 1
-        return cls(
-            broker_connected=broker_connected,
-            counts=NodeCounts(**counts),
-            nodes=[NodeOut.of(v, now, clock_of(v.node_id)) for v in views],
-        )
 
 
 class CaptureRequest(BaseModel):

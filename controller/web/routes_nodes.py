@@ -7,7 +7,7 @@ import time
 
 from fastapi import APIRouter, HTTPException
 
-from pepi_fleet.controller.web.api_models import FleetOut, NodeOut
+from pepi_fleet.controller.node_report import FleetOut, NodeOut
 from pepi_fleet.controller.web.routes_deps import ERRORS, ControllerDep, NodeIdPath
 
 logger = logging.getLogger(__name__)

@@ -13,9 +13,10 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse
 
 from pepi_fleet.controller.ledger import ImageState
+from pepi_fleet.controller.node_report import FleetOut, NodeOut
 from pepi_fleet.controller.presence import NodeState, NodeView
 from pepi_fleet.controller.service import Controller
-from pepi_fleet.controller.web.api_models import CaptureSetDetail, FleetOut, NodeOut
+from pepi_fleet.controller.web.api_models import CaptureSetDetail
 from pepi_fleet.controller.web.routes_captures import capture_detail
 from pepi_fleet.controller.web.routes_deps import (
     CaptureIdPath,

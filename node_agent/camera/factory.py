@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Literal
 
+from pepi_fleet.core.frame_grid import frame_period
 from pepi_fleet.node.camera.base import Camera
 from pepi_fleet.node.camera.folder import FolderCamera
 from pepi_fleet.node.camera.picamera2_backend import Picamera2Camera
@@ -53,7 +54,7 @@ def make_camera(
         elif phase_s is not None:
             phase = phase_s
         else:
-            phase = phase_for_node(node_id, 1.0 / fps)
+            phase = phase_for_node(node_id, frame_period(fps))
         # Replayed images keep their own size: a dataset is rarely at the configured size.
         logger.info("folder camera ignores resolution %dx%d", *resolution)
         return FolderCamera(folder, fps, phase_s=phase)

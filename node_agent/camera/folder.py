@@ -129,7 +129,7 @@ class FolderCamera:
     def _make_frame_clock(self, fps: float) -> FrameClock:
         if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
             raise CameraError(f"frame rate must be between 0 and {MAX_FPS:g} fps, got {fps!r}")
-        return FrameClock(1.0 / fps, self._phase_s)
+        return FrameClock.for_fps(fps, self._phase_s)
 
 
 def _check_cameras(cameras: list[int]) -> None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pepi_fleet.core.frame_grid import frame_period
 from pepi_fleet.node.camera.base import CapturedFrame
 from pepi_fleet.node.frame_clock import FrameClock, phase_for_node
 from pepi_fleet.schemas.errors import CameraError
@@ -142,7 +143,7 @@ class SyntheticCamera:
     def _make_frame_clock(self, fps: float) -> FrameClock:
         if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
             raise CameraError(f"frame rate must be between 0 and {MAX_FPS:g} fps, got {fps!r}")
-        period = 1.0 / fps
+        period = frame_period(fps)
         if self._frame_lock:
             phase = 0.0
         elif self._phase_s is not None:

@@ -1,4 +1,4 @@
-"""What the node and the controller both use: MQTT link, IDL, Thrift mappings, files, decoding.
+"""What both ends use: MQTT link, IDL, Thrift mappings, files, decoding, the frame grid.
 
 Imports ``pepi_fleet.schemas`` and nothing of ``pepi_fleet.node`` or ``pepi_fleet.controller``.
 """

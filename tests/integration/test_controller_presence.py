@@ -12,7 +12,8 @@ from support.mqtt_watch import Watcher
 from support.nodes import node_process, take_offline
 from support.pub import mosquitto_pub
 
-from pepi_fleet.broker.runner import EmbeddedBroker
+from pepi_fleet.broker.runner import EmbeddedBroker, free_port
+from pepi_fleet.schemas import NodeStatus
 
 
 def states(rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -24,17 +25,17 @@ def test_controller_presence_follows_node_kill9_and_restart(
 ) -> None:
     ctl = start_controller()
     node = start_node("cam1")
-    mark = ctl.wait_log("node cam1: None -> online")
+    ctl.wait_states({"cam1": "online"})
     assert states(ctl.nodes()) == {"cam1": "online"}
 
     take_offline(watcher, root, node, kill=True)
-    mark = ctl.wait_log("node cam1: online -> offline", start=mark)
+    ctl.wait_states({"cam1": "offline"})
     assert states(ctl.nodes()) == {"cam1": "offline"}
 
     restarted_at = time.time()
     node.start()
     wait_online(watcher, root, node, after=restarted_at)
-    ctl.wait_log("-> online", start=mark)
+    ctl.wait_states({"cam1": "online"})
     assert states(ctl.nodes()) == {"cam1": "online"}
 
 
@@ -48,9 +49,9 @@ def test_controller_presence_offline_node_is_not_expected_in_a_set(
     start_node("cam1")
     gone = start_node("cam2")
     ctl = start_controller(set_timeout_s=30)
-    ctl.wait_log("node cam2: None -> online")
+    ctl.wait_states({"cam1": "online", "cam2": "online"})
     take_offline(watcher, root, gone)
-    ctl.wait_log("node cam2: online -> offline")
+    ctl.wait_states({"cam1": "online", "cam2": "offline"})
 
     mosquitto_pub(broker.port, f"{root}/capture", "without-cam2")
     # Completes on cam1's answer, long before the 30 s set timeout.
@@ -67,7 +68,7 @@ def test_controller_presence_cleared_retained_status_removes_node(
 ) -> None:
     node = start_node("cam1")
     ctl = start_controller()
-    ctl.wait_log("node cam1: None -> online")
+    ctl.wait_states({"cam1": "online"})
     take_offline(watcher, root, node)
     assert states(ctl.nodes()) == {"cam1": "offline"}
 
@@ -81,8 +82,45 @@ def test_controller_presence_cleared_retained_status_removes_node(
             username=ctl.creds.username,
             password=ctl.creds.password,
         )
-    ctl.wait_log("node cam1: offline -> removed")
+    ctl.wait_states({"cam1": "removed"})
     assert ctl.nodes() == []
+
+
+def test_controller_presence_node_clock_far_off_is_judged_alike_by_cli_and_api(
+    broker: EmbeddedBroker, root: str, start_controller: StartController
+) -> None:
+    ctl = start_controller()
+    # A node whose clock is two hours behind (a Pi without a real-time clock before NTP),
+    # heartbeating now: its retained availability and status, as it would publish them.
+    skewed = NodeStatus.model_validate(
+        {
+            "node_id": "skewed",
+            "sent_at": time.time() - 2 * 3600,
+            "heartbeat_s": 60.0,
+            "version": "test",
+            "thrift": {"host": "127.0.0.1", "port": free_port()},
+            "cameras": [],
+            "stream_urls": [],
+            "store": {"captures": 0, "bytes": 0, "free_bytes": 1},
+            "clock": {"synced": False},
+        }
+    )
+    for leaf, payload in (("availability", "online"), ("status", skewed.model_dump_json())):
+        mosquitto_pub(
+            broker.port,
+            f"{root}/nodes/skewed/{leaf}",
+            payload,
+            "-r",
+            username=ctl.creds.username,
+            password=ctl.creds.password,
+        )
+    api = ctl.wait_states({"skewed": "online"})
+    [cli] = ctl.nodes()
+    assert cli["state"] == api["skewed"]["state"] == "online"
+    # One model: `pepi nodes --json` has the fields of GET /api/nodes, in seconds.
+    assert list(cli) == list(api["skewed"])
+    assert cli["heartbeat_s"] == api["skewed"]["heartbeat_s"] == 60.0
+    assert 0 <= cli["heartbeat_age_s"] < 60
 
 
 def test_controller_presence_dead_nodes_persisted_online_turns_stale(
@@ -103,7 +141,7 @@ def test_controller_presence_dead_nodes_persisted_online_turns_stale(
                 node.start()
                 wait_online(watcher, root, node)
             ctl = start_own_controller(set_timeout_s=30)
-            ctl.wait_log("node cam1: None -> online")
+            ctl.wait_states({"cam1": "online", "cam2": "online"})
             # The broker saves retained messages every second; wait for a save that holds
             # cam1's online and status, so the restarted broker still announces it.
             seen_status = watcher.wait_topic(f"{root}/nodes/cam1/status").at
@@ -113,12 +151,10 @@ def test_controller_presence_dead_nodes_persisted_online_turns_stale(
                 "mosquitto saved its retained messages",
             )
 
-            mark = len(ctl.log())
             own.stop(kill=True)  # broker and cam1 die together: no Last Will is ever sent
             dead.kill()
             restarted_at = time.time()
             own.start()
-            mark = ctl.wait_log("connected to", start=mark)  # the controller is back
 
             # Still "online" on the broker, but its heartbeat never resumes.
             late_joiner = Watcher(own.port, [f"{root}/nodes/cam1/availability"])
@@ -128,8 +164,20 @@ def test_controller_presence_dead_nodes_persisted_online_turns_stale(
                 )
             finally:
                 late_joiner.close()
-            ctl.wait_log("node cam1: online -> stale", start=mark)
-            assert states(ctl.nodes()) == {"cam1": "stale", "cam2": "online"}
+            # Back on the broker, the controller hears cam1's retained status again (a
+            # heartbeat, timed by its arrival) and then nothing: stale 3 heartbeats later.
+            nodes = ctl.wait_nodes(
+                lambda n: (
+                    n.keys() == {"cam1", "cam2"}
+                    and n["cam1"]["state"] == "stale"
+                    and n["cam1"]["last_heartbeat_at"] >= restarted_at
+                    and n["cam2"]["state"] == "online"
+                ),
+                "cam1 stale after the controller heard its retained status again",
+            )
+            assert states(list(nodes.values())) == {"cam1": "stale", "cam2": "online"}
+            # (`pepi nodes` reads the retained topics afresh: it sees what a controller that
+            # has just connected sees, cam1 online for 3 heartbeats; see the README.)
 
             # cam2 reconnects by itself; a set triggered now waits for cam2 only.
             # A fresh publish reaches a subscriber with retain=0, a replayed one with 1.

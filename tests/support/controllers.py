@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import httpx
 import pytest
 
 from pepi_fleet.broker.runner import Credentials, EmbeddedBroker, free_port
@@ -72,8 +73,8 @@ class ControllerProcess(PepiProcess):
     def wait_log(self, text: str, timeout: float = 20.0, start: int = 0) -> int:
         """Wait until ``text`` appears in the log after character ``start``; its position.
 
-        The log is a file, so this polls it; it is the controller's own record of
-        decisions that publish nothing (presence changes).
+        The log is a file, so this polls it. Prefer waiting on what a user sees:
+        ``wait_nodes`` (``GET /api/nodes``), retained topics, published summaries.
         """
         deadline = time.monotonic() + timeout
         while True:
@@ -85,6 +86,41 @@ class ControllerProcess(PepiProcess):
             if not self.alive:
                 raise AssertionError(f"controller exited before logging {text!r}:\n{self.log()}")
             time.sleep(0.1)
+
+    def api_nodes(self) -> dict[str, dict[str, Any]] | None:
+        """The nodes of its ``GET /api/nodes`` by id; None while the web API is not up."""
+        try:
+            res = httpx.get(f"{self.url}/api/nodes", timeout=5)
+        except httpx.TransportError:
+            return None
+        return {n["node_id"]: n for n in res.json()["nodes"]} if res.status_code == 200 else None
+
+    def wait_nodes(
+        self, check: Callable[[dict[str, dict[str, Any]]], bool], what: str, timeout: float = 20.0
+    ) -> dict[str, dict[str, Any]]:
+        """Poll ``GET /api/nodes`` until ``check(nodes by id)``; those nodes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            nodes = self.api_nodes()
+            if nodes is not None and check(nodes):
+                return nodes
+            if not self.alive:
+                raise AssertionError(f"controller exited while waiting for {what}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"not within {timeout} s: {what}; /api/nodes has {nodes}\n{self.log()[-3000:]}"
+                )
+            time.sleep(0.1)
+
+    def wait_states(
+        self, states: dict[str, str], timeout: float = 20.0
+    ) -> dict[str, dict[str, Any]]:
+        """Until ``GET /api/nodes`` lists exactly these nodes in these states; the nodes."""
+
+        def reached(nodes: dict[str, dict[str, Any]]) -> bool:
+            return {node_id: n["state"] for node_id, n in nodes.items()} == states
+
+        return self.wait_nodes(reached, f"node states {states}", timeout)
 
     def nodes(self) -> list[dict[str, Any]]:
         """``pepi nodes --json`` as the controller's user runs it on this broker."""

@@ -153,7 +153,9 @@ class HomeAssistant:
 
     def _get(self, path: str, auth: bool = True) -> Any:
         try:
-            res = httpx.get(f"{self.url}{path}", headers=self._headers() if auth else {}, timeout=10)
+            res = httpx.get(
+                f"{self.url}{path}", headers=self._headers() if auth else {}, timeout=10
+            )
         except httpx.HTTPError:
             return None
         return res.json() if res.status_code == 200 else None
@@ -164,5 +166,7 @@ class HomeAssistant:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"Home Assistant exited:\n{self.log()[-3000:]}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"Home Assistant: no {what} in {timeout} s\n{self.log()[-3000:]}")
+                raise AssertionError(
+                    f"Home Assistant: no {what} in {timeout} s\n{self.log()[-3000:]}"
+                )
             time.sleep(0.5)

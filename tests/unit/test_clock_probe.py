@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pepi_fleet.controller.clock_probe import ClockBook
-from pepi_fleet.controller.commands import align_to_frame_grid
+from pepi_fleet.core.frame_grid import align_to_frame_grid
 from pepi_fleet.schemas.clock import ClockPong
 
 

@@ -82,6 +82,19 @@ def test_layout_node_entry_loads_no_controller_or_web_stack() -> None:
         assert not any(m == heavy or m.startswith(heavy + ".") for m in loaded), heavy
 
 
+def test_layout_cli_commands_load_no_web_stack() -> None:
+    # pepi nodes / pepi capture report nodes with the same model as /api/nodes, outside web/
+    loaded = _modules_after(
+        "import click\n"
+        "from pepi_fleet.cli import main\n"
+        "for name in ('nodes', 'capture', 'controller'):\n"
+        "    assert main.get_command(click.Context(main), name) is not None\n"
+        "import pepi_fleet.controller.node_report"
+    )
+    for heavy in ("fastapi", "uvicorn", "starlette", "pepi_fleet.controller.web"):
+        assert not any(m == heavy or m.startswith(heavy + ".") for m in loaded), heavy
+
+
 def test_layout_pepi_node_script_runs_the_node_command() -> None:
     script = Path(sys.executable).with_name("pepi-node")
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)

@@ -72,6 +72,18 @@ def test_presence_stale_uses_receive_clock_not_sent_at() -> None:
     assert tracker.online_ids() == {"n1"}
 
 
+def test_presence_heartbeat_is_timed_by_when_it_arrived() -> None:
+    clock = FakeClock(now=5000.0)
+    tracker = PresenceTracker(clock)
+    # Handed in later than it arrived (a one-shot session reads first, judges after):
+    # 3 heartbeats after its arrival it is stale, whatever the node's clock said.
+    tracker.on_status("n1", status("n1", heartbeat_s=2.0, sent_at=5000.0), received_at=4994.0)
+    tracker.on_status("n2", status("n2", heartbeat_s=2.0, sent_at=10.0), received_at=4994.1)
+    views = {v.node_id: v for v in tracker.nodes()}
+    assert views["n1"].state is NodeState.STALE and views["n1"].last_heartbeat_at == 4994.0
+    assert views["n2"].state is NodeState.ONLINE
+
+
 def test_presence_heartbeat_brings_stale_node_back_online() -> None:
     clock = FakeClock()
     tracker = PresenceTracker(clock)
