@@ -1,0 +1,177 @@
+"""The controller as a Home Assistant device: discovery, a retained state, commands from HA.
+
+Pure apart from the ``publish`` callable it is given: the controller's worker thread calls
+``on_connected``, ``on_birth``, ``on_command`` and ``update``; state is published only
+when it changed, at most every ``min_interval_s`` (a fleet of 1000 nodes changing state
+must not turn into 1000 retained publishes).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pepi_fleet.core.decode import decode
+from pepi_fleet.schemas.controller import CaptureSetSummary
+from pepi_fleet.schemas.discovery import (
+    controller_discovery,
+    controller_object_id,
+)
+from pepi_fleet.schemas.errors import PayloadError
+from pepi_fleet.schemas.topics import Topics
+
+logger = logging.getLogger(__name__)
+
+MAX_COMMAND_BYTES = 1024
+DEFAULT_SCHEDULE_DELAY_S = 1.0
+MIN_SCHEDULE_DELAY_S, MAX_SCHEDULE_DELAY_S = 0.1, 60.0
+
+Publish = Callable[[str, bytes | str, bool], None]
+"""(topic, payload, retain)"""
+
+
+class ControllerState(BaseModel):
+    """``<root>/controller/state`` (retained): what Home Assistant's sensors show."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    nodes_online: int = 0
+    nodes_stale: int = 0
+    nodes_offline: int = 0
+    last_set_id: str | None = None
+    last_set_status: str | None = Field(default=None, description="complete or incomplete")
+    last_set_spread_s: float | None = None
+    last_set_images_done: int = 0
+    last_set_images_expected: int = 0
+    schedule_delay_s: float = DEFAULT_SCHEDULE_DELAY_S
+
+
+class ControllerCommand(BaseModel):
+    """``<root>/controller/command``: what Home Assistant's button and number send."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: str = Field(pattern=r"^(capture_scheduled|set_schedule_delay)$")
+    value: float | None = Field(default=None, allow_inf_nan=False)
+
+
+@dataclass(frozen=True)
+class ScheduledCapture:
+    """A command's outcome: trigger every node ``delay_s`` ahead, on the frame grid."""
+
+    delay_s: float
+
+
+class HomeAssistantBridge:
+    """Publishes the controller's discovery and state; turns HA commands into actions."""
+
+    def __init__(
+        self,
+        topics: Topics,
+        publish: Publish,
+        version: str,
+        url: str | None,
+        clock: Callable[[], float],
+        enabled: bool = True,
+        min_interval_s: float = 1.0,
+    ) -> None:
+        self.topics = topics
+        self._publish = publish
+        self._version = version
+        self._url = url
+        self._clock = clock
+        self.enabled = enabled
+        self._min_interval_s = min_interval_s
+        self._state = ControllerState()
+        self._published: ControllerState | None = None
+        self._last_publish = -math.inf
+
+    @property
+    def state(self) -> ControllerState:
+        return self._state
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """Home Assistant's birth topic and the command topic."""
+        if not self.enabled:
+            return []
+        return [
+            (f"{self.topics.discovery_prefix}/status", 1),
+            (self.topics.controller_command(), 1),
+        ]
+
+    def on_connected(self) -> None:
+        """Announce (retained) and publish the state at once."""
+        self.announce()
+        self._published = None
+        self.flush(force=True)
+
+    def on_birth(self, payload: bytes) -> None:
+        """Home Assistant (re)started: its birth message is not retained, so announce again."""
+        if payload.strip() == b"online":
+            self.announce()
+            self.flush(force=True)
+
+    def announce(self) -> None:
+        if not self.enabled:
+            return
+        payload = controller_discovery(self.topics, self._version, self._url)
+        self._publish(
+            self.topics.discovery(controller_object_id(self.topics)),
+            payload.model_dump_json(exclude_none=True),
+            True,
+        )
+
+    def on_command(self, payload: bytes) -> ScheduledCapture | None:
+        """A button press or number change; a scheduled capture to start, if asked for."""
+        try:
+            command = decode(ControllerCommand, payload, MAX_COMMAND_BYTES)
+        except PayloadError as exc:
+            logger.warning("controller command ignored: %s", exc)
+            return None
+        if command.action == "set_schedule_delay":
+            if command.value is None:
+                logger.warning("set_schedule_delay without a value ignored")
+                return None
+            delay = min(max(command.value, MIN_SCHEDULE_DELAY_S), MAX_SCHEDULE_DELAY_S)
+            self._state = self._state.model_copy(update={"schedule_delay_s": delay})
+            self.flush(force=True)
+            return None
+        return ScheduledCapture(self._state.schedule_delay_s)
+
+    def update_counts(self, online: int, stale: int, offline: int) -> None:
+        self._state = self._state.model_copy(
+            update={"nodes_online": online, "nodes_stale": stale, "nodes_offline": offline}
+        )
+
+    def update_set(
+        self, summary: CaptureSetSummary, images_done: int, images_expected: int
+    ) -> None:
+        self._state = self._state.model_copy(
+            update={
+                "last_set_id": summary.capture_id,
+                "last_set_status": "complete" if summary.complete else "incomplete",
+                "last_set_spread_s": summary.spread_s,
+                "last_set_images_done": done,
+                "last_set_images_expected": expected,
+            }
+        )
+
+    def flush(self, force: bool = False) -> None:
+        """Publish the state if it changed (and the interval passed, unless ``force``)."""
+        if not self.enabled or self._state == self._published:
+            return
+        now = self._clock()
+        if not force and now - self._last_publish < self._min_interval_s:
+            return
+        self._publish(self.topics.controller_state(), self._state.model_dump_json(), True)
+        self._published = self._state
+        self._last_publish = now
+
+
+def forget_payloads(topics: Topics, node_id: str) -> list[str]:
+    """The retained topics to clear so a node disappears (controller and Home Assistant)."""
+    return [topics.status(node_id), topics.availability(node_id), topics.discovery(node_id)]
