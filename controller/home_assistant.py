@@ -147,9 +147,7 @@ class HomeAssistantBridge:
             update={"nodes_online": online, "nodes_stale": stale, "nodes_offline": offline}
         )
 
-    def update_set(
-        self, summary: CaptureSetSummary, images_done: int, images_expected: int
-    ) -> None:
+    def update_set(self, summary: CaptureSetSummary, done: int, expected: int) -> None:
         self._state = self._state.model_copy(
             update={
                 "last_set_id": summary.capture_id,
