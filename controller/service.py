@@ -111,7 +111,7 @@ class Controller:
                     (t.all_nodes("clock/pong"), 0),
                 ),
             ),
-            on_message=self._inbox.put,
+            on_message=self.receive,
             on_connected=self._on_connected,
             on_disconnected=lambda reason: self.events.emit(
                 "broker", connected=False, reason=reason
@@ -158,6 +158,10 @@ class Controller:
         self.events.emit("broker", connected=True)
 
     # -- queries and commands (any thread) -----------------------------------------------------
+
+    def receive(self, msg: InboundMessage) -> None:
+        """Hand one inbound message to the worker thread (paho's callback; nothing blocks)."""
+        self._inbox.put(msg)
 
     @property
     def broker_connected(self) -> bool:
