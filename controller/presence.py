@@ -136,11 +136,6 @@ class PresenceTracker:
         """Ids of the nodes online now (fresh heartbeat, availability not offline)."""
         return {v.node_id for v in self.nodes() if v.state is NodeState.ONLINE}
 
-    def forget(self, node_id: str) -> bool:
-        """Drop a node entirely (e.g. a removed one the user dismissed); True if it was known."""
-        with self._lock:
-            return self._nodes.pop(node_id, None) is not None
-
     def _evaluate_and_drain(self) -> list[StateChange]:
         self._evaluate()
         changes, self._unreported = self._unreported, []

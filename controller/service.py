@@ -9,17 +9,20 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from pepi_fleet.controller.capture_sets import CaptureSetBook, build_summary
 from pepi_fleet.controller.clock_check import clock_warnings
 from pepi_fleet.controller.clock_probe import ClockBook, ClockEstimate
 from pepi_fleet.controller.config import ControllerConfig
-from pepi_fleet.controller.downloader import Downloader, Endpoint
+from pepi_fleet.controller.downloader import Downloader
 from pepi_fleet.controller.events import EventHub
 from pepi_fleet.controller.ledger import Ledger, SetDetail
+from pepi_fleet.controller.node_client import Endpoint, NodeClientFactory
 from pepi_fleet.controller.presence import NodeState, NodeView, PresenceTracker, StateChange
 from pepi_fleet.controller.presence_feed import PRESENCE_KINDS, PresenceMessage
 from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
+from pepi_fleet.controller.thrift_node_client import ThriftNodeClient
 from pepi_fleet.core.availability import OFFLINE, ONLINE
 from pepi_fleet.core.decode import decode
 from pepi_fleet.core.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
@@ -50,9 +53,18 @@ class _AwaitingDownload:
 
 
 class Controller:
-    """Owns the MQTT link and one worker thread; paho callbacks only enqueue."""
+    """Owns the MQTT link and one worker thread; paho callbacks only enqueue.
 
-    def __init__(self, config: ControllerConfig, clock: Callable[[], float] = time.time) -> None:
+    Nodes' captures are reached through ``node_clients`` (default: Thrift at each node's
+    advertised endpoint, with the configured timeout).
+    """
+
+    def __init__(
+        self,
+        config: ControllerConfig,
+        clock: Callable[[], float] = time.time,
+        node_clients: NodeClientFactory | None = None,
+    ) -> None:
         self.config = config
         self.topics = Topics(config.topic_root)
         self._clock = clock
@@ -71,8 +83,8 @@ class Controller:
             self.ledger,
             config.data_dir,
             self.endpoint_of,
+            node_clients or partial(ThriftNodeClient, timeout_ms=config.thrift_timeout_ms),
             workers=config.download_workers,
-            timeout_ms=config.thrift_timeout_ms,
             clock=clock,
             clock_of=self._clock_pair,
             listening_since=lambda: self._listening_since,
@@ -105,7 +117,7 @@ class Controller:
                     (t.all_nodes("clock/pong"), 0),
                 ),
             ),
-            on_message=self._inbox.put,
+            on_message=self.receive,
             on_connected=self._on_connected,
             on_disconnected=lambda reason: self.events.emit(
                 "broker", connected=False, reason=reason
@@ -154,6 +166,10 @@ class Controller:
         self.events.emit("broker", connected=True)
 
     # -- queries and commands (any thread) -----------------------------------------------------
+
+    def receive(self, msg: InboundMessage) -> None:
+        """Hand one inbound message to the worker thread (paho's callback; nothing blocks)."""
+        self._inbox.put(msg)
 
     @property
     def broker_connected(self) -> bool:

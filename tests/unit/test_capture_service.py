@@ -11,7 +11,7 @@ import pytest
 
 from pepi_fleet.node.camera.synthetic import SyntheticCamera
 from pepi_fleet.node.capture_service import CaptureRequest, CaptureService, CaptureSettings
-from pepi_fleet.node.store import CaptureStore, StoreLimits, image_name
+from pepi_fleet.node.store import CaptureStore, DuplicateCapture, StoreLimits, image_name
 from pepi_fleet.schemas.capture import CaptureCommand, CaptureResult, CaptureStatus, auto_capture_id
 
 T0 = 1_763_712_000.0
@@ -105,6 +105,16 @@ def rig(make_rig: MakeRig) -> Rig:
     return make_rig()
 
 
+def _id_free(store: CaptureStore, capture_id: str) -> bool:
+    """Whether a new capture could take the id now (reserved, then let go again)."""
+    try:
+        store.reserve(capture_id)
+    except DuplicateCapture:
+        return False
+    store.abandon(capture_id)
+    return True
+
+
 def _stored_sha(store: CaptureStore, capture_id: str, camera: int, fmt: str) -> str:
     path = store.root / "captures" / capture_id / image_name(camera, fmt)
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -191,7 +201,7 @@ def test_capture_service_past_at_beyond_tolerance_is_late_and_stores_nothing(rig
     assert result.fired_at is None
     assert result.at == T0 - 5.0
     assert rig.store.captures() == []
-    assert not rig.store.is_pending("scan-1")
+    assert _id_free(rig.store, "scan-1")
 
 
 def test_capture_service_past_at_within_tolerance_fires(rig: Rig) -> None:
@@ -214,7 +224,7 @@ def test_capture_service_retained_trigger_is_late(rig: Rig) -> None:
     assert result.status is CaptureStatus.LATE
     assert result.error is not None and "retained" in result.error
     assert rig.store.captures() == []
-    assert not rig.store.is_pending("scan-1")
+    assert _id_free(rig.store, "scan-1")
 
 
 def test_capture_service_busy_when_too_many_armed(make_rig: MakeRig) -> None:
@@ -225,8 +235,8 @@ def test_capture_service_busy_when_too_many_armed(make_rig: MakeRig) -> None:
     (result,) = rig.results.wait(1)
     assert (result.capture_id, result.status) == ("c", CaptureStatus.BUSY)
     assert result.error is not None and "armed" in result.error
-    assert not rig.store.is_pending("c")
-    assert rig.store.is_pending("a") and rig.store.is_pending("b")
+    assert _id_free(rig.store, "c")
+    assert not _id_free(rig.store, "a") and not _id_free(rig.store, "b")
 
 
 def test_capture_service_store_full_with_tiny_limit(make_rig: MakeRig) -> None:
@@ -237,7 +247,7 @@ def test_capture_service_store_full_with_tiny_limit(make_rig: MakeRig) -> None:
     assert result.error is not None and "store full" in result.error
     assert result.frames == []
     assert rig.store.captures() == []
-    assert not rig.store.is_pending("scan-1")
+    assert _id_free(rig.store, "scan-1")
     assert list((rig.store.root / "captures").iterdir()) == []
 
 
@@ -246,20 +256,20 @@ def test_capture_service_store_full_refused_before_arming(make_rig: MakeRig) -> 
     rig.submit(CaptureCommand(capture_id="scan-1", at=T0 + 3600))
     (result,) = rig.results.wait(1)
     assert result.status is CaptureStatus.STORE_FULL
-    assert not rig.store.is_pending("scan-1")
+    assert _id_free(rig.store, "scan-1")
 
 
 def test_capture_service_stop_reports_armed_captures_and_releases_them(rig: Rig) -> None:
     rig.submit(CaptureCommand(capture_id="a", at=T0 + 3600))
     rig.submit(CaptureCommand(capture_id="b", at=T0 + 7200))
-    assert rig.store.is_pending("a")
+    assert not _id_free(rig.store, "a")
     rig.stop()
     results = rig.results.wait(2)
     assert sorted(r.capture_id or "" for r in results) == ["a", "b"]
     for r in results:
         assert r.status is CaptureStatus.ERROR
         assert r.error is not None and "stopping" in r.error
-    assert not rig.store.is_pending("a") and not rig.store.is_pending("b")
+    assert _id_free(rig.store, "a") and _id_free(rig.store, "b")
     assert rig.store.captures() == []
     rig.store.reserve("a")  # the id is free again
 
@@ -269,7 +279,7 @@ def test_capture_service_camera_error_is_reported_and_frees_the_id(rig: Rig) -> 
     (result,) = rig.results.wait(1)
     assert result.status is CaptureStatus.ERROR
     assert result.error is not None and "camera" in result.error
-    assert not rig.store.is_pending("scan-1")
+    assert _id_free(rig.store, "scan-1")
     rig.submit(CaptureCommand(capture_id="scan-1"))
     results = rig.results.wait(2)
     assert results[1].status is CaptureStatus.OK, results[1].error

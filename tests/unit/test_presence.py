@@ -127,8 +127,7 @@ def test_presence_cleared_status_removes_node() -> None:
     assert view.state is NodeState.REMOVED
     assert view.status is None
     assert tracker.on_availability("n1", "offline") == []
-    assert tracker.forget("n1")
-    assert tracker.nodes() == []
+    assert tracker.online_ids() == set()
 
 
 def test_presence_removed_node_returns_with_new_status() -> None:
