@@ -149,7 +149,11 @@ class CaptureService:
     def _run(self) -> None:
         while True:
             with self._cond:
-                item = self._next_due()
+                try:
+                    item = self._next_due()
+                except Exception as exc:
+                    self._drop_head(exc)
+                    continue
                 if item is None:
                     break
             self._fire_guarded(item)
@@ -175,6 +179,14 @@ class CaptureService:
             item = heapq.heappop(self._armed)
             return item
         return None
+
+    def _drop_head(self, exc: Exception) -> None:
+        """Under the lock: the next armed capture broke the scheduler; it alone is lost."""
+        logger.exception("capture scheduler failed")
+        if self._armed:
+            item = heapq.heappop(self._armed)
+            self.store.abandon(item.capture_id)
+            self._report_failure(item.request, item.capture_id, _internal(exc), CaptureStatus.ERROR)
 
     def _accept(self, request: CaptureRequest) -> None:
         now = self._clock()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from pepi_fleet.schemas.capture import DEFAULT_SCHEDULE_HORIZON_S, schedule_too_far_ahead
@@ -52,6 +53,8 @@ def decide(
             "(clearing one with an empty retained message is not a trigger either); "
             "publish triggers without -r"
         )
+    if at is not None and not math.isfinite(at):
+        return Refused(f"'at' must be a finite number of Unix seconds, got {at!r}")
     too_far = schedule_too_far_ahead(at, now, horizon_s)
     if too_far is not None:
         return Refused(too_far)
