@@ -138,6 +138,11 @@ TAKEOVER_BACKOFF_S = 4.0
 TAKEOVER_BACKOFF_MAX_S = 300.0
 TAKEOVER_FORGET_S = 600.0
 """Connected this long without another takeover: the next one starts the back-off afresh."""
+SHORT_CONNECTION_S = 10.0
+"""A connection the broker closes sooner than this (or twice the current back-off) without
+a DISCONNECT packet is suspect: mosquitto 2.0 ends a taken-over session just so."""
+ABRUPT_CLOSES_FOR_TAKEOVER = 2
+"""Suspect closes in a row taken as a session takeover (one alone may be a broker restart)."""
 
 
 def takeover_backoff_s(takeovers: int) -> float:
@@ -170,6 +175,8 @@ class MqttLink:
         """``time.monotonic()`` of the last takeover."""
         self._connect_fail_log = LogThrottle(CONNECT_FAIL_LOG_INTERVAL_S)
         self._loop_thread: threading.Thread | None = None
+        self._connected_at: float | None = None
+        self._abrupt_closes = 0
         # Publishes (QoS >= 1) not yet acknowledged, mid -> monotonic time; and acks that
         # arrived before ``publish`` could note the mid (paho's thread may be that quick).
         self._unacked: dict[int, float] = {}
@@ -311,6 +318,7 @@ class MqttLink:
         with self._acks_lock:  # paho sends again what was in flight: its clock restarts now
             now = time.monotonic()
             self._unacked = dict.fromkeys(self._unacked, now)
+        self._connected_at = now
         self.connected.set()
         logger.info(
             "connected to %s:%d as %s", self.address.host, self.address.port, self.options.client_id
@@ -357,20 +365,41 @@ class MqttLink:
     ) -> None:
         self.connected.clear()
         try:
-            self._disconnected(reason_code)
+            self._disconnected(reason_code, flags.is_disconnect_packet_from_server)
         except Exception:
             logger.exception("handling a disconnect failed")
 
-    def _disconnected(self, reason_code: ReasonCode) -> None:
+    def _disconnected(self, reason_code: ReasonCode, from_server: bool) -> None:
         reason = str(reason_code)
+        lasted = None if self._connected_at is None else time.monotonic() - self._connected_at
+        self._connected_at = None
         if reason_code.value == SESSION_TAKEN_OVER:
-            self._taken_over()
+            self._taken_over("the broker handed our session to it (Session taken over)")
+        elif self._closed_abruptly(reason_code, from_server, lasted):
+            self._taken_over(
+                f"most likely: the broker closed {self._abrupt_closes} connections in a row "
+                "soon after they were made, without a word, as mosquitto 2.0 does when "
+                "another client connects with the same id"
+            )
         elif reason_code.is_failure:
             logger.warning("disconnected from broker (%s); reconnecting", reason)
         if self._on_disconnected is not None:
             self._on_disconnected(reason)
 
-    def _taken_over(self) -> None:
+    def _closed_abruptly(
+        self, reason_code: ReasonCode, from_server: bool, lasted: float | None
+    ) -> bool:
+        """Count connections the broker dropped (no DISCONNECT packet, no keepalive
+        timeout) soon after they were made; True once that is the pattern of a takeover."""
+        dropped = not from_server and reason_code.value == 128  # "Unspecified error": EOF
+        if not dropped or lasted is None:
+            self._abrupt_closes = 0
+            return False
+        short = max(SHORT_CONNECTION_S, 2 * takeover_backoff_s(self.takeovers))
+        self._abrupt_closes = self._abrupt_closes + 1 if lasted < short else 1
+        return self._abrupt_closes >= ABRUPT_CLOSES_FOR_TAKEOVER
+
+    def _taken_over(self, how: str) -> None:
         """Another client connected with our id. Fighting it back every second knocks both
         off the broker for good; reconnect later and later instead, and say why."""
         self.takeovers += 1
@@ -379,11 +408,12 @@ class MqttLink:
         ident = f"{self.options.role} id {self.options.client_id}"
         self.last_error = f"another client is using {ident}"
         logger.error(
-            "another client is using %s: the broker handed our session to it (Session taken "
-            "over, %d in a row); give each %s its own id. Reconnecting in %.0f s",
+            "another client is using %s (%s); give each %s its own id. Takeover %d in a "
+            "row: reconnecting in %.0f s",
             ident,
-            self.takeovers,
+            how,
             self.options.role,
+            self.takeovers,
             delay,
         )
         self._client.reconnect_delay_set(
