@@ -16,7 +16,7 @@ from PIL import Image
 
 from pepi_fleet.node.camera.base import CapturedFrame, RGBArray
 from pepi_fleet.schemas.errors import CameraError
-from pepi_fleet.schemas.status import CameraInfo
+from pepi_fleet.schemas.status import MAX_FPS, MIN_FPS, CameraInfo
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +250,8 @@ def _result(camera: int, future: Future[T]) -> T:  # pragma: no cover - needs a 
 
 
 def _check_fps(fps: float) -> float:
-    if not (math.isfinite(fps) and 0 < fps <= 240):
-        raise CameraError(f"frame rate must be between 0 and 240 fps, got {fps!r}")
+    if not (math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
+        raise CameraError(
+            f"frame rate must be between {MIN_FPS:g} and {MAX_FPS:g} fps, got {fps!r}"
+        )
     return fps

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from pepi_fleet.node.camera.base import CapturedFrame
 from pepi_fleet.node.camera.synthetic import SyntheticCamera
 from pepi_fleet.node.capture_service import CaptureRequest, CaptureService, CaptureSettings
 from pepi_fleet.node.store import CaptureStore, DuplicateCapture, StoreLimits, image_name
@@ -136,6 +140,10 @@ def test_capture_service_immediate_capture_stores_and_reports_ok(make_rig: MakeR
         assert (frame.width, frame.height, frame.format) == (64, 48, "jpeg")
         assert frame.timestamp >= T0
         assert frame.sha256 == _stored_sha(rig.store, "scan-1", frame.camera, "jpeg")
+    # the preview follows the result on the encoder thread
+    deadline = time.monotonic() + TIMEOUT
+    while not rig.previews and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert len(rig.previews) == 1
 
 
@@ -292,3 +300,116 @@ def test_capture_service_results_in_submission_order(rig: Rig) -> None:
     results = rig.results.wait(len(ids))
     assert [r.capture_id for r in results] == ids
     assert all(r.status is CaptureStatus.OK for r in results)
+
+
+# -- hardening (issue 9): nothing a command or a camera does ends the capture path ----------
+
+
+class BrokenCamera:
+    """The rig's camera, except that ``capture`` fails with ``error`` for ``capture_id``."""
+
+    def __init__(self, inner: SyntheticCamera, capture_id: str, error: Exception) -> None:
+        self.inner = inner
+        self.capture_id = capture_id
+        self.error = error
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def capture(self, cameras: list[int], capture_id: str, at: float | None) -> list[CapturedFrame]:
+        if capture_id == self.capture_id:
+            raise self.error
+        return self.inner.capture(cameras, capture_id, at)
+
+
+class BadPixelsCamera(BrokenCamera):
+    """Frames the encoder cannot encode (float pixels): the encoder thread must survive it."""
+
+    def capture(self, cameras: list[int], capture_id: str, at: float | None) -> list[CapturedFrame]:
+        frames = self.inner.capture(cameras, capture_id, at)
+        if capture_id != self.capture_id:
+            return frames
+        return [dataclasses.replace(f, pixels=f.pixels.astype("float64")) for f in frames]
+
+
+@pytest.mark.parametrize(
+    "error", [RuntimeError("driver hiccup"), OverflowError("sleep length is too large")]
+)
+def test_capture_service_foreign_camera_exception_is_error_result_and_thread_survives(
+    rig: Rig, error: Exception
+) -> None:
+    rig.service.camera = BrokenCamera(rig.camera, "bad", error)  # type: ignore[assignment]
+    rig.submit(CaptureCommand(capture_id="bad"))
+    (result,) = rig.results.wait(1)
+    assert result.status is CaptureStatus.ERROR
+    assert result.error is not None and type(error).__name__ in result.error
+    assert _id_free(rig.store, "bad")
+    rig.submit(CaptureCommand(capture_id="after"))
+    assert rig.results.wait(2)[1].status is CaptureStatus.OK
+    assert rig.service.alive
+
+
+def test_capture_service_encoder_failure_is_error_result_and_encoder_survives(rig: Rig) -> None:
+    rig.service.camera = BadPixelsCamera(rig.camera, "bad", RuntimeError())  # type: ignore[assignment]
+    rig.submit(CaptureCommand(capture_id="bad"))
+    (result,) = rig.results.wait(1)
+    assert result.status is CaptureStatus.ERROR and result.error
+    assert _id_free(rig.store, "bad") and rig.store.get("bad") is None
+    rig.submit(CaptureCommand(capture_id="after"))
+    assert rig.results.wait(2)[1].status is CaptureStatus.OK
+    assert rig.service.encoder.alive
+
+
+@pytest.mark.parametrize("at", [T0 + 2 * 86400.0, T0 + 1e9, 1e300, math.inf, math.nan])
+def test_capture_service_at_beyond_horizon_is_error_and_not_armed(rig: Rig, at: float) -> None:
+    # model_construct: the service holds even where the schema (which refuses most of
+    # these) was bypassed
+    rig.submit(CaptureCommand.model_construct(capture_id="far", at=at, cameras=None))
+    (result,) = rig.results.wait(1)
+    assert result.status is CaptureStatus.ERROR
+    assert result.error is not None
+    assert "at too far ahead" in result.error or "finite" in result.error
+    assert _id_free(rig.store, "far")
+    rig.submit(CaptureCommand(capture_id="now"))
+    assert rig.results.wait(2)[1].status is CaptureStatus.OK
+
+
+def test_capture_service_released_id_is_still_duplicate(rig: Rig) -> None:
+    rig.submit(CaptureCommand(capture_id="scan-1"))
+    assert rig.results.wait(1)[0].status is CaptureStatus.OK
+    assert rig.store.release("scan-1")
+    rig.submit(CaptureCommand(capture_id="scan-1"))
+    result = rig.results.wait(2)[1]
+    assert result.status is CaptureStatus.DUPLICATE
+    assert result.error is not None and "already taken" in result.error
+    assert "empty payload" in result.error and "new capture_id" in result.error
+    assert rig.store.captures() == [] and _id_free(rig.store, "scan-1")
+
+
+def test_capture_service_duplicate_token_says_what_to_send_instead(rig: Rig) -> None:
+    rig.submit(CaptureCommand(capture_id="PRESS"), token=True)
+    assert rig.results.wait(1)[0].status is CaptureStatus.OK
+    rig.submit(CaptureCommand(capture_id="PRESS"), token=True)
+    result = rig.results.wait(2)[1]
+    assert result.status is CaptureStatus.DUPLICATE
+    assert result.error is not None and "PRESS" in result.error
+    assert "empty payload" in result.error and "new id" in result.error
+
+
+def test_capture_service_thrift_recapture_of_released_id_still_works(rig: Rig) -> None:
+    rig.submit(CaptureCommand(capture_id="1"), source="thrift", recapture=True)
+    assert rig.results.wait(1)[0].status is CaptureStatus.OK
+    assert rig.store.release("1")
+    rig.submit(CaptureCommand(capture_id="1"), source="thrift", recapture=True)
+    assert rig.results.wait(2)[1].status is CaptureStatus.OK
+    assert rig.store.get("1") is not None
+
+
+def test_capture_service_result_records_remaining_expiry(rig: Rig) -> None:
+    rig.submit(CaptureCommand(capture_id="scan-1"), expires_at=T0 + 2, expiry_s=2.0)
+    (ok,) = rig.results.wait(1)
+    rig.submit(CaptureCommand(capture_id="scan-1"), expires_at=T0 + 1, expiry_s=1.0)
+    duplicate = rig.results.wait(2)[1]
+    assert (ok.status, ok.expiry_remaining_s) == (CaptureStatus.OK, 2.0)
+    assert (duplicate.status, duplicate.expiry_remaining_s) == (CaptureStatus.DUPLICATE, 1.0)
+
