@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from pepi_fleet.controller.clock_check import clock_warnings
 from pepi_fleet.controller.clock_probe import ClockBook
 from pepi_fleet.controller.config import DEFAULT_CLOCK_TOLERANCE_S, ControllerConfig
+from pepi_fleet.controller.forget import forget_node
 from pepi_fleet.controller.node_report import NODE_LIST, NodeOut, node_reports
 from pepi_fleet.controller.oneshot import BrokerLogin, drain, session
 from pepi_fleet.controller.presence_feed import tracker_from_messages
@@ -70,7 +71,7 @@ def _ms_to_s(ctx: click.Context, param: click.Parameter, value: float | None) ->
     return value / 1000
 
 
-@click.command("controller")
+@click.group("controller", invoke_without_command=True)
 @broker_option
 @username_option
 @password_option
@@ -79,7 +80,6 @@ def _ms_to_s(ctx: click.Context, param: click.Parameter, value: float | None) ->
 @click.option(
     "--data-dir",
     envvar="PEPI_DATA_DIR",
-    required=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="Where capture sets, manifests and the ledger live.",
 )
@@ -107,6 +107,20 @@ def _ms_to_s(ctx: click.Context, param: click.Parameter, value: float | None) ->
     show_default=True,
     callback=_ms_to_s,
     help="Warn before a scheduled capture about nodes whose clock may be further off than this.",
+)
+@click.option(
+    "--discovery/--no-discovery",
+    envvar="PEPI_DISCOVERY",
+    default=True,
+    show_default=True,
+    help="Announce the controller to Home Assistant (MQTT discovery) and take its commands.",
+)
+@click.option(
+    "--discovery-prefix",
+    envvar="PEPI_DISCOVERY_PREFIX",
+    default="homeassistant",
+    show_default=True,
+    help="Home Assistant's discovery prefix.",
 )
 @click.option(
     "--fire-tolerance-ms",
@@ -146,8 +160,17 @@ def _ms_to_s(ctx: click.Context, param: click.Parameter, value: float | None) ->
     help="Seconds a capture started by a PEPI client (Thrift start_capture) stays on its node "
     "after the controller has verified its copy, so that client can still retrieve it.",
 )
-def controller_command(**options: Any) -> None:
-    """Run the controller: presence, capture sets, loss-free downloads into --data-dir."""
+@click.pass_context
+def controller_command(ctx: click.Context, /, **options: Any) -> None:
+    """Run the controller: presence, capture sets, loss-free downloads into --data-dir.
+
+    With a sub-command (``forget NODE``), do that with the same broker options instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = options
+        return
+    if options.get("data_dir") is None:
+        raise click.UsageError("Missing option '--data-dir' (where capture sets are kept).")
     from pepi_fleet.controller.web.server import WebError, WebServer
 
     config = controller_config(options)
@@ -168,6 +191,24 @@ def controller_command(**options: Any) -> None:
     finally:
         web.stop()
         controller.stop()
+
+
+@controller_command.command("forget")
+@click.argument("node_id")
+@click.pass_obj
+def forget_command(options: dict[str, Any], node_id: str) -> None:
+    """Forget a node for good: clear its retained status, availability and Home Assistant
+    device (stop the node first, or it announces itself again when it reconnects)."""
+    try:
+        validate_node_id(node_id)
+        login = BrokerLogin(
+            options["broker"], options["username"], options["password"], options["ca_file"]
+        )
+        topics = Topics(options["topic_root"], discovery_prefix=options["discovery_prefix"])
+        cleared = forget_node(login, topics, node_id)
+    except PepiError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"forgot {node_id}: cleared {', '.join(cleared)}")
 
 
 def controller_config(options: dict[str, Any]) -> ControllerConfig:

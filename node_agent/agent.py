@@ -18,6 +18,7 @@ from pepi_fleet.node.capture_service import CaptureRequest, CaptureService, Capt
 from pepi_fleet.node.clock_sync import clock_synchronised
 from pepi_fleet.node.config import NodeConfig
 from pepi_fleet.node.health import Health, Vital, Watchdog
+from pepi_fleet.node.home_assistant import NodeAnnouncer
 from pepi_fleet.node.store import CaptureStore
 from pepi_fleet.node.stream import MjpegServer
 from pepi_fleet.node.taken_ids import DAY_S, TAKEN_IDS_FILE, TakenIds
@@ -57,7 +58,7 @@ class NodeAgent:
         self.config = config
         self.camera = camera
         self.store = store
-        self.topics = Topics(config.topic_root)
+        self.topics = Topics(config.topic_root, discovery_prefix=config.discovery_prefix)
         self._clock = clock
         self.stopped = threading.Event()
         self.fatal: str | None = None
@@ -102,6 +103,22 @@ class NodeAgent:
         self.thrift = ThriftServer(handler, config.thrift_host, config.thrift_port)
         self.advertise_host = config.advertise_host or _advertise_host(config.thrift_host)
         node = config.node_id
+        self.announcer: NodeAnnouncer | None = None
+        if config.discovery:
+            self.announcer = NodeAnnouncer(
+                self.topics,
+                node,
+                __version__,
+                camera,
+                lambda topic, payload, qos, retain: self.link.publish(
+                    topic, payload, qos=qos, retain=retain
+                ),
+                clock,
+                config.live_preview_s,
+            )
+        self._last_capture_at: float | None = max(
+            (c.fired_at for c in store.captures()), default=None
+        )
         self.link = MqttLink(
             BrokerAddress.parse(config.broker),
             LinkOptions(
@@ -115,6 +132,7 @@ class NodeAgent:
                     (self.topics.node_capture(node), 1),
                     (self.topics.settings(node), 1),
                     (self.topics.clock_ping(node), 0),
+                    *([(self.announcer.birth_topic, 1)] if self.announcer else []),
                 ),
                 # so that a retained trigger (or the clearing of one) is seen as retained
                 retain_as_published=True,
@@ -213,6 +231,7 @@ class NodeAgent:
             store=self.store.info(),
             clock=ClockInfo(synced=clock_synchronised()),
             health=self.watchdog.health.summary[:500],
+            last_capture_at=self._last_capture_at,
         )
 
     # -- publishing -----------------------------------------------------------------------------
@@ -224,6 +243,8 @@ class NodeAgent:
 
     def _publish_result(self, result: CaptureResult) -> None:
         self.link.publish(self.topics.result(self.config.node_id), result.model_dump_json())
+        if result.status is CaptureStatus.OK and result.fired_at is not None:
+            self._last_capture_at = result.fired_at
         if result.status in (CaptureStatus.OK, CaptureStatus.STORE_FULL):
             # store counts changed; the status reads the disk, so not on this thread
             self._control.submit(self.publish_status, what="status after a capture")
@@ -242,6 +263,11 @@ class NodeAgent:
                 logger.exception(
                     "heartbeat not published; trying again in %s s", self.config.heartbeat_s
                 )
+            try:
+                if self.announcer is not None and self.announcer.live_due():
+                    self.announcer.publish_live()
+            except Exception:
+                logger.exception("live preview for Home Assistant not published")
             finally:
                 self._beating.end()
 
@@ -253,8 +279,14 @@ class NodeAgent:
         node = self.config.node_id
         self.link.publish(self.topics.availability(node), ONLINE, retain=True)
         self._control.submit(self.publish_status, what="status after connecting")
+        if self.announcer is not None:
+            self._control.submit(self.announcer.announce, what="Home Assistant discovery")
 
     def _on_message(self, msg: InboundMessage) -> None:
+        if self.announcer is not None and msg.topic == self.announcer.birth_topic:
+            if self.announcer.on_birth(msg.payload):
+                self._control.submit(self.announcer.announce, what="Home Assistant discovery")
+            return
         parsed = self.topics.parse(msg.topic)
         if parsed is None:
             logger.warning("message on unexpected topic %s ignored", msg.topic)

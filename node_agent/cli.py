@@ -305,6 +305,29 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     show_default=True,
     help="Let Thrift shutdown() stop this agent (otherwise only logged).",
 )
+@_opt(
+    "--discovery/--no-discovery",
+    env="DISCOVERY",
+    default=True,
+    show_default=True,
+    help="Announce this node to Home Assistant (MQTT discovery).",
+)
+@_opt(
+    "--discovery-prefix",
+    env="DISCOVERY_PREFIX",
+    default="homeassistant",
+    show_default=True,
+    help="Home Assistant's discovery prefix.",
+)
+@_opt(
+    "--live-preview",
+    "live_preview_s",
+    env="LIVE_PREVIEW",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds between the small live previews for Home Assistant's camera (0: none).",
+)
 def node_command(password_file: Path | None, **options: Any) -> None:
     """Run a node agent: MQTT-triggered capture, PEPI Thrift CameraServer, MJPEG previews."""
     if password_file is not None:

@@ -54,3 +54,10 @@ class NodeConfig(BaseModel):
     min_free_bytes: int = Field(default=256 * 1024**2, ge=0)
     evict_retrieved: bool = False
     allow_shutdown: bool = False
+    discovery: bool = True
+    """Publish Home Assistant MQTT discovery for this node."""
+    discovery_prefix: str = Field(
+        default="homeassistant", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
+    )
+    live_preview_s: float = Field(default=10.0, ge=0, le=3600, allow_inf_nan=False)
+    """A small live JPEG for Home Assistant's camera entity this often (0: never)."""

@@ -79,6 +79,9 @@ class NodeStatus(BaseModel):
     stream_urls: list[str]
     store: StoreInfo
     clock: ClockInfo
+    last_capture_at: float | None = Field(
+        default=None, description="fired_at of the newest capture this node took or holds"
+    )
     health: str = Field(
         default=HEALTH_OK,
         max_length=500,

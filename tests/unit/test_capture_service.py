@@ -412,4 +412,3 @@ def test_capture_service_result_records_remaining_expiry(rig: Rig) -> None:
     duplicate = rig.results.wait(2)[1]
     assert (ok.status, ok.expiry_remaining_s) == (CaptureStatus.OK, 2.0)
     assert (duplicate.status, duplicate.expiry_remaining_s) == (CaptureStatus.DUPLICATE, 1.0)
-
