@@ -25,7 +25,12 @@ from pepi_fleet.controller.service import Controller, new_capture_id
 from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
 from pepi_fleet.core.frame_grid import align_to_frame_grid
 from pepi_fleet.core.mqtt_link import InboundMessage, MqttLink
-from pepi_fleet.schemas.capture import CaptureCommand, describe_validation_error
+from pepi_fleet.schemas.capture import (
+    DEFAULT_SCHEDULE_HORIZON_S,
+    CaptureCommand,
+    describe_validation_error,
+    schedule_too_far_ahead,
+)
 from pepi_fleet.schemas.clock import ClockPing, ClockPong
 from pepi_fleet.schemas.controller import CaptureSetSummary
 from pepi_fleet.schemas.errors import PepiError
@@ -273,6 +278,10 @@ def node_table(nodes: list[NodeOut]) -> list[str]:
             f"{n.node_id:<20} {n.state:<8} {n.address or '-':<22} {cams:<16} {age:>6} "
             f"{captures:>8} {_ms(n.clock_offset_s):>10} {_ms(n.clock_rtt_s):>8} {synced}"
         )
+        if n.health and n.health != "ok":
+            lines.append(f"  ! {n.node_id}: {n.health}")
+        if n.conflict:
+            lines.append(f"  ! {n.node_id}: {n.conflict}")
     return lines
 
 
@@ -460,6 +469,9 @@ def capture_command(
         if at is None:
             raise click.UsageError("--align needs --at or --delay")
         at = align_to_frame_grid(at, fps)
+    too_far = schedule_too_far_ahead(at, time.time(), DEFAULT_SCHEDULE_HORIZON_S)
+    if too_far is not None:
+        raise click.UsageError(too_far)
     command = CaptureCommand(capture_id=capture_id, at=at)
     topic = topics.node_capture(node_id) if node_id else topics.capture()
     try:
