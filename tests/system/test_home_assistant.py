@@ -51,7 +51,10 @@ def rig(tmp_path: Path) -> Iterator[dict[str, Any]]:
         for node_id in NODES:
             nodes.append(node_process(broker, ROOT, node_id, tmp_path).start())
         ctl.start()
-        yield {"broker": broker, "watcher": watcher, "ha": ha, "ctl": ctl, "auto": automation}
+        yield {
+            "broker": broker, "watcher": watcher, "ha": ha, "ctl": ctl, "auto": automation,
+            "nodes": {n.node_id: n for n in nodes},
+        }  # fmt: skip
     finally:
         ha.stop()
         ctl.stop()
@@ -91,6 +94,16 @@ def test_home_assistant_sees_every_node_and_the_controller_and_drives_them(
     assert states["sensor.pepi_cam01_health"]["state"] == "ok"
     assert states["binary_sensor.pepi_cam01_problem"]["state"] == "off"
     assert states["sensor.pepi_cam01_captures_held"]["state"] == "0"
+    classes = {
+        "sensor.pepi_cam01_last_capture": "timestamp",
+        "sensor.pepi_cam01_store_free": "data_size",
+        "binary_sensor.pepi_cam01_problem": "problem",
+    }
+    for entity, device_class in classes.items():
+        assert states[entity]["attributes"].get("device_class") == device_class, entity
+    assert states["sensor.pepi_cam01_store_free"]["attributes"]["friendly_name"] == (
+        "pepi cam01 Store free"
+    )
     ha.wait_states(
         lambda s: s["sensor.pepi_controller_nodes_online"]["state"] == "2", 30, "2 nodes online"
     )
@@ -136,19 +149,36 @@ def test_home_assistant_devices_come_back_after_its_birth_and_go_when_forgotten(
     ha.add_mqtt(rig["broker"].port, rig["auto"].username, rig["auto"].password)
     ha.wait_states(lambda s: _available(s, "button.pepi_cam02_capture"), 90, "cam02's button")
 
-    # Remove cam02's discovery by hand; HA's birth message makes the node announce again.
-    watcher.publish("homeassistant/device/cam02/config", b"", retain=True)
-    ha.wait_states(lambda s: "button.pepi_cam02_capture" not in s, 30, "cam02 removed")
-    birth = time.time()
-    watcher.publish("homeassistant/status", b"online")
+    # Remove cam01's discovery by hand, then restart Home Assistant: only its birth message
+    # (not retained) can bring cam01 back, through the node announcing itself again.
+    watcher.publish("homeassistant/device/cam01/config", b"", retain=True)
+    ha.wait_states(lambda s: "button.pepi_cam01_capture" not in s, 30, "cam01 removed")
+    ha.stop()
+    restarted = time.time()
+    ha.start()
     watcher.wait_for(
-        lambda m: m.topic == "homeassistant/device/cam02/config" and m.at >= birth and m.payload,
-        20,
-        "cam02 re-announced",
+        lambda m: (
+            m.topic == "homeassistant/device/cam01/config" and m.at >= restarted and bool(m.payload)
+        ),
+        60,
+        "cam01 re-announced after Home Assistant's birth",
     )
-    ha.wait_states(lambda s: _available(s, "button.pepi_cam02_capture"), 30, "cam02 back")
+    ha.wait_states(lambda s: _available(s, "button.pepi_cam01_capture"), 60, "cam01 back")
 
-    # The operator forgets cam02 (after stopping it): its device leaves Home Assistant.
+    # A node that stops: its entities turn unavailable within seconds (its availability).
+    stopped = time.monotonic()
+    rig["nodes"]["cam02"].stop()
+    ha.wait_states(
+        lambda s: (
+            s["button.pepi_cam02_capture"]["state"] == "unavailable"
+            and s["sensor.pepi_cam02_health"]["state"] == "unavailable"
+        ),
+        10,
+        "cam02's entities unavailable",
+    )
+    assert time.monotonic() - stopped < 10
+
+    # The operator forgets cam02 (stopped above): its device leaves Home Assistant.
     ctl = rig["ctl"]
     out = subprocess.run(
         [*PEPI, "controller", "--broker", ctl.broker_url, "--topic-root", ROOT,
