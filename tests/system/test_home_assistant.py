@@ -83,7 +83,7 @@ def test_home_assistant_sees_every_node_and_the_controller_and_drives_them(
         *(f"sensor.pepi_{n}_store_free" for n in NODES),
         *(f"binary_sensor.pepi_{n}_problem" for n in NODES),
         *(f"sensor.pepi_{n}_health" for n in NODES),
-        "image.pepi_cam01_last_capture",
+        "image.pepi_cam01_last_image",
         "camera.pepi_cam01_preview",
         "button.pepi_controller_capture_all",
         "sensor.pepi_controller_nodes_online",
