@@ -133,6 +133,9 @@ def _capture_exif(frame: CapturedFrame, *, node_id: str, capture_id: str) -> Ima
     exif_ifd[Base.DateTimeOriginal] = when
     exif_ifd[Base.SubsecTimeOriginal] = f"{stamp.microsecond:06d}"
     exif_ifd[Base.OffsetTimeOriginal] = "+00:00"
+    height, width = frame.pixels.shape[:2]
+    exif_ifd[Base.ExifImageWidth] = width  # PixelXDimension: what focal-plane figures refer to
+    exif_ifd[Base.ExifImageHeight] = height
     # One serial per physical camera: Meshroom groups intrinsics by make/model/serial.
     exif_ifd[Base.BodySerialNumber] = camera_serial(node_id, frame.camera)
     exif_ifd[Base.ImageUniqueID] = f"{node_id}-{capture_id}-cam{frame.camera}"

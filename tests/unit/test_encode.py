@@ -49,6 +49,7 @@ def test_encode_exif_names_node_capture_camera_and_time(fmt: str) -> None:
     assert sub[Base.OffsetTimeOriginal] == "+00:00"
     assert sub[Base.BodySerialNumber] == "node-a-cam2"
     assert sub[Base.ImageUniqueID] == "node-a-cap-7-cam2"
+    assert (sub[Base.ExifImageWidth], sub[Base.ExifImageHeight]) == (160, 120)
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])
