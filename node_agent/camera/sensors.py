@@ -9,7 +9,9 @@ does not.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 FILM_35MM_DIAGONAL_MM = 43.27
 """Diagonal of a 36 x 24 mm frame: CIPA's reference for 35 mm-equivalent focal lengths."""
@@ -120,3 +122,16 @@ def frame_optics(
         focal_length_mm=focal,
         focal_length_35mm=focal_35,
     )
+
+
+def scaler_crop(metadata: Mapping[str, Any]) -> tuple[int, int, int, int] | None:
+    """The sensor area a libcamera frame shows (its ScalerCrop: x, y, width, height).
+
+    None when absent or not four numbers: the EXIF then assumes the largest centred area,
+    and a capture never fails over it.
+    """
+    try:
+        x, y, width, height = (int(v) for v in metadata.get("ScalerCrop") or ())
+    except (TypeError, ValueError):
+        return None
+    return (x, y, width, height) if width > 0 and height > 0 else None

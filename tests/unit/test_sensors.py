@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pepi_fleet.node.camera.sensors import SENSORS, frame_optics, sensor_for
+from pepi_fleet.node.camera.sensors import SENSORS, frame_optics, scaler_crop, sensor_for
 
 
 @pytest.mark.parametrize(
@@ -57,3 +57,13 @@ def test_sensors_frame_of_another_aspect_shows_the_largest_centred_area() -> Non
     tall = frame_optics(hq, 1000, 1000)  # square: full height
     assert tall.area_mm == pytest.approx((hq.height_mm, hq.height_mm))
     assert wide.pixels_per_mm[0] == pytest.approx(wide.pixels_per_mm[1])
+
+
+def test_sensors_scaler_crop_from_libcamera_metadata() -> None:
+    # Camera Module v2's 1080p mode: a central window, not the whole sensor
+    assert scaler_crop({"ScalerCrop": (680, 692, 1920, 1080)}) == (680, 692, 1920, 1080)
+    assert scaler_crop({"ScalerCrop": [0.0, 0.0, 4056.0, 3040.0]}) == (0, 0, 4056, 3040)
+    assert scaler_crop({}) is None
+    assert scaler_crop({"ScalerCrop": (0, 0, 0, 0)}) is None
+    assert scaler_crop({"ScalerCrop": (1, 2)}) is None
+    assert scaler_crop({"ScalerCrop": "garbage"}) is None
