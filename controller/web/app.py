@@ -19,6 +19,7 @@ from pepi_fleet.controller.service import Controller
 from pepi_fleet.controller.web import (
     routes_captures,
     routes_events,
+    routes_export,
     routes_files,
     routes_nodes,
     routes_page,
@@ -61,6 +62,7 @@ def create_app(controller: Controller) -> FastAPI:
     app.state.stopping = threading.Event()
     for module in (routes_nodes, routes_captures, routes_files, routes_events, routes_page):
         app.include_router(module.router)
+    app.include_router(routes_export.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -25,6 +25,10 @@ class CapturedFrame:
     model: str
     make: str = "pepi-fleet"
     """EXIF Make: the camera's maker (the simulated backends name the project)."""
+    crop: tuple[int, int, int, int] | None = None
+    """(x, y, width, height) of the sensor's full-resolution pixel array the frame shows
+    (libcamera's ScalerCrop), when the backend knows it; None: the largest centred area of
+    the frame's aspect ratio. Sets the focal-plane resolution written to EXIF."""
 
 
 class Camera(Protocol):

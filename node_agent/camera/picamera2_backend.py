@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from pepi_fleet.node.camera.base import CapturedFrame, RGBArray
+from pepi_fleet.node.camera.sensors import scaler_crop
 from pepi_fleet.schemas.errors import CameraError
 from pepi_fleet.schemas.status import MAX_FPS, MIN_FPS, CameraInfo
 
@@ -222,10 +223,11 @@ class Picamera2Camera:  # pragma: no cover - needs a Raspberry Pi camera
                 try:
                     pixels: RGBArray = np.array(chosen.make_array("main"), dtype=np.uint8)
                     model = str(picam2.camera_properties.get("Model", "picamera2"))
+                    crop = scaler_crop(chosen.get_metadata())  # a mode may crop the sensor
                 finally:
                     chosen.release()
                 return CapturedFrame(
-                    camera=camera, timestamp=stamp, pixels=pixels, model=model, make=MAKE
+                    camera=camera, timestamp=stamp, pixels=pixels, model=model, make=MAKE, crop=crop
                 )
         finally:
             if previous is not None:
