@@ -176,7 +176,7 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     type=int,
     default=1,
     show_default=True,
-    help="Number of cameras (synthetic backend).",
+    help="Number of cameras on this node (picamera2: Picamera2(0) .. Picamera2(N-1)).",
 )
 @_opt(
     "--folder",
@@ -205,7 +205,17 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     env="FRAME_LOCK",
     default=False,
     show_default=True,
-    help="Put frame starts on a wall-clock grid shared by all nodes (like libcamera sync).",
+    help="Lock frame starts across the rig: libcamera camera sync on picamera2 (see "
+    "--sync-role), a wall-clock frame grid on the simulated cameras.",
+)
+@_opt(
+    "--sync-role",
+    env="SYNC_ROLE",
+    type=click.Choice(["server", "client", "auto"]),
+    default="auto",
+    show_default=True,
+    help="With --frame-lock on picamera2: this node's cameras lead the rig's sync (server; "
+    "exactly one node) or follow it (client); auto = client if a server is heard, else server.",
 )
 @_opt(
     "--heartbeat",
@@ -288,6 +298,7 @@ def run_node(config: NodeConfig) -> None:
         fps=config.fps,
         count=config.camera_count,
         frame_lock=config.frame_lock,
+        sync_role=config.sync_role,
         folder=config.folder,
     )
     store = CaptureStore(

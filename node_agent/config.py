@@ -35,6 +35,7 @@ class NodeConfig(BaseModel):
     resolution: Resolution = (1920, 1080)
     fps: float = Field(default=30.0, gt=0, le=240)
     frame_lock: bool = False
+    sync_role: Literal["server", "client", "auto"] = "auto"
     heartbeat_s: float = Field(default=5.0, gt=0)
     late_tolerance_s: float = Field(default=0.5, ge=0)
     jpeg_quality: int = Field(default=90, ge=1, le=100)
