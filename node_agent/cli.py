@@ -275,17 +275,22 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
 )
 def node_command(password_file: Path | None, **options: Any) -> None:
     """Run a node agent: MQTT-triggered capture, PEPI Thrift CameraServer, MJPEG previews."""
-    if password_file is not None:
-        options["password"] = password_file.read_text().strip()
-    options["node_id"] = options["node_id"] or detect_node_id()
-    try:
-        config = NodeConfig.model_validate(options)
-    except ValidationError as exc:
-        raise click.UsageError(describe_validation_error(exc)) from exc
+    config = node_config(password_file, options)
     try:
         run_node(config)
     except PepiError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def node_config(password_file: Path | None, options: dict[str, Any]) -> NodeConfig:
+    """The node's one config from its command line (UsageError naming a bad value)."""
+    if password_file is not None:
+        options["password"] = password_file.read_text().strip()
+    options["node_id"] = options["node_id"] or detect_node_id()
+    try:
+        return NodeConfig.model_validate(options)
+    except ValidationError as exc:
+        raise click.UsageError(describe_validation_error(exc)) from exc
 
 
 def run_node(config: NodeConfig) -> None:
