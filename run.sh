@@ -38,7 +38,7 @@ install_stamp() {  # what the venv was installed from: pyproject.toml and the ex
 setup() {
   local system=(mosquitto mosquitto-clients)
   local extras=""
-  if [ "${1:-}" = test ]; then system+=(docker-compose chromium); extras="[test]"; setup_home_assistant; fi
+  if [ "${1:-}" = test ]; then system+=(docker-compose chromium systemd shellcheck); extras="[test]"; setup_home_assistant; fi
   command -v python3 >/dev/null || system+=(python3)
   python3 -c 'import venv, ensurepip' 2>/dev/null || system+=(python3-venv)
   need_apt "${system[@]}"
