@@ -51,9 +51,10 @@ logger = logging.getLogger(__name__)
 
 MAKE = "Raspberry Pi"
 """EXIF Make of the Pi camera modules (the sensor model comes from libcamera)."""
-BUFFER_COUNT = 4
-"""Frame buffers per stream: one held as the latest frame, one in picamera2's queue, two
-in flight. Full-resolution BGR buffers are large (37 MB at 4056x3040)."""
+SMALL_FRAME_PIXELS = 2_200_000
+"""Up to about 1080p a stream gets 6 frame buffers, larger ones 4: one is held as the
+latest frame, one may be in a capture's hands, one in picamera2's queue, the rest in
+flight. Full-resolution BGR buffers are large (37 MB at 4056x3040)."""
 LORES_WIDTH = 640
 POLL_S = 0.1
 """The owner thread looks at its job queue at least this often while waiting for a frame."""
@@ -160,6 +161,8 @@ class CameraStream:
         self._controls: CameraControls | None = None
         self._mode_limits: tuple[int, int] | None = None
         self._last_frame_at = time.monotonic()
+        self._pending: Any = None
+        """picamera2's job for the next frame (owner thread only)."""
         opened: Future[None] = Future()
         self._thread = threading.Thread(
             target=self._run, args=(opened,), name=f"picamera2-{index}", daemon=True
@@ -230,9 +233,9 @@ class CameraStream:
         self._call(lambda: self._apply(settings.model_copy(update={"resolution": None})))
 
     def set_resolution(self, width: int, height: int) -> None:
-        """Restart the stream at ``width`` x ``height``."""
+        """Restart the stream at ``width`` x ``height`` (as before if the camera refuses)."""
         setup = dataclasses.replace(self._setup, resolution=(width, height))
-        self._call(lambda: self._restart(setup))
+        self._call(lambda: self._resize(setup))
 
     def set_fps(self, fps: float) -> None:
         """Ask for a fixed frame rate (within what the sensor mode can do)."""
@@ -271,22 +274,21 @@ class CameraStream:
             self._shutdown()
             return
         opened.set_result(None)
-        pending: Any = None
         try:
             while not self._stopping.is_set():
                 self._run_jobs()
-                if pending is None:
-                    pending = self._cam.capture_request(wait=False)
+                if self._pending is None:
+                    self._pending = self._cam.capture_request(wait=False)
                 try:
-                    request = pending.get_result(timeout=POLL_S)
+                    request = self._pending.get_result(timeout=POLL_S)
                 except TimeoutError:
                     self._on_idle()
                     continue
                 except Exception as exc:  # libcamera reports a failed request
-                    pending = None
+                    self._pending = None
                     self._log_bad_frame(f"no frame: {exc}")
                     continue
-                pending = None
+                self._pending = None
                 self._on_frame(request)
         finally:
             self._shutdown()
@@ -308,19 +310,15 @@ class CameraStream:
         """(Re)configure and start streaming at ``setup``; sync and controls re-applied."""
         cam = self._cam
         width, height = setup.resolution
-        max_w, max_h = self._max_resolution
-        if width > max_w or height > max_h:
-            raise CameraError(
-                f"camera {self.index} ({self._model}) is {max_w}x{max_h}; "
-                f"{width}x{height} does not fit"
-            )
+        self._check_fits(setup.resolution)
+        self._drop_pending()
         cam.stop()
         self._release_held()
         config = cam.create_video_configuration(
             # BGR888 is [R, G, B] per pixel in numpy: an RGB array with no conversion.
             main={"size": (width, height), "format": "BGR888"},
             lores={"size": lores_size(width, height), "format": "YUV420"},
-            buffer_count=BUFFER_COUNT,
+            buffer_count=6 if width * height <= SMALL_FRAME_PIXELS else 4,
         )
         cam.configure(config)
         advertised = dict(cam.camera_controls)
@@ -366,6 +364,23 @@ class CameraStream:
             duration,
             sync.mode,
         )
+
+    def _resize(self, setup: StreamSetup) -> None:
+        self._check_fits(setup.resolution)
+        previous = self._setup
+        try:
+            self._restart(setup)
+        except Exception:
+            self._restart(previous)  # stream as before, then report the refusal
+            raise
+
+    def _check_fits(self, resolution: tuple[int, int]) -> None:
+        (width, height), (max_w, max_h) = resolution, self._max_resolution
+        if width > max_w or height > max_h:
+            raise CameraError(
+                f"camera {self.index} ({self._model}) is {max_w}x{max_h}; "
+                f"{width}x{height} does not fit"
+            )
 
     def _sync_for(self, mode: SyncMode, advertised: dict[str, Any]) -> SyncTracker:
         if mode in ("server", "client") and "SyncMode" not in advertised:
@@ -447,6 +462,19 @@ class CameraStream:
             more = f" ({held} more since the last report)" if held else ""
             logger.warning("camera %d: %s%s", self.index, message, more)
 
+    def _drop_pending(self) -> None:
+        """Withdraw the request for the next frame (before stopping the camera: picamera2
+        runs its jobs in order, so a stop would wait behind it)."""
+        job, self._pending = self._pending, None
+        if job is None:
+            return
+        self._cam.cancel_all_and_flush()
+        try:
+            request = job.get_result(timeout=POLL_S)  # it may have got its frame just before
+        except Exception:  # cancelled: no frame to give back
+            return
+        request.release()
+
     def _release_held(self) -> None:
         with self._lock:
             held, self._held = self._held, None
@@ -468,7 +496,11 @@ class CameraStream:
             future.set_exception(CameraError(f"camera {self.index} closed"))
         if self._cam is None:
             return
-        for step in ("stop", "cancel_all_and_flush", "close"):
+        try:
+            self._drop_pending()
+        except Exception:
+            logger.warning("camera %d: pending request not withdrawn", self.index, exc_info=True)
+        for step in ("stop", "close"):
             try:
                 getattr(self._cam, step)()
             except Exception:

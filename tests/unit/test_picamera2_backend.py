@@ -197,6 +197,14 @@ def test_picamera2_camera_set_resolution_restarts_the_stream(rig: Rig) -> None:
         camera.set_resolution(8000, 6000)
 
 
+def test_picamera2_camera_a_refused_resolution_keeps_the_stream_running(rig: Rig) -> None:
+    camera = rig.camera()
+    with pytest.raises(CameraError, match="Invalid camera configuration"):
+        camera.set_resolution(32, 32)
+    assert camera.infos()[0].resolution == HQ_FAST
+    assert camera.capture([0], "still-streaming", None)[0].pixels.shape == (1080, 2028, 3)
+
+
 def test_picamera2_camera_frame_lock_server_reports_sync_and_frames_in_sync(rig: Rig) -> None:
     camera = rig.camera(frame_lock=True, sync_role="server", sync_frames=4)
     assert rig.sensors[0].controls["SyncMode"] == 1

@@ -249,6 +249,8 @@ class Picamera2:
         if self.started:
             raise RuntimeError("Camera must be stopped before configuring")
         main, lores = dict(config["main"]), config.get("lores")
+        if main["size"][0] < 64 or main["size"][1] < 64:  # the ISP's smallest output
+            raise RuntimeError(f"Invalid camera configuration: {config}")
         for stream in (main, lores):
             if stream is not None and (stream["size"][0] % 2 or stream["size"][1] % 2):
                 raise RuntimeError("width and height should be even")
