@@ -7,9 +7,11 @@ thread independence and every official sensor size, on the real clock.
 from __future__ import annotations
 
 import io
+import queue
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -20,7 +22,10 @@ from support.fake_camera import eventually, install_fake_picamera2
 from pepi_fleet.node.camera import pi_stream, picamera2_backend
 from pepi_fleet.node.camera.base import AdjustableCamera, Camera, CapturedFrame
 from pepi_fleet.node.camera.picamera2_backend import Picamera2Camera
+from pepi_fleet.node.capture_service import CaptureRequest, CaptureService
+from pepi_fleet.node.store import CaptureStore, StoreLimits
 from pepi_fleet.schemas.camera import CameraSettings, locked_settings
+from pepi_fleet.schemas.capture import CaptureCommand, CaptureResult, CaptureStatus
 from pepi_fleet.schemas.errors import CameraError
 
 HQ_FAST = (2028, 1080)  # imx477 mode of up to 50 fps
@@ -341,3 +346,32 @@ def test_picamera2_camera_without_picamera2_says_how_to_install_it(
     monkeypatch.setitem(__import__("sys").modules, "picamera2", None)
     with pytest.raises(CameraError, match="apt install python3-picamera2"):
         Picamera2Camera()
+
+
+def test_picamera2_camera_behind_the_capture_service_stores_a_scheduled_set(
+    rig: Rig, tmp_path: Path
+) -> None:
+    # The node's one capture path (as over MQTT) with the Pi backend: armed, fired at `at`,
+    # encoded with EXIF, stored, reported, on the real clock.
+    use(rig, cameras=["imx296", "imx708"])
+    camera = rig.camera((1456, 1088), fps=30.0, count=2)
+    results: queue.Queue[CaptureResult] = queue.Queue()
+    store = CaptureStore(tmp_path / "store", StoreLimits(min_free_bytes=0))
+    service = CaptureService("cam01", camera, store, results.put)
+    service.start()
+    try:
+        at = time.time() + 0.3
+        command = CaptureCommand(capture_id="scan-001", at=at)
+        service.submit(CaptureRequest(command=command, received_at=time.time()))
+        result = results.get(timeout=10)
+    finally:
+        service.stop()
+    assert result.status is CaptureStatus.OK, result.error
+    assert [(f.camera, f.width, f.height) for f in result.frames] == [
+        (0, 1456, 1088),
+        (1, 1456, 1088),  # the CM3 scaled to the same size
+    ]
+    for frame in result.frames:
+        assert abs(frame.timestamp - at) < 0.05  # exposure start, within a frame of `at`
+    image, _ = store.read_image("scan-001", 0, "jpeg")
+    assert Image.open(io.BytesIO(image)).size == (1456, 1088)
