@@ -24,18 +24,23 @@ from pathlib import Path
 from bench.fleet import PORTS, Fleet, NodeSpec, logins, start_broker
 from bench.tap import Tap
 
-# What each entry point runs: the CLI group, then the sub-command's own module, as `pepi X`
-# does before it parses its options.
+# What each entry point loads before it serves: the CLI group, the sub-command's module and
+# what it imports when it runs (the controller's web server is imported lazily by its command).
 ENTRIES = {
     "node": "pepi_fleet.node.cli:node_command",
-    "controller": "pepi_fleet.controller.commands:controller_command",
+    "controller": (
+        "pepi_fleet.controller.commands:controller_command+pepi_fleet.controller.web.server"
+    ),
 }
 PROBE = """
 import importlib, json, resource, sys, time
 t0 = time.perf_counter()
 import pepi_fleet.cli
-module, attr = sys.argv[1].split(":")
+target, *more = sys.argv[1].split("+")
+module, attr = target.split(":")
 getattr(importlib.import_module(module), attr)
+for name in more:
+    importlib.import_module(name)
 elapsed = time.perf_counter() - t0
 peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"s": elapsed, "peak_mb": peak_kb / 1024, "modules": len(sys.modules)}))

@@ -7,6 +7,7 @@ import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from thriftpy2.rpc import client_context
 from bench.raw_tcp import fetch
 from pepi_fleet.controller.downloader import Downloader
 from pepi_fleet.controller.ledger import Ledger
+from pepi_fleet.controller.thrift_node_client import ThriftNodeClient
 from pepi_fleet.core import idl as pepi_idl
 from pepi_fleet.schemas.capture import CaptureResult
 
@@ -98,20 +100,22 @@ def time_controller(
     every node on the Downloader's pool (fetch, sha256 check, fsync'd write, manifest,
     release). Seconds until every node's pass returned; the files are checked afterwards."""
     ledger = Ledger(data_dir)
-    downloader = Downloader(ledger, data_dir, endpoints.get, timeout_ms=THRIFT_TIMEOUT_MS)
+    clients = partial(ThriftNodeClient, timeout_ms=THRIFT_TIMEOUT_MS)
+    downloader = Downloader(ledger, data_dir, endpoints.get, clients)
     try:
         ledger.record_set(set_id, time.time(), sorted(results))
         for result in results.values():
             ledger.record_result(set_id, result)
         began = time.perf_counter()
-        runs = [f.result() for f in [downloader.submit(node) for node in endpoints]]
+        for future in [downloader.submit(node) for node in endpoints]:
+            future.result()
         elapsed = time.perf_counter() - began
+        owing = ledger.nodes_owing(set_id)
     finally:
         downloader.close()
         ledger.close()
-    failed = [r for r in runs if r.failed or r.skipped]
-    if failed:
-        raise RuntimeError(f"controller retrieval failed: {failed}")
+    if owing:
+        raise RuntimeError(f"controller retrieval failed: nodes {sorted(owing)} still owe images")
     verify_files(data_dir, set_id, results)
     return elapsed
 

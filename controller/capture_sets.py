@@ -137,8 +137,6 @@ class Assignment:
     node_id: str
     node_capture_id: str
     opened: bool  # an orphan set was opened for it
-    kept: bool  # False: counted as answered, but an earlier ok result of the node stays
-    after_completion: bool  # the set had already completed (its summary is out)
 
 
 @dataclass
@@ -271,13 +269,9 @@ class CaptureSetBook:
                 target = None  # the node captured again under an id it no longer held
             if target is None:
                 target, opened = self._open_orphan(result, node_capture_id, received_at), True
-            after_completion = target.view.completed_at is not None
-            kept = self._record(target, NodePart(node, node_capture_id, result, received_at))
-            if not after_completion:
-                self._complete_if_answered(target)
-            return Assignment(
-                target.view.set_id, node, node_capture_id, opened, kept, after_completion
-            )
+            self._record(target, NodePart(node, node_capture_id, result, received_at))
+            self._complete_if_answered(target)
+            return Assignment(target.view.set_id, node, node_capture_id, opened)
 
     def tick(self) -> list[CaptureSetSummary]:
         """Complete sets whose deadline passed, forget old ones; return new summaries."""
@@ -297,12 +291,6 @@ class CaptureSetBook:
         with self._lock:
             entry = self._sets.get(set_id)
             return None if entry is None else entry.view
-
-    def open_sets(self) -> list[CaptureSetView]:
-        """Sets still collecting results, oldest trigger first."""
-        with self._lock:
-            views = [e.view for e in self._sets.values() if e.view.completed_at is None]
-        return sorted(views, key=lambda v: v.triggered_at)
 
     def _find(self, result: CaptureResult, node_capture_id: str) -> _Set | None:
         known = self._by_node_capture.get((result.node_id, node_capture_id))
@@ -384,7 +372,7 @@ class CaptureSetBook:
                 best = (gap, entry)
         return None if best is None else best[1]
 
-    def _record(self, entry: _Set, part: NodePart) -> bool:
+    def _record(self, entry: _Set, part: NodePart) -> None:
         previous = entry.parts.get(part.node_id)
         if previous is not None and previous.result.status is CaptureStatus.OK:
             if part.node_capture_id != previous.node_capture_id or part.result != previous.result:
@@ -392,14 +380,13 @@ class CaptureSetBook:
                     "set %s: keeping node %s's earlier ok result over a later %s",
                     entry.view.set_id, part.node_id, part.result.status,
                 )  # fmt: skip
-            return False
+            return
         entry.parts[part.node_id] = part
         self._by_node_capture[(part.node_id, part.node_capture_id)] = entry.view.set_id
         expected = entry.view.expected
         if entry.view.kind is SetKind.ORPHAN:
             expected = expected | {part.node_id}
         entry.view = replace(entry.view, expected=expected, parts=tuple(entry.parts.values()))
-        return True
 
     def _complete_if_answered(self, entry: _Set) -> None:
         view = entry.view

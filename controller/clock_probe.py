@@ -72,7 +72,3 @@ class ClockBook:
             samples=len(samples),
             measured_at=max(s.t4 for s in samples),
         )
-
-    def forget(self, node_id: str) -> None:
-        with self._lock:
-            self._samples.pop(node_id, None)

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from pepi_fleet.controller.clock_check import clock_warnings
 from pepi_fleet.controller.clock_probe import ClockBook
 from pepi_fleet.controller.config import DEFAULT_CLOCK_TOLERANCE_S, ControllerConfig
+from pepi_fleet.controller.forget import forget_node
 from pepi_fleet.controller.node_report import NODE_LIST, NodeOut, node_reports
 from pepi_fleet.controller.oneshot import BrokerLogin, drain, session
 from pepi_fleet.controller.presence_feed import tracker_from_messages
@@ -24,7 +25,12 @@ from pepi_fleet.controller.service import Controller, new_capture_id
 from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
 from pepi_fleet.core.frame_grid import align_to_frame_grid
 from pepi_fleet.core.mqtt_link import InboundMessage, MqttLink
-from pepi_fleet.schemas.capture import CaptureCommand, describe_validation_error
+from pepi_fleet.schemas.capture import (
+    DEFAULT_SCHEDULE_HORIZON_S,
+    CaptureCommand,
+    describe_validation_error,
+    schedule_too_far_ahead,
+)
 from pepi_fleet.schemas.clock import ClockPing, ClockPong
 from pepi_fleet.schemas.controller import CaptureSetSummary
 from pepi_fleet.schemas.errors import PepiError
@@ -70,7 +76,7 @@ def _ms_to_s(ctx: click.Context, param: click.Parameter, value: float | None) ->
     return value / 1000
 
 
-@click.command("controller")
+@click.group("controller", invoke_without_command=True)
 @broker_option
 @username_option
 @password_option
@@ -79,7 +85,6 @@ def _ms_to_s(ctx: click.Context, param: click.Parameter, value: float | None) ->
 @click.option(
     "--data-dir",
     envvar="PEPI_DATA_DIR",
-    required=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="Where capture sets, manifests and the ledger live.",
 )
@@ -107,6 +112,20 @@ def _ms_to_s(ctx: click.Context, param: click.Parameter, value: float | None) ->
     show_default=True,
     callback=_ms_to_s,
     help="Warn before a scheduled capture about nodes whose clock may be further off than this.",
+)
+@click.option(
+    "--discovery/--no-discovery",
+    envvar="PEPI_DISCOVERY",
+    default=True,
+    show_default=True,
+    help="Announce the controller to Home Assistant (MQTT discovery) and take its commands.",
+)
+@click.option(
+    "--discovery-prefix",
+    envvar="PEPI_DISCOVERY_PREFIX",
+    default="homeassistant",
+    show_default=True,
+    help="Home Assistant's discovery prefix.",
 )
 @click.option(
     "--fire-tolerance-ms",
@@ -146,8 +165,17 @@ def _ms_to_s(ctx: click.Context, param: click.Parameter, value: float | None) ->
     help="Seconds a capture started by a PEPI client (Thrift start_capture) stays on its node "
     "after the controller has verified its copy, so that client can still retrieve it.",
 )
-def controller_command(**options: Any) -> None:
-    """Run the controller: presence, capture sets, loss-free downloads into --data-dir."""
+@click.pass_context
+def controller_command(ctx: click.Context, /, **options: Any) -> None:
+    """Run the controller: presence, capture sets, loss-free downloads into --data-dir.
+
+    With a sub-command (``forget NODE``), do that with the same broker options instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = options
+        return
+    if options.get("data_dir") is None:
+        raise click.UsageError("Missing option '--data-dir' (where capture sets are kept).")
     from pepi_fleet.controller.web.server import WebError, WebServer
 
     config = controller_config(options)
@@ -168,6 +196,24 @@ def controller_command(**options: Any) -> None:
     finally:
         web.stop()
         controller.stop()
+
+
+@controller_command.command("forget")
+@click.argument("node_id")
+@click.pass_obj
+def forget_command(options: dict[str, Any], node_id: str) -> None:
+    """Forget a node for good: clear its retained status, availability and Home Assistant
+    device (stop the node first, or it announces itself again when it reconnects)."""
+    try:
+        validate_node_id(node_id)
+        login = BrokerLogin(
+            options["broker"], options["username"], options["password"], options["ca_file"]
+        )
+        topics = Topics(options["topic_root"], discovery_prefix=options["discovery_prefix"])
+        cleared = forget_node(login, topics, node_id)
+    except PepiError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"forgot {node_id}: cleared {', '.join(cleared)}")
 
 
 def controller_config(options: dict[str, Any]) -> ControllerConfig:
@@ -232,6 +278,10 @@ def node_table(nodes: list[NodeOut]) -> list[str]:
             f"{n.node_id:<20} {n.state:<8} {n.address or '-':<22} {cams:<16} {age:>6} "
             f"{captures:>8} {_ms(n.clock_offset_s):>10} {_ms(n.clock_rtt_s):>8} {synced}"
         )
+        if n.health and n.health != "ok":
+            lines.append(f"  ! {n.node_id}: {n.health}")
+        if n.conflict:
+            lines.append(f"  ! {n.node_id}: {n.conflict}")
     return lines
 
 
@@ -419,6 +469,9 @@ def capture_command(
         if at is None:
             raise click.UsageError("--align needs --at or --delay")
         at = align_to_frame_grid(at, fps)
+    too_far = schedule_too_far_ahead(at, time.time(), DEFAULT_SCHEDULE_HORIZON_S)
+    if too_far is not None:
+        raise click.UsageError(too_far)
     command = CaptureCommand(capture_id=capture_id, at=at)
     topic = topics.node_capture(node_id) if node_id else topics.capture()
     try:

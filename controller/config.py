@@ -52,6 +52,13 @@ class ControllerConfig(BaseModel):
         description="MQTT 5 message expiry of immediate triggers: a node that gets one later "
         "answers late instead of firing",
     )
+    discovery: bool = True
+    """Announce the controller to Home Assistant (MQTT discovery) and take its commands."""
+    discovery_prefix: str = Field(
+        default="homeassistant", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
+    )
+    align_fps: float = Field(default=30.0, ge=1, le=240, allow_inf_nan=False)
+    """Frame rate whose grid Home Assistant's scheduled captures are aligned to."""
     clock_tolerance_s: float = Field(
         default=DEFAULT_CLOCK_TOLERANCE_S,
         gt=0,

@@ -8,23 +8,23 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from pepi_fleet.controller.ledger import Ledger
 from pepi_fleet.controller.manifest import ClockOf, write_manifest
-from pepi_fleet.controller.retrieval import (
-    DEFAULT_TIMEOUT_MS,
-    ImageFetcher,
+from pepi_fleet.controller.node_client import (
+    Endpoint,
+    NodeClient,
+    NodeClientFactory,
     RetrievalError,
-    list_held,
-    release_capture,
-    sha256_of,
 )
+from pepi_fleet.controller.retrieval import Cursor, ImageFetcher, release_capture, sha256_of
+from pepi_fleet.controller.thrift_node_client import ThriftNodeClient
+from pepi_fleet.schemas import PepiError
 
 logger = logging.getLogger(__name__)
 
-Endpoint = tuple[str, int]
 RECONCILE_EVERY_S = 60.0
 """How often an online node's list of held captures is checked against the ledger."""
 ORPHAN_GRACE_S = 30.0
@@ -33,15 +33,14 @@ LISTEN_MARGIN_S = 0.5
 """...unless it fired this long before the controller's MQTT session began (clock offsets)."""
 
 
-@dataclass
-class NodeRun:
-    """What one ``download_owed`` pass did for one node."""
+class DownloadPassError(PepiError):
+    """A download pass stopped on an unexpected error; names the node and the capture."""
 
-    node_id: str
-    done: int = 0
-    failed: int = 0
-    released: list[str] = field(default_factory=list)
-    skipped: str | None = None  # why nothing was tried (busy, no endpoint)
+    def __init__(self, node_id: str, capture_id: str | None, cause: BaseException) -> None:
+        at = f"at capture {capture_id}" if capture_id else "before reaching a capture"
+        super().__init__(f"download pass for node {node_id} failed {at}: {cause!r}")
+        self.node_id = node_id
+        self.capture_id = capture_id
 
 
 class Downloader:
@@ -49,7 +48,8 @@ class Downloader:
 
     Idempotent: a file already on disk with the expected sha256 counts as done
     without a refetch, and a pass with nothing owed does nothing. One pass per
-    node at a time; different nodes run in parallel on a bounded pool.
+    node at a time; different nodes run in parallel on a bounded pool. Nodes are
+    reached through ``node_clients`` (Thrift unless a test brings its own).
     """
 
     def __init__(
@@ -57,8 +57,8 @@ class Downloader:
         ledger: Ledger,
         data_dir: Path,
         endpoint_of: Callable[[str], Endpoint | None],
+        node_clients: NodeClientFactory = ThriftNodeClient,
         workers: int = 8,
-        timeout_ms: int = DEFAULT_TIMEOUT_MS,
         clock: Callable[[], float] = time.time,
         clock_of: ClockOf | None = None,
         listening_since: Callable[[], float | None] = lambda: None,
@@ -69,7 +69,7 @@ class Downloader:
         self._manifest_lock = threading.Lock()
         self._data_dir = data_dir
         self._endpoint_of = endpoint_of
-        self._timeout_ms = timeout_ms
+        self._node_clients = node_clients
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download")
         self._busy: set[str] = set()
@@ -89,58 +89,50 @@ class Downloader:
             logger.info("removed %d half-written files of a previous run", removed)
         return removed
 
-    def submit(self, node_id: str, *, force: bool = False) -> Future[NodeRun]:
-        """Run ``download_owed`` on the pool (e.g. when a node comes back online)."""
-        return self._pool.submit(self.download_owed, node_id, force=force)
+    def submit(self, node_id: str, *, force: bool = False) -> Future[None]:
+        """Run ``download_owed`` on the pool (e.g. when a node comes back online).
 
-    def run_pending(self) -> list[NodeRun]:
-        """One pass over every node with work due, in parallel; waits for all of them."""
-        futures = [self.submit(n) for n in self._ledger.nodes_with_work(self._clock())]
-        runs = []
-        for future in futures:
-            try:
-                runs.append(future.result())
-            except Exception:
-                logger.exception("download pass failed")
-        return runs
+        A pass that fails is logged, with the node and capture, when it ends.
+        """
+        future = self._pool.submit(self.download_owed, node_id, force=force)
+        future.add_done_callback(partial(_log_failure, node_id))
+        return future
 
-    def download_owed(self, node_id: str, *, force: bool = False) -> NodeRun:
+    def download_owed(self, node_id: str, *, force: bool = False) -> None:
         """Fetch what ``node_id`` owes, then write manifests and release what is verified.
 
-        ``force`` ignores the back-off of failed images (the node just came back).
+        ``force`` ignores the back-off of failed images (the node just came back). Raises
+        DownloadPassError if the pass stops on an unexpected error.
         """
         with self._busy_lock:
             if node_id in self._busy:
-                # Fix: this request used to be dropped, so images owed by results that
-                # arrived during a pass waited for the next retry sweep (up to 5 s).
-                # The running pass now goes round once more instead.
+                # The running pass goes round once more: work that arrived during it must
+                # not wait for the next retry sweep.
                 self._again[node_id] = self._again.get(node_id, False) or force
-                return NodeRun(node_id, skipped="busy")
+                return
             self._busy.add(node_id)
+        cursor = Cursor()
         try:
-            run = self._download(node_id, force)
             while True:
+                self._download(node_id, force, cursor)
                 with self._busy_lock:
                     if node_id not in self._again:
                         self._busy.discard(node_id)
-                        return run
+                        return
                     force = self._again.pop(node_id)
-                more = self._download(node_id, force)
-                run.done += more.done
-                run.failed += more.failed
-                run.released += more.released
-                run.skipped = more.skipped
-        except BaseException:
+        except BaseException as exc:
             with self._busy_lock:
                 self._busy.discard(node_id)
                 self._again.pop(node_id, None)
+            if isinstance(exc, Exception):
+                raise DownloadPassError(node_id, cursor.capture_id, exc) from exc
             raise
 
     def reconcile_due(self, node_id: str) -> bool:
         """Whether the node's held captures have not been checked for a while."""
         return self._clock() - self._reconciled.get(node_id, float("-inf")) >= RECONCILE_EVERY_S
 
-    def _reconcile(self, node_id: str, endpoint: Endpoint) -> None:
+    def _reconcile(self, node_id: str, client: NodeClient, cursor: Cursor) -> None:
         """Record captures the node holds but the ledger does not know, so none is lost.
 
         They are results the controller never saw: taken while it was down (a clean MQTT
@@ -149,7 +141,7 @@ class Downloader:
         now = self._clock()
         self._reconciled[node_id] = now
         try:
-            held = list_held(*endpoint, node_id, self._timeout_ms)
+            held = client.list_captures()
         except RetrievalError as exc:
             logger.warning("cannot list what node %s holds: %s", node_id, exc)
             return
@@ -159,7 +151,7 @@ class Downloader:
         if (since := self._listening_since()) is not None:
             cutoff = max(cutoff, since - LISTEN_MARGIN_S)
         for result in held:
-            cid = result.capture_id
+            cid = cursor.capture_id = result.capture_id
             if cid is None or self._ledger.knows_capture(node_id, cid):
                 continue
             if (result.fired_at or result.received_at) > cutoff:
@@ -178,51 +170,48 @@ class Downloader:
             self.recovered.put(set_id)
             logger.info("node %s holds %s, unknown to the ledger: set %s", node_id, cid, set_id)
 
-    def _download(self, node_id: str, force: bool) -> NodeRun:
-        run = NodeRun(node_id)
+    def _download(self, node_id: str, force: bool, cursor: Cursor) -> None:
         endpoint = self._endpoint_of(node_id)
-        if endpoint is not None and (force or self.reconcile_due(node_id)):
-            self._reconcile(node_id, endpoint)
-        rows = self._ledger.owed_by(node_id, None if force else self._clock())
-        touched: set[str] = set()
-        missing = []
-        for row in rows:
-            if sha256_of(self._data_dir / row.path) == row.sha256:
-                self._ledger.mark_done(row.id)  # a pass killed after writing, before marking
-                run.done += 1
-                touched.add(row.set_id)
-            else:
-                missing.append(row)
-        if endpoint is None:
-            run.skipped = "no endpoint (node not online)"
-        elif missing:
-            fetcher = ImageFetcher(
-                *endpoint, self._data_dir, self._ledger, self._timeout_ms, self._clock
-            )
-            report = fetcher.fetch(missing)
-            run.done += len(report.done)
-            run.failed += len(report.failed)
-            touched |= {row.set_id for row in missing if row.id in report.done}
-        for set_id in sorted(touched):
-            self.write_manifest(set_id)
-        if endpoint is not None:
-            self._release(node_id, endpoint, touched, run)
-        return run
+        client = None if endpoint is None else self._node_clients(node_id, endpoint)
+        try:
+            if client is not None and (force or self.reconcile_due(node_id)):
+                self._reconcile(node_id, client, cursor)
+            touched: set[str] = set()
+            missing = []
+            for row in self._ledger.owed_by(node_id, None if force else self._clock()):
+                cursor.capture_id = row.node_capture_id
+                if sha256_of(self._data_dir / row.path) == row.sha256:
+                    self._ledger.mark_done(row.id)  # a pass killed after writing, before marking
+                    touched.add(row.set_id)
+                else:
+                    missing.append(row)
+            if client is not None and missing:
+                fetcher = ImageFetcher(client, self._data_dir, self._ledger, self._clock, cursor)
+                report = fetcher.fetch(missing)
+                touched |= {row.set_id for row in missing if row.id in report.done}
+            for set_id in sorted(touched):
+                cursor.capture_id = set_id
+                self.write_manifest(set_id)
+            if client is not None:
+                self._release(node_id, client, touched, cursor)
+        finally:
+            if client is not None:
+                client.close()
 
-    def _release(self, node_id: str, endpoint: Endpoint, written: set[str], run: NodeRun) -> None:
+    def _release(self, node_id: str, client: NodeClient, written: set[str], cursor: Cursor) -> None:
         for set_id, node_capture_id in self._ledger.releasable(node_id):
+            cursor.capture_id = node_capture_id
             if set_id not in written:
                 self.write_manifest(set_id)  # the copy must be on record before the node forgets
             result = self._ledger.ok_result(set_id, node_id)
             expected = {} if result is None else {f.camera: f.sha256 for f in result.frames}
             try:
-                released = release_capture(*endpoint, node_capture_id, expected, self._timeout_ms)
+                released = release_capture(client, node_capture_id, expected)
             except RetrievalError as exc:
                 self._ledger.mark_released(set_id, node_id, error=str(exc))
                 logger.warning("release on node %s failed, will retry: %s", node_id, exc)
                 return
             self._ledger.mark_released(set_id, node_id)
-            run.released.append(released or node_capture_id)
             if released is None:
                 logger.info("node %s no longer held %s", node_id, node_capture_id)
 
@@ -243,3 +232,14 @@ class Downloader:
     def close(self) -> None:
         """Wait for running passes and stop the pool."""
         self._pool.shutdown(wait=True)
+
+
+def _log_failure(node_id: str, future: Future[None]) -> None:
+    """Done-callback of a pass: its exception, if any, is logged (nobody waits for it)."""
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if isinstance(exc, DownloadPassError):
+        logger.error("%s", exc, exc_info=exc)
+    elif exc is not None:
+        logger.error("download pass for node %s failed: %r", node_id, exc, exc_info=exc)

@@ -30,7 +30,7 @@ MAX_COMMAND_BYTES = 1024
 DEFAULT_SCHEDULE_DELAY_S = 1.0
 MIN_SCHEDULE_DELAY_S, MAX_SCHEDULE_DELAY_S = 0.1, 60.0
 
-Publish = Callable[[str, bytes | str, bool], None]
+Publish = Callable[[str, bytes | str, bool], object]
 """(topic, payload, retain)"""
 
 

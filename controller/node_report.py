@@ -43,6 +43,12 @@ class NodeOut(BaseModel):
         description="seconds since last_heartbeat_at; stale from 3 x heartbeat_s"
     )
     changed_at: float = Field(description="when the state last changed (Unix s)")
+    health: str | None = Field(
+        default=None, description="the node's own verdict: 'ok' or 'degraded: <reason>'"
+    )
+    conflict: str | None = Field(
+        default=None, description="set when two machines seem to use this node id"
+    )
 
     @classmethod
     def of(cls, view: NodeView, now: float, measured: ClockEstimate | None = None) -> NodeOut:
@@ -66,6 +72,8 @@ class NodeOut(BaseModel):
             last_heartbeat_at=last,
             heartbeat_age_s=None if last is None else max(now - last, 0.0),
             changed_at=view.changed_at,
+            health=status.health if status else None,
+            conflict=view.conflict,
         )
 
 

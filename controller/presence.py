@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 STALE_AFTER_HEARTBEATS = 3.0
 """A node is stale after this many of its own heartbeat periods without a status."""
+CONFLICT_WINDOW_S = 60.0
+"""Statuses of one id from two addresses within this window: two machines share the id."""
 
 
 class NodeState(StrEnum):
@@ -44,6 +46,8 @@ class NodeView:
     status: NodeStatus | None
     last_heartbeat_at: float | None
     changed_at: float
+    conflict: str | None = None
+    """Why two machines seem to use this node id (their statuses alternate addresses)."""
 
 
 @dataclass
@@ -55,6 +59,11 @@ class _Node:
     removed: bool = False
     state: NodeState | None = None
     changed_at: float = 0.0
+    # address -> when a status last came from it (kept for CONFLICT_WINDOW_S)
+    addresses: dict[str, float] = field(default_factory=dict)
+    last_address: str | None = None
+    conflict: str | None = None
+    conflict_until: float = 0.0
 
 
 class PresenceTracker:
@@ -109,7 +118,31 @@ class PresenceTracker:
                 node.removed = False
                 node.status = status
                 node.last_heartbeat_at = self._clock() if received_at is None else received_at
+                self._note_address(node, status, node.last_heartbeat_at)
             return self._evaluate_and_drain()
+
+    @staticmethod
+    def _note_address(node: _Node, status: NodeStatus, at: float) -> None:
+        """Two machines with one id alternate (A, B, A…); one that moved (A, B) does not."""
+        address = f"{status.thrift.host}:{status.thrift.port}"
+        known = {a: t for a, t in node.addresses.items() if at - t <= CONFLICT_WINDOW_S}
+        if address != node.last_address and address in known:
+            others = sorted(set(known) - {address})
+            if node.conflict is None:
+                logger.warning(
+                    "node %s: statuses alternate between %s and %s: two machines use this id",
+                    node.node_id,
+                    address,
+                    ", ".join(others),
+                )
+            node.conflict = (
+                f"two machines use node id {node.node_id}: statuses alternate between "
+                f"{', '.join(sorted(known))}; give each its own --node-id"
+            )
+            node.conflict_until = at + CONFLICT_WINDOW_S
+        known[address] = at
+        node.addresses = known
+        node.last_address = address
 
     def tick(self) -> list[StateChange]:
         """Apply the passage of time (online → stale); return changes not yet reported."""
@@ -119,12 +152,20 @@ class PresenceTracker:
     def nodes(self) -> list[NodeView]:
         """Every known node, sorted by id."""
         views = []
+        now = self._clock()
         with self._lock:
             self._evaluate()
             for n in sorted(self._nodes.values(), key=lambda n: n.node_id):
                 if n.state is not None:
                     views.append(
-                        NodeView(n.node_id, n.state, n.status, n.last_heartbeat_at, n.changed_at)
+                        NodeView(
+                            n.node_id,
+                            n.state,
+                            n.status,
+                            n.last_heartbeat_at,
+                            n.changed_at,
+                            n.conflict if now < n.conflict_until else None,
+                        )
                     )
         return views
 
@@ -135,11 +176,6 @@ class PresenceTracker:
     def online_ids(self) -> set[str]:
         """Ids of the nodes online now (fresh heartbeat, availability not offline)."""
         return {v.node_id for v in self.nodes() if v.state is NodeState.ONLINE}
-
-    def forget(self, node_id: str) -> bool:
-        """Drop a node entirely (e.g. a removed one the user dismissed); True if it was known."""
-        with self._lock:
-            return self._nodes.pop(node_id, None) is not None
 
     def _evaluate_and_drain(self) -> list[StateChange]:
         self._evaluate()

@@ -9,19 +9,25 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
+from pepi_fleet import __version__
 from pepi_fleet.controller.capture_sets import CaptureSetBook, build_summary
 from pepi_fleet.controller.clock_check import clock_warnings
 from pepi_fleet.controller.clock_probe import ClockBook, ClockEstimate
 from pepi_fleet.controller.config import ControllerConfig
-from pepi_fleet.controller.downloader import Downloader, Endpoint
+from pepi_fleet.controller.downloader import Downloader
 from pepi_fleet.controller.events import EventHub
+from pepi_fleet.controller.home_assistant import HomeAssistantBridge
 from pepi_fleet.controller.ledger import Ledger, SetDetail
+from pepi_fleet.controller.node_client import Endpoint, NodeClientFactory
 from pepi_fleet.controller.presence import NodeState, NodeView, PresenceTracker, StateChange
 from pepi_fleet.controller.presence_feed import PRESENCE_KINDS, PresenceMessage
 from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
+from pepi_fleet.controller.thrift_node_client import ThriftNodeClient
 from pepi_fleet.core.availability import OFFLINE, ONLINE
 from pepi_fleet.core.decode import decode
+from pepi_fleet.core.frame_grid import align_to_frame_grid
 from pepi_fleet.core.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
 from pepi_fleet.schemas.capture import (
     CaptureCommand,
@@ -30,6 +36,7 @@ from pepi_fleet.schemas.capture import (
 )
 from pepi_fleet.schemas.clock import ClockPing, ClockPong
 from pepi_fleet.schemas.controller import CaptureSetSummary
+from pepi_fleet.schemas.discovery import ha_status_topic
 from pepi_fleet.schemas.errors import PayloadError
 from pepi_fleet.schemas.topics import TopicKind, Topics
 
@@ -43,6 +50,10 @@ CLOCK_PROBE_S = 2.0
 """Each online node gets one clock ping this often; the best of the last 16 is used."""
 
 
+_ANNOUNCE = InboundMessage(topic="", payload=b"", retain=False, received_at=0.0)
+"""Queued by ``_on_connected``: announce to Home Assistant from the worker thread."""
+
+
 @dataclass
 class _AwaitingDownload:
     summary: CaptureSetSummary
@@ -50,11 +61,20 @@ class _AwaitingDownload:
 
 
 class Controller:
-    """Owns the MQTT link and one worker thread; paho callbacks only enqueue."""
+    """Owns the MQTT link and one worker thread; paho callbacks only enqueue.
 
-    def __init__(self, config: ControllerConfig, clock: Callable[[], float] = time.time) -> None:
+    Nodes' captures are reached through ``node_clients`` (default: Thrift at each node's
+    advertised endpoint, with the configured timeout).
+    """
+
+    def __init__(
+        self,
+        config: ControllerConfig,
+        clock: Callable[[], float] = time.time,
+        node_clients: NodeClientFactory | None = None,
+    ) -> None:
         self.config = config
-        self.topics = Topics(config.topic_root)
+        self.topics = Topics(config.topic_root, discovery_prefix=config.discovery_prefix)
         self._clock = clock
         self.events = EventHub()
         self.presence = PresenceTracker(clock)
@@ -71,8 +91,8 @@ class Controller:
             self.ledger,
             config.data_dir,
             self.endpoint_of,
+            node_clients or partial(ThriftNodeClient, timeout_ms=config.thrift_timeout_ms),
             workers=config.download_workers,
-            timeout_ms=config.thrift_timeout_ms,
             clock=clock,
             clock_of=self._clock_pair,
             listening_since=lambda: self._listening_since,
@@ -88,6 +108,14 @@ class Controller:
         self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._run, name="controller", daemon=True)
         t = self.topics
+        self.ha = HomeAssistantBridge(
+            t,
+            lambda topic, payload, retain: self.link.publish(topic, payload, retain=retain),
+            __version__,
+            _page_url(config.web_host, config.web_port),
+            clock,
+            enabled=config.discovery,
+        )
         self.link = MqttLink(
             BrokerAddress.parse(config.broker),
             LinkOptions(
@@ -103,9 +131,10 @@ class Controller:
                     (t.all_nodes("status"), 1),
                     (t.all_nodes("result"), 1),
                     (t.all_nodes("clock/pong"), 0),
+                    *self.ha.subscriptions(),
                 ),
             ),
-            on_message=self._inbox.put,
+            on_message=self.receive,
             on_connected=self._on_connected,
             on_disconnected=lambda reason: self.events.emit(
                 "broker", connected=False, reason=reason
@@ -151,9 +180,14 @@ class Controller:
     def _on_connected(self) -> None:
         self._listening_since = self._clock()  # subscribed: results from now on reach us
         self.link.publish(self.topics.controller_availability(), ONLINE, retain=True)
+        self._inbox.put(_ANNOUNCE)  # discovery and state, built on the worker thread
         self.events.emit("broker", connected=True)
 
     # -- queries and commands (any thread) -----------------------------------------------------
+
+    def receive(self, msg: InboundMessage) -> None:
+        """Hand one inbound message to the worker thread (paho's callback; nothing blocks)."""
+        self._inbox.put(msg)
 
     @property
     def broker_connected(self) -> bool:
@@ -209,8 +243,19 @@ class Controller:
                 self._retry_owed()
 
     def _handle(self, msg: InboundMessage) -> None:
+        if msg is _ANNOUNCE:
+            self._count_nodes()
+            self.ha.on_connected()
+            return
+        if self.ha.enabled and msg.topic == ha_status_topic(self.topics):
+            self.ha.on_birth(msg.payload)
+            return
         parsed = self.topics.parse(msg.topic)
         if parsed is None:
+            return
+        if parsed.kind is TopicKind.CONTROLLER_COMMAND:
+            if self.ha.enabled and not msg.retain:
+                self._on_command(msg)
             return
         if parsed.kind in (TopicKind.CAPTURE, TopicKind.NODE_CAPTURE):
             self._on_trigger(msg, parsed.node_id)
@@ -363,7 +408,26 @@ class Controller:
         ping = ClockPing(seq=self._ping_seq, t1=self._clock())
         self.link.publish(self.topics.clock_ping(node_id), ping.model_dump_json(), qos=0)
 
+    def _on_command(self, msg: InboundMessage) -> None:
+        scheduled = self.ha.on_command(msg.payload)
+        if scheduled is None:
+            return
+        at = align_to_frame_grid(self._clock() + scheduled.delay_s, self.config.align_fps)
+        capture_id = self.trigger(at=at)
+        logger.info("Home Assistant: capture %s scheduled at %.3f", capture_id, at)
+
+    def _count_nodes(self) -> None:
+        with self._lock:
+            states = [v.state for v in self.presence.nodes()]
+        self.ha.update_counts(
+            online=states.count(NodeState.ONLINE),
+            stale=states.count(NodeState.STALE),
+            offline=states.count(NodeState.OFFLINE),
+        )
+
     def _presence_changed(self, changes: list[StateChange]) -> None:
+        if changes:
+            self._count_nodes()
         for change in changes:
             self.events.emit("presence", node_id=change.node_id, old=change.old, state=change.new)
             # An offline node's clock estimate is kept: a manifest written once its images
@@ -377,6 +441,7 @@ class Controller:
             changes = self.presence.tick()
             summaries = self.book.tick()
         self._presence_changed(changes)
+        self.ha.flush()
         now = self._clock()
         self._probe_clocks(now)
         while True:
@@ -425,6 +490,8 @@ class Controller:
             }
         )
         self.link.publish(self.topics.controller_captures(), final.model_dump_json(), qos=1)
+        if detail is not None:
+            self.ha.update_set(final, len(files), len(detail.images))
         if downloaded:  # else a restarted controller summarises it again once it is
             self.ledger.mark_summarized(summary.capture_id)
         self.events.emit("set_complete", summary=final.model_dump(mode="json"))
@@ -461,6 +528,13 @@ def summary_from_ledger(
         at=record.at,
         fire_tolerance_s=fire_tolerance_s,
     )
+
+
+def _page_url(host: str, port: int) -> str | None:
+    """The web page's address for Home Assistant's device page, when it has a usable one."""
+    if host in ("0.0.0.0", "::", "") or port == 0:
+        return None
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
 def new_capture_id(now: float) -> str:

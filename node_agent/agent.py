@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from pepi_fleet.core.availability import OFFLINE, ONLINE
 from pepi_fleet.core.decode import decode
@@ -18,17 +17,23 @@ from pepi_fleet.node.camera.base import Camera
 from pepi_fleet.node.capture_service import CaptureRequest, CaptureService, CaptureSettings
 from pepi_fleet.node.clock_sync import clock_synchronised
 from pepi_fleet.node.config import NodeConfig
+from pepi_fleet.node.health import Health, Vital, Watchdog
+from pepi_fleet.node.home_assistant import NodeAnnouncer
 from pepi_fleet.node.store import CaptureStore
 from pepi_fleet.node.stream import MjpegServer
+from pepi_fleet.node.taken_ids import DAY_S, TAKEN_IDS_FILE, TakenIds
 from pepi_fleet.node.thrift_server import CameraServerHandler, ThriftServer
+from pepi_fleet.node.worker import Progress, Worker
 from pepi_fleet.schemas.capture import (
     CaptureResult,
     CaptureStatus,
+    is_plain_token,
     parse_capture_command,
 )
 from pepi_fleet.schemas.clock import ClockPing, ClockPong
 from pepi_fleet.schemas.errors import PayloadError, PepiError
 from pepi_fleet.schemas.ids import is_capture_id
+from pepi_fleet.schemas.nesting import check_nesting
 from pepi_fleet.schemas.status import ClockInfo, NodeSettings, NodeStatus, ThriftEndpoint
 from pepi_fleet.schemas.topics import TopicKind, Topics
 
@@ -36,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 MAX_SETTINGS_BYTES = 4096
 MAX_PING_BYTES = 1024
+MAX_SALVAGE_BYTES = 64 * 1024
+"""A rejected command larger than this is not searched for its capture id (paho's thread)."""
 
 
 class NodeAgent:
@@ -51,17 +58,30 @@ class NodeAgent:
         self.config = config
         self.camera = camera
         self.store = store
-        self.topics = Topics(config.topic_root)
+        self.topics = Topics(config.topic_root, discovery_prefix=config.discovery_prefix)
         self._clock = clock
         self.stopped = threading.Event()
+        self.fatal: str | None = None
+        """Why the node stopped itself (an essential worker died); None for a normal stop."""
+        self.taken = TakenIds(
+            config.data_dir / TAKEN_IDS_FILE,
+            max_ids=config.remember_ids,
+            max_age_s=config.remember_days * DAY_S,
+            clock=clock,
+        )
         self.captures = CaptureService(
             config.node_id,
             camera,
             store,
             self._publish_result,
             self._publish_preview,
-            CaptureSettings(config.late_tolerance_s, jpeg_quality=config.jpeg_quality),
+            CaptureSettings(
+                config.late_tolerance_s,
+                jpeg_quality=config.jpeg_quality,
+                horizon_s=config.schedule_horizon_s,
+            ),
             clock,
+            taken=self.taken,
         )
         self.stream: MjpegServer | None = None
         if config.stream_port >= 0:
@@ -83,6 +103,22 @@ class NodeAgent:
         self.thrift = ThriftServer(handler, config.thrift_host, config.thrift_port)
         self.advertise_host = config.advertise_host or _advertise_host(config.thrift_host)
         node = config.node_id
+        self.announcer: NodeAnnouncer | None = None
+        if config.discovery:
+            self.announcer = NodeAnnouncer(
+                self.topics,
+                node,
+                __version__,
+                camera,
+                lambda topic, payload, qos, retain: self.link.publish(
+                    topic, payload, qos=qos, retain=retain
+                ),
+                clock,
+                config.live_preview_s,
+            )
+        self._last_capture_at: float | None = max(
+            (c.fired_at for c in store.captures()), default=None
+        )
         self.link = MqttLink(
             BrokerAddress.parse(config.broker),
             LinkOptions(
@@ -96,38 +132,85 @@ class NodeAgent:
                     (self.topics.node_capture(node), 1),
                     (self.topics.settings(node), 1),
                     (self.topics.clock_ping(node), 0),
+                    *([(self.announcer.birth_topic, 1)] if self.announcer else []),
                 ),
+                # so that a retained trigger (or the clearing of one) is seen as retained
+                retain_as_published=True,
+                role="node",
             ),
             on_message=self._on_message,
             on_connected=self._on_connected,
         )
         # Settings change the camera and statuses read the disk; keep both off paho's thread.
-        self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="control")
+        self._control = Worker("control")
         self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self._beating = Progress()
+        self.watchdog = Watchdog(
+            self.vitals,
+            config.watchdog_stall_s,
+            on_change=self._on_health_change,
+            on_fatal=self._on_fatal,
+            notes=self._health_notes,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._control.start()
         self.captures.start()
         self.thrift.start()
         if self.stream is not None:
             self.stream.start()
         self.link.start()
         self._heartbeat.start()
+        self.watchdog.start()
         logger.info(
             "node %s up: thrift %s:%d", self.config.node_id, self.advertise_host, self.thrift.port
         )
 
     def stop(self) -> None:
-        """Clean stop: ``offline`` is published by us (a clean disconnect sends no Will)."""
+        """Clean stop: ``offline`` is published by us (a clean disconnect sends no Will).
+
+        After a fatal health verdict the disconnect asks the broker for the Will as well,
+        so ``offline`` is out even if our own publish cannot be sent any more.
+        """
         self.stopped.set()
+        self.watchdog.stop()
         self.captures.stop()
-        self.link.stop(final=(self.topics.availability(self.config.node_id), OFFLINE))
+        self.link.stop(
+            final=(self.topics.availability(self.config.node_id), OFFLINE),
+            will=self.fatal is not None,
+        )
         self.thrift.stop()
         if self.stream is not None:
             self.stream.stop()
-        self._control.shutdown(wait=True)
+        self._control.stop(timeout=10)
         self.camera.close()
+
+    # -- health ---------------------------------------------------------------------------------
+
+    def vitals(self) -> list[Vital]:
+        """The watchdog's view of every worker the node cannot do without."""
+        encoder = self.captures.encoder
+        return [
+            Vital("mqtt network loop", self.link.loop_alive(), self.link.unacked_s()),
+            Vital("capture", self.captures.alive, self.captures.firing.stalled_s()),
+            Vital("encoder", encoder.alive, encoder.progress.stalled_s()),
+            Vital("control", self._control.alive, self._control.progress.stalled_s()),
+            Vital("heartbeat", self._heartbeat.is_alive(), self._beating.stalled_s()),
+        ]
+
+    def _health_notes(self) -> tuple[str, ...]:
+        warning = self.link.takeover_warning()
+        return () if warning is None else (warning,)
+
+    def _on_health_change(self, health: Health) -> None:
+        if self.link.connected.is_set():
+            self._control.submit(self.publish_status, what="status after a health change")
+
+    def _on_fatal(self, reason: str) -> None:
+        self.fatal = reason
+        self.stopped.set()
 
     def stream_urls(self) -> list[str]:
         if self.stream is None:
@@ -147,6 +230,8 @@ class NodeAgent:
             stream_urls=self.stream_urls(),
             store=self.store.info(),
             clock=ClockInfo(synced=clock_synchronised()),
+            health=self.watchdog.health.summary[:500],
+            last_capture_at=self._last_capture_at,
         )
 
     # -- publishing -----------------------------------------------------------------------------
@@ -158,16 +243,33 @@ class NodeAgent:
 
     def _publish_result(self, result: CaptureResult) -> None:
         self.link.publish(self.topics.result(self.config.node_id), result.model_dump_json())
+        if result.status is CaptureStatus.OK and result.fired_at is not None:
+            self._last_capture_at = result.fired_at
         if result.status in (CaptureStatus.OK, CaptureStatus.STORE_FULL):
-            self.publish_status()  # store counts changed
+            # store counts changed; the status reads the disk, so not on this thread
+            self._control.submit(self.publish_status, what="status after a capture")
 
     def _publish_preview(self, jpeg: bytes) -> None:
         self.link.publish(self.topics.preview(self.config.node_id), jpeg, qos=0)
 
     def _beat(self) -> None:
         while not self.stopped.wait(self.config.heartbeat_s):
-            if self.link.connected.is_set():
+            if not self.link.connected.is_set():
+                continue
+            self._beating.begin()
+            try:
                 self.publish_status()
+            except Exception:
+                logger.exception(
+                    "heartbeat not published; trying again in %s s", self.config.heartbeat_s
+                )
+            try:
+                if self.announcer is not None and self.announcer.live_due():
+                    self.announcer.publish_live()
+            except Exception:
+                logger.exception("live preview for Home Assistant not published")
+            finally:
+                self._beating.end()
 
     # -- paho callbacks (network thread): decode, validate, hand off -----------------------------
 
@@ -176,9 +278,15 @@ class NodeAgent:
         # building the status reads the store and the kernel clock, so the control thread does it.
         node = self.config.node_id
         self.link.publish(self.topics.availability(node), ONLINE, retain=True)
-        self._control.submit(_logged, self.publish_status)
+        self._control.submit(self.publish_status, what="status after connecting")
+        if self.announcer is not None:
+            self._control.submit(self.announcer.announce, what="Home Assistant discovery")
 
     def _on_message(self, msg: InboundMessage) -> None:
+        if self.announcer is not None and msg.topic == self.announcer.birth_topic:
+            if self.announcer.on_birth(msg.payload):
+                self._control.submit(self.announcer.announce, what="Home Assistant discovery")
+            return
         parsed = self.topics.parse(msg.topic)
         if parsed is None:
             logger.warning("message on unexpected topic %s ignored", msg.topic)
@@ -186,7 +294,7 @@ class NodeAgent:
         if parsed.kind in (TopicKind.CAPTURE, TopicKind.NODE_CAPTURE):
             self._on_capture(msg)
         elif parsed.kind is TopicKind.SET:
-            self._control.submit(_logged, self._apply_settings, msg)
+            self._control.submit(self._apply_settings, msg, what=f"settings on {msg.topic}")
         elif parsed.kind is TopicKind.CLOCK_PING:
             self._on_clock_ping(msg)
 
@@ -196,6 +304,10 @@ class NodeAgent:
         except PayloadError as exc:
             self._reject(msg, str(exc))
             return
+        except Exception as exc:  # a parser bug must cost one command, not the node
+            logger.exception("capture command on %s could not be parsed", msg.topic)
+            self._reject(msg, f"internal error: {type(exc).__name__}: {exc}"[:300])
+            return
         self.captures.submit(
             CaptureRequest(
                 command=command,
@@ -203,6 +315,8 @@ class NodeAgent:
                 source="mqtt",
                 expires_at=msg.expires_at,
                 retained=msg.retain,
+                expiry_s=msg.expiry_interval,
+                token=is_plain_token(msg.payload),
             )
         )
 
@@ -216,6 +330,7 @@ class NodeAgent:
                 status=CaptureStatus.ERROR,
                 received_at=msg.received_at,
                 error=f"{msg.topic}: {reason}",
+                expiry_remaining_s=msg.expiry_interval,
             )
         )
 
@@ -232,38 +347,58 @@ class NodeAgent:
         )
 
     def _apply_settings(self, msg: InboundMessage) -> None:
+        """Apply all of a settings payload or none of it (control thread)."""
         try:
             settings = decode(NodeSettings, msg.payload, MAX_SETTINGS_BYTES)
         except PayloadError as exc:
-            logger.error("bad settings on %s: %s", msg.topic, exc)
+            logger.error("bad settings on %s: %s; nothing applied", msg.topic, exc)
             return
         try:
-            if settings.resolution is not None:
-                self.camera.set_resolution(*settings.resolution)
-            if settings.fps is not None:
-                self.camera.set_fps(settings.fps)
+            self._apply_camera_settings(settings)
         except PepiError as exc:
             logger.error("settings on %s not applied: %s", msg.topic, exc)
+            return
+        except Exception:
+            logger.exception("settings on %s failed; the camera may be left as it was", msg.topic)
             return
         if settings.jpeg_quality is not None:
             self.captures.set_jpeg_quality(settings.jpeg_quality)
         logger.info("settings applied: %s", settings.model_dump(exclude_none=True))
         self.publish_status()
 
-
-def _logged(work: Callable[..., object], *args: object) -> None:
-    """Run ``work`` on the control thread; an executor would swallow its exception."""
-    try:
-        work(*args)
-    except Exception:
-        logger.exception("%s failed", getattr(work, "__name__", work))
+    def _apply_camera_settings(self, settings: NodeSettings) -> None:
+        infos = self.camera.infos()
+        if settings.resolution is not None:
+            width, height = settings.resolution
+            for info in infos:
+                max_w, max_h = info.max_resolution
+                if width > max_w or height > max_h:
+                    raise PayloadError(
+                        f"resolution {width}x{height} exceeds camera {info.index}'s "
+                        f"{max_w}x{max_h}; nothing applied"
+                    )
+            self.camera.set_resolution(width, height)
+        if settings.fps is None:
+            return
+        try:
+            self.camera.set_fps(settings.fps)
+        except Exception:
+            if settings.resolution is not None and infos:
+                self.camera.set_resolution(*infos[0].resolution)  # all or nothing
+            raise
 
 
 def _salvage_capture_id(payload: bytes) -> str | None:
-    """The capture id of a rejected JSON command, when it has a usable one."""
+    """The capture id of a rejected JSON command, when it has a usable one.
+
+    Bounded in size and nesting before ``json.loads`` (which recurses: deep nesting would
+    raise RecursionError on paho's thread)."""
+    if len(payload) > MAX_SALVAGE_BYTES:
+        return None
     try:
+        check_nesting(payload)
         data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, PayloadError, RecursionError):
         return None
     value = data.get("capture_id") if isinstance(data, dict) else None
     return value if isinstance(value, str) and is_capture_id(value) else None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import signal
+import threading
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +16,10 @@ import click
 from pydantic import ValidationError
 
 from pepi_fleet.node.agent import NodeAgent
+from pepi_fleet.node.camera.base import Camera
 from pepi_fleet.node.camera.factory import make_camera
 from pepi_fleet.node.config import NodeConfig
+from pepi_fleet.node.health import EXIT_UNHEALTHY
 from pepi_fleet.node.identity import detect_node_id
 from pepi_fleet.node.memory import pin_mmap_threshold
 from pepi_fleet.node.store import CaptureStore, StoreLimits
@@ -25,6 +29,9 @@ from pepi_fleet.schemas.errors import PepiError
 logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+FATAL_STOP_S = 15.0
+"""An unhealthy node that cannot stop cleanly within this is ended outright."""
 
 
 def load_config_file(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
@@ -236,6 +243,41 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     help="A trigger whose 'at' is further in the past is not fired (late).",
 )
 @_opt(
+    "--schedule-horizon",
+    "schedule_horizon_s",
+    env="SCHEDULE_HORIZON",
+    type=float,
+    default=86400.0,
+    show_default=True,
+    help="A trigger whose 'at' is further ahead (s) is refused: error 'at too far ahead'.",
+)
+@_opt(
+    "--remember-ids",
+    env="REMEMBER_IDS",
+    type=int,
+    default=10_000,
+    show_default=True,
+    help="Capture ids remembered after release: a repeat is a 'duplicate', not a new capture.",
+)
+@_opt(
+    "--remember-days",
+    env="REMEMBER_DAYS",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Days a capture id is remembered (whichever of the two bounds comes first).",
+)
+@_opt(
+    "--watchdog-stall",
+    "watchdog_stall_s",
+    env="WATCHDOG_STALL",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="A worker stuck this long (s) makes the node 'degraded'; 4x as long, or a dead "
+    f"worker, makes it exit with status {EXIT_UNHEALTHY} for its supervisor to restart it.",
+)
+@_opt(
     "--jpeg-quality",
     env="JPEG_QUALITY",
     type=int,
@@ -273,6 +315,29 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     show_default=True,
     help="Let Thrift shutdown() stop this agent (otherwise only logged).",
 )
+@_opt(
+    "--discovery/--no-discovery",
+    env="DISCOVERY",
+    default=True,
+    show_default=True,
+    help="Announce this node to Home Assistant (MQTT discovery).",
+)
+@_opt(
+    "--discovery-prefix",
+    env="DISCOVERY_PREFIX",
+    default="homeassistant",
+    show_default=True,
+    help="Home Assistant's discovery prefix.",
+)
+@_opt(
+    "--live-preview",
+    "live_preview_s",
+    env="LIVE_PREVIEW",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds between the small live previews for Home Assistant's camera (0: none).",
+)
 def node_command(password_file: Path | None, **options: Any) -> None:
     """Run a node agent: MQTT-triggered capture, PEPI Thrift CameraServer, MJPEG previews."""
     config = node_config(password_file, options)
@@ -293,19 +358,25 @@ def node_config(password_file: Path | None, options: dict[str, Any]) -> NodeConf
         raise click.UsageError(describe_validation_error(exc)) from exc
 
 
-def run_node(config: NodeConfig) -> None:
-    """Start the agent and block until SIGINT/SIGTERM (or an allowed Thrift shutdown)."""
+def run_node(config: NodeConfig, camera: Camera | None = None) -> None:
+    """Start the agent and block until SIGINT/SIGTERM (or an allowed Thrift shutdown).
+
+    A node whose watchdog finds an essential worker dead stops, publishing ``offline``,
+    and exits with EXIT_UNHEALTHY so that systemd (``Restart=on-failure``) restarts it.
+    ``camera`` replaces the configured backend (tests).
+    """
     pin_mmap_threshold()
-    camera = make_camera(
-        config.camera,
-        node_id=config.node_id,
-        resolution=config.resolution,
-        fps=config.fps,
-        count=config.camera_count,
-        frame_lock=config.frame_lock,
-        sync_role=config.sync_role,
-        folder=config.folder,
-    )
+    if camera is None:
+        camera = make_camera(
+            config.camera,
+            node_id=config.node_id,
+            resolution=config.resolution,
+            fps=config.fps,
+            count=config.camera_count,
+            frame_lock=config.frame_lock,
+            sync_role=config.sync_role,
+            folder=config.folder,
+        )
     store = CaptureStore(
         config.data_dir,
         StoreLimits(config.max_store_bytes, config.min_free_bytes, config.evict_retrieved),
@@ -327,4 +398,23 @@ def run_node(config: NodeConfig) -> None:
         while not agent.stopped.wait(1.0):
             pass
     finally:
+        if agent.fatal is not None:
+            _end_after(FATAL_STOP_S, EXIT_UNHEALTHY)
         agent.stop()
+    if agent.fatal is not None:
+        logger.critical("node %s exits: %s", config.node_id, agent.fatal)
+        raise SystemExit(EXIT_UNHEALTHY)
+
+
+def _end_after(seconds: float, status: int) -> None:
+    """End the process with ``status`` if it is still here after ``seconds`` (a stop that
+    hangs on the very worker that failed must not keep a broken node from restarting)."""
+
+    def end() -> None:
+        logger.critical("clean stop took over %.0f s; exiting now", seconds)
+        logging.shutdown()
+        os._exit(status)
+
+    timer = threading.Timer(seconds, end)
+    timer.daemon = True
+    timer.start()

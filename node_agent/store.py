@@ -123,10 +123,6 @@ class CaptureStore:
             self._pending.discard(capture_id)
             self._cond.notify_all()
 
-    def is_pending(self, capture_id: str) -> bool:
-        with self._cond:
-            return capture_id in self._pending
-
     def rename_aside(self, capture_id: str) -> str:
         """Move a held capture to the next free ``<id>.rN`` id (Thrift re-capture keeps it)."""
         with self._cond:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from pepi_fleet.schemas.capture import DEFAULT_SCHEDULE_HORIZON_S, schedule_too_far_ahead
 
 DEFAULT_LATE_TOLERANCE_S = 0.5
 SPIN_BEFORE_S = 0.002
@@ -23,7 +26,14 @@ class Late:
     reason: str
 
 
-Decision = Fire | Late
+@dataclass(frozen=True)
+class Refused:
+    """Do not fire: the command cannot be honoured (an ``error`` result says why)."""
+
+    reason: str
+
+
+Decision = Fire | Late | Refused
 
 
 def decide(
@@ -34,13 +44,20 @@ def decide(
     late_tolerance_s: float,
     expires_at: float | None = None,
     retained: bool = False,
+    horizon_s: float = DEFAULT_SCHEDULE_HORIZON_S,
 ) -> Decision:
     """What to do with a command received at ``received_at``, evaluated at ``now``."""
     if retained:
         return Late(
-            "retained trigger ignored: a retained capture would re-fire on every reconnect; "
-            "publish triggers without -r and clear it with an empty retained message"
+            "retained trigger ignored: a retained capture would re-fire on every reconnect "
+            "(clearing one with an empty retained message is not a trigger either); "
+            "publish triggers without -r"
         )
+    if at is not None and not math.isfinite(at):
+        return Refused(f"'at' must be a finite number of Unix seconds, got {at!r}")
+    too_far = schedule_too_far_ahead(at, now, horizon_s)
+    if too_far is not None:
+        return Refused(too_far)
     late = still_on_time(at=at, now=now, late_tolerance_s=late_tolerance_s, expires_at=expires_at)
     if late is not None:
         return late

@@ -17,6 +17,12 @@ from pepi_fleet.schemas.nesting import check_nesting
 MAX_COMMAND_BYTES = 4096
 """Capture commands are tiny; anything larger is refused before parsing."""
 
+LATEST_AT = 4_102_444_800.0
+"""2100-01-01T00:00:00Z: no ``at`` is later than this (milliseconds sent as seconds are)."""
+DEFAULT_SCHEDULE_HORIZON_S = 24 * 3600.0
+"""How far ahead a node arms a scheduled capture unless configured otherwise."""
+TOO_FAR_AHEAD = "at too far ahead"
+
 ImageFormat = Literal["jpeg", "png", "raw"]
 
 # file name extension of each stored format (raw frames are numpy .npy arrays)
@@ -25,10 +31,29 @@ CaptureId = Annotated[str, AfterValidator(validate_capture_id)]
 NodeId = Annotated[str, AfterValidator(validate_node_id)]
 
 
-def _finite(value: float | None) -> float | None:
-    if value is not None and not math.isfinite(value):
+def _valid_at(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if not math.isfinite(value):
         raise ValueError("must be a finite number")
+    if value < 0:
+        raise ValueError("must be Unix seconds (not negative)")
+    if value > LATEST_AT:
+        raise ValueError(
+            f"{TOO_FAR_AHEAD}: {value:.6g} is after the year 2100; "
+            "give Unix seconds (not milliseconds), e.g. 1763712000.25"
+        )
     return value
+
+
+def schedule_too_far_ahead(at: float | None, now: float, horizon_s: float) -> str | None:
+    """Why ``at`` is further than ``horizon_s`` ahead of ``now``; None when it is not."""
+    if at is None or at - now <= horizon_s:
+        return None
+    return (
+        f"{TOO_FAR_AHEAD}: {at - now:.0f} s from now; captures are scheduled at most "
+        f"{horizon_s:.0f} s ahead (check the sender's clock, or raise --schedule-horizon)"
+    )
 
 
 class CaptureCommand(BaseModel):
@@ -38,8 +63,10 @@ class CaptureCommand(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     capture_id: CaptureId | None = None
-    at: Annotated[float | None, AfterValidator(_finite)] = Field(
-        default=None, description="Unix time (s) to fire at on the node's clock; absent = now"
+    at: Annotated[float | None, AfterValidator(_valid_at)] = Field(
+        default=None,
+        description="Unix time (s) to fire at on the node's clock; absent = now. A node refuses "
+        "an 'at' further ahead than its schedule horizon (default 24 h) with an error result",
     )
     cameras: list[Annotated[int, Field(ge=0, le=15)]] | None = Field(
         default=None, min_length=1, max_length=16, description="camera indexes; absent = all"
@@ -88,6 +115,11 @@ class CaptureResult(BaseModel):
     frames: list[Frame] = Field(default_factory=list)
     error: str | None = None
     source: Literal["mqtt", "thrift"] = "mqtt"
+    expiry_remaining_s: float | None = Field(
+        default=None,
+        description="MQTT 5 message expiry left when the node received the trigger (s); the "
+        "sender's expiry minus this is how long the trigger was under way. Null: no expiry",
+    )
 
 
 def auto_capture_id(received_at: float) -> str:
@@ -114,6 +146,12 @@ def parse_capture_command(payload: bytes) -> CaptureCommand:
     if text[0] in '{["':
         return _parse_json_command(text)
     return CaptureCommand(capture_id=validate_capture_id(text))
+
+
+def is_plain_token(payload: bytes) -> bool:
+    """True for the plain-text form (``scan-042``), which buttons repeat on every press."""
+    text = payload.strip()
+    return bool(text) and text[:1] not in (b"{", b"[", b'"')
 
 
 def _parse_json_command(text: str) -> CaptureCommand:

@@ -10,8 +10,8 @@ class ClockPing(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    seq: int = Field(ge=0)
-    t1: float
+    seq: int = Field(ge=0, lt=2**63)
+    t1: float = Field(allow_inf_nan=False)
 
 
 class ClockPong(BaseModel):

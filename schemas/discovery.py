@@ -112,8 +112,8 @@ def node_discovery(
         "last_capture_image": {
             "p": "image",
             "unique_id": f"{uid}_last_capture_image",
-            "default_entity_id": f"{_entity('image', node_id)}_last_capture",
-            "name": "Last capture",
+            "default_entity_id": f"{_entity('image', node_id)}_last_image",
+            "name": "Last image",
             "image_topic": topics.preview(node_id),
             "content_type": "image/jpeg",
         },

@@ -10,6 +10,20 @@ from pepi_fleet.schemas.camera import CameraControls, CameraSync
 from pepi_fleet.schemas.camera import Resolution as Resolution  # re-exported
 from pepi_fleet.schemas.ids import validate_node_id
 
+MIN_SIDE = 16
+MAX_SIDE = 20000
+MIN_FPS = 1.0
+"""Below one frame a second an immediate capture would wait seconds for its frame."""
+MAX_FPS = 240.0
+MIN_JPEG_QUALITY = 1
+MAX_JPEG_QUALITY = 100
+Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE)]
+CaptureResolution = tuple[Side, Side]
+"""A resolution a camera may be asked for (each camera refuses what its sensor lacks)."""
+FrameRate = Annotated[float, Field(ge=MIN_FPS, le=MAX_FPS, allow_inf_nan=False)]
+JpegQuality = Annotated[int, Field(ge=MIN_JPEG_QUALITY, le=MAX_JPEG_QUALITY)]
+HEALTH_OK = "ok"
+
 
 class ThriftEndpoint(BaseModel):
     """Where the node's Thrift CameraServer listens."""
@@ -71,13 +85,24 @@ class NodeStatus(BaseModel):
     stream_urls: list[str]
     store: StoreInfo
     clock: ClockInfo
+    last_capture_at: float | None = Field(
+        default=None, description="fired_at of the newest capture this node took or holds"
+    )
+    health: str = Field(
+        default=HEALTH_OK,
+        max_length=500,
+        description="'ok', or 'degraded: <reason>' when a worker of the node is not progressing",
+    )
 
 
 class NodeSettings(BaseModel):
-    """Payload of ``nodes/<node>/set``; every field optional, only given ones change."""
+    """Payload of ``nodes/<node>/set``; every field optional, only given ones change.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Out-of-range values are refused as a whole: nothing of a refused payload is applied."""
 
-    resolution: Resolution | None = None
-    jpeg_quality: int | None = Field(default=None, ge=1, le=100)
-    fps: float | None = Field(default=None, gt=0, le=240)
+    # strict: JSON true is not the number 1, "30" is not a frame rate
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    resolution: CaptureResolution | None = None
+    jpeg_quality: JpegQuality | None = None
+    fps: FrameRate | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Annotated, Self
@@ -10,7 +11,12 @@ from typing import Annotated, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from pepi_fleet.controller.ledger import ImageState, SetRecord
-from pepi_fleet.schemas.capture import CaptureStatus, Frame
+from pepi_fleet.schemas.capture import (
+    DEFAULT_SCHEDULE_HORIZON_S,
+    CaptureStatus,
+    Frame,
+    schedule_too_far_ahead,
+)
 from pepi_fleet.schemas.errors import PayloadError
 from pepi_fleet.schemas.ids import validate_capture_id, validate_node_id
 
@@ -79,6 +85,10 @@ class CaptureRequest(BaseModel):
             raise ValueError("give 'at' or 'delay', not both")
         if self.tolerance_ms is not None and self.at is None and self.delay is None:
             raise ValueError("'tolerance_ms' applies to a scheduled capture: add 'at' or 'delay'")
+        # the nodes refuse it anyway (error: at too far ahead): say so before triggering
+        too_far = schedule_too_far_ahead(self.at, time.time(), DEFAULT_SCHEDULE_HORIZON_S)
+        if too_far is not None:
+            raise ValueError(too_far)
         return self
 
     @property

@@ -121,6 +121,7 @@ def node_card(node: NodeOut) -> Safe:
     )
     store = node.store
     unreachable = UNREACHABLE.get(node.state)
+    problem = node_problem(node)
     return render(
         "node_card.html",
         node_id=node.node_id,
@@ -143,7 +144,17 @@ def node_card(node: NodeOut) -> Safe:
         ),
         clock=clock_text(node),
         capture_disabled="" if online else " disabled",
+        problem=problem or "",
+        problem_hidden="" if problem else " hidden",
     )
+
+
+def node_problem(node: NodeOut) -> str | None:
+    """What is wrong with a node that still answers: its own health verdict, an id clash."""
+    problems = [p for p in (node.conflict,) if p]
+    if node.health and node.health != "ok":
+        problems.insert(0, node.health)
+    return " · ".join(problems) or None
 
 
 def clock_text(node: NodeOut) -> str:

@@ -16,13 +16,12 @@ from PIL import Image, UnidentifiedImageError
 from pepi_fleet.node.camera.base import CapturedFrame
 from pepi_fleet.node.frame_clock import FrameClock
 from pepi_fleet.schemas.errors import CameraError
-from pepi_fleet.schemas.status import CameraInfo
+from pepi_fleet.schemas.status import MAX_FPS, MIN_FPS, CameraInfo
 
 logger = logging.getLogger(__name__)
 
 MODEL = "folder"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
-MAX_FPS = 240.0
 
 
 class FolderCamera:
@@ -127,8 +126,10 @@ class FolderCamera:
         """Nothing to release."""
 
     def _make_frame_clock(self, fps: float) -> FrameClock:
-        if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
-            raise CameraError(f"frame rate must be between 0 and {MAX_FPS:g} fps, got {fps!r}")
+        if not (math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
+            raise CameraError(
+                f"frame rate must be between {MIN_FPS:g} and {MAX_FPS:g} fps, got {fps!r}"
+            )
         return FrameClock.for_fps(fps, self._phase_s)
 
 

@@ -27,7 +27,7 @@ from pepi_fleet.node.camera.pi_sync import SyncRole, camera_modes, resolve_role,
 from pepi_fleet.node.camera.pi_timing import Immediate, Scheduled, Target, target_time
 from pepi_fleet.schemas.camera import CameraControls, CameraSettings, SyncMode
 from pepi_fleet.schemas.errors import CameraError
-from pepi_fleet.schemas.status import CameraInfo
+from pepi_fleet.schemas.status import MAX_FPS, MIN_FPS, CameraInfo
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ INSTALL_HINT = (
     "picamera2 is not installed: on Raspberry Pi OS run 'sudo apt install python3-picamera2' "
     "and create the venv with --system-site-packages (deploy/install-pi.sh does both)"
 )
-MAX_FPS = 240.0
 DEFAULT_SYNC_FRAMES = 100
 """Frames the sync server waits before frames count as in sync (libcamera's default)."""
 
@@ -161,6 +160,9 @@ def _taken(stream: CameraStream, future: Future[HeldFrame], target: Target) -> C
     return held.take(stream.index, stream.model)
 
 
-def _check_fps(fps: float) -> None:
-    if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
-        raise CameraError(f"frame rate must be between 0 and {MAX_FPS:g} fps, got {fps!r}")
+def _check_fps(fps: float) -> float:
+    if not (math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
+        raise CameraError(
+            f"frame rate must be between {MIN_FPS:g} and {MAX_FPS:g} fps, got {fps!r}"
+        )
+    return fps

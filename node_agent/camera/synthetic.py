@@ -19,14 +19,13 @@ from pepi_fleet.core.frame_grid import frame_period
 from pepi_fleet.node.camera.base import CapturedFrame
 from pepi_fleet.node.frame_clock import FrameClock, phase_for_node
 from pepi_fleet.schemas.errors import CameraError
-from pepi_fleet.schemas.status import CameraInfo
+from pepi_fleet.schemas.status import MAX_FPS, MIN_FPS, CameraInfo
 
 logger = logging.getLogger(__name__)
 
 MODEL = "synthetic"
 MAX_RESOLUTION = (4056, 3040)
 """What the chart claims as its sensor size (the Raspberry Pi HQ camera's)."""
-MAX_FPS = 240.0
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
@@ -141,8 +140,10 @@ class SyntheticCamera:
         self._closed = True
 
     def _make_frame_clock(self, fps: float) -> FrameClock:
-        if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
-            raise CameraError(f"frame rate must be between 0 and {MAX_FPS:g} fps, got {fps!r}")
+        if not (math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
+            raise CameraError(
+                f"frame rate must be between {MIN_FPS:g} and {MAX_FPS:g} fps, got {fps!r}"
+            )
         period = frame_period(fps)
         if self._frame_lock:
             phase = 0.0

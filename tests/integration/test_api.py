@@ -251,6 +251,8 @@ def test_api_capture_id_already_used_is_409(api: httpx.Client, captured: dict[st
         ('{"at": Infinity}', (422,)),
         ('{"at": 1e400}', (422,)),
         ('{"at": true}', (422,)),
+        ('{"at": 1e300}', (422,)),  # would have killed the nodes' capture threads
+        ('{"at": 4102444800}', (422,)),  # 2100: beyond the nodes' 24 h horizon
         ('{"capture_id": "../x"}', (422,)),
         ('{"capture_id": "a/b"}', (422,)),
         ('{"capture_id": 5}', (422,)),

@@ -71,7 +71,9 @@ def test_controller_kill9_mid_download_resumes_exactly_once(
                 and "downloading" in {s for k, s in states.items() if k[1] == stuck.node_id}
             )
 
-        wait_until(mid_download, "others downloaded, a download from the frozen node begun")
+        wait_until(
+            mid_download, "others downloaded, a download from the frozen node begun", timeout=90
+        )
         ctl.kill()
     finally:
         resume(stuck.proc)

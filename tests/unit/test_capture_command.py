@@ -10,17 +10,21 @@ import pytest
 from pydantic import ValidationError
 
 from pepi_fleet.schemas.capture import (
+    DEFAULT_SCHEDULE_HORIZON_S,
     MAX_COMMAND_BYTES,
     CaptureCommand,
     CaptureResult,
     CaptureStatus,
     Frame,
     auto_capture_id,
+    is_plain_token,
     parse_capture_command,
+    schedule_too_far_ahead,
 )
+from pepi_fleet.schemas.clock import ClockPing
 from pepi_fleet.schemas.errors import PayloadError
 from pepi_fleet.schemas.ids import is_capture_id
-from pepi_fleet.schemas.status import NodeStatus
+from pepi_fleet.schemas.status import MAX_FPS, NodeSettings, NodeStatus
 
 T0 = 1_763_712_000.25  # 2025-11-21T08:00:00.250Z
 SHA = "ab" * 32
@@ -337,3 +341,94 @@ def test_node_status_round_trips_through_json() -> None:
 def test_node_status_rejects_unknown_fields_and_bad_values(overrides: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         NodeStatus.model_validate(_status(**overrides))
+
+
+# -- sane ranges (issue 9) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["1e300", "1e10", "1763712000250"])  # the last: milliseconds
+def test_parse_capture_command_at_after_2100_is_too_far_ahead(value: str) -> None:
+    message = _error(f'{{"capture_id": "far", "at": {value}}}'.encode())
+    assert message.startswith("at:") and "at too far ahead" in message
+    assert "milliseconds" in message
+
+
+def test_parse_capture_command_negative_at_is_refused() -> None:
+    assert _error(b'{"at": -1}').startswith("at:")
+
+
+def test_schedule_too_far_ahead_uses_the_horizon() -> None:
+    assert schedule_too_far_ahead(None, T0, 10) is None
+    assert schedule_too_far_ahead(T0 + 10, T0, 10) is None
+    reason = schedule_too_far_ahead(T0 + 86401, T0, DEFAULT_SCHEDULE_HORIZON_S)
+    assert reason is not None and reason.startswith("at too far ahead")
+    assert "86401 s from now" in reason and "86400 s ahead" in reason
+
+
+@pytest.mark.parametrize(
+    ("payload", "token"),
+    [
+        (b"scan-1", True),
+        (b" PRESS\n", True),
+        (b"", False),
+        (b"  ", False),
+        (b"{}", False),
+        (b'"scan-1"', False),
+        (b"[1]", False),
+    ],
+)
+def test_is_plain_token(payload: bytes, token: bool) -> None:
+    assert is_plain_token(payload) is token
+
+
+def test_capture_result_without_expiry_field_still_validates() -> None:
+    data = _result()
+    assert "expiry_remaining_s" not in data
+    assert CaptureResult.model_validate(data).expiry_remaining_s is None
+    with_expiry = CaptureResult.model_validate(_result(expiry_remaining_s=1.0))
+    assert CaptureResult.model_validate_json(with_expiry.model_dump_json()) == with_expiry
+
+
+def test_node_status_without_health_still_validates_as_ok() -> None:
+    assert NodeStatus.model_validate(_status()).health == "ok"
+    degraded = NodeStatus.model_validate(_status(health="degraded: encoder no progress for 31 s"))
+    assert NodeStatus.model_validate_json(degraded.model_dump_json()) == degraded
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"fps": 1e-300}',
+        b'{"fps": 0.001}',
+        b'{"fps": 0}',
+        b'{"fps": 241}',
+        b'{"fps": NaN}',
+        b'{"fps": "30"}',
+        b'{"fps": true}',
+        b'{"resolution": [1, 1]}',
+        b'{"resolution": [640]}',
+        b'{"resolution": [640, 480, 3]}',
+        b'{"resolution": [99999, 480]}',
+        b'{"jpeg_quality": 0}',
+        b'{"jpeg_quality": 101}',
+        b'{"jpeg_quality": 1e400}',
+        b'{"resolution": [320, 240], "fps": 0.001}',
+    ],
+)
+def test_node_settings_out_of_range_are_refused(payload: bytes) -> None:
+    with pytest.raises(ValidationError):
+        NodeSettings.model_validate_json(payload)
+
+
+def test_node_settings_in_range() -> None:
+    settings = NodeSettings.model_validate_json(
+        b'{"resolution": [320, 240], "fps": 1, "jpeg_quality": 100}'
+    )
+    assert (settings.resolution, settings.fps, settings.jpeg_quality) == ((320, 240), 1.0, 100)
+    assert NodeSettings.model_validate_json(b'{"fps": 240}').fps == MAX_FPS
+
+
+@pytest.mark.parametrize("t1", [b"NaN", b"Infinity", b"-Infinity"])
+def test_clock_ping_non_finite_time_is_refused(t1: bytes) -> None:
+    with pytest.raises(ValidationError):
+        ClockPing.model_validate_json(b'{"seq": 1, "t1": ' + t1 + b"}")

@@ -129,7 +129,7 @@ def test_capture_sets_duplicate_does_not_overwrite_ok(book: CaptureSetBook) -> N
     book.open_trigger("s", {"a", "b"}, T0, None)
     book.add_result(result("a", "s"), T0)
     dup = book.add_result(result("a", "s", status=CaptureStatus.DUPLICATE), T0 + 1)
-    assert dup is not None and dup.set_id == "s" and not dup.kept
+    assert dup is not None and dup.set_id == "s"
     view = book.get("s")
     assert view is not None
     [part] = view.parts
@@ -141,9 +141,10 @@ def test_capture_sets_ok_replaces_earlier_non_ok(book: CaptureSetBook) -> None:
     book.add_result(result("a", "s", status=CaptureStatus.BUSY), T0)
     book.tick()
     later = book.add_result(result("a", "s"), T0 + 2)
-    assert later is not None and later.kept and later.after_completion
+    assert later is not None and later.set_id == "s"
     view = book.get("s")
     assert view is not None and view.parts[0].result.status is CaptureStatus.OK
+    assert book.tick() == []  # the set's summary went out once, when it completed
 
 
 def test_capture_sets_redelivered_result_goes_to_same_set(book: CaptureSetBook) -> None:
@@ -152,7 +153,9 @@ def test_capture_sets_redelivered_result_goes_to_same_set(book: CaptureSetBook) 
     first = book.add_result(r, T0 + 0.1)
     again = book.add_result(r, T0 + 0.2)
     assert first is not None and again is not None
-    assert again.set_id == first.set_id and not again.opened and not again.kept
+    assert again.set_id == first.set_id and not again.opened
+    view = book.get(first.set_id)
+    assert view is not None and [p.node_id for p in view.parts] == ["a"]
 
 
 def test_capture_sets_idless_trigger_claims_auto_results_in_window(
@@ -296,4 +299,3 @@ def test_capture_sets_forgets_completed_sets_after_keep_time(clock: FakeClock) -
     clock.now = T0 + 61
     book.tick()
     assert book.get("s") is None
-    assert book.open_sets() == []

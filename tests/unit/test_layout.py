@@ -52,6 +52,34 @@ def test_layout_layers_import_only_downward(layer: str) -> None:
     assert not bad, f"{layer} imports what it must not: {bad}"
 
 
+THRIFT_MODULES = {
+    "core/idl.py",
+    "core/thrift_map.py",
+    "node/thrift_server.py",
+    "controller/thrift_node_client.py",
+}
+
+
+def test_layout_thrift_types_stay_in_the_thrift_modules() -> None:
+    thrift = {"thriftpy2", "pepi_fleet.core.idl", "pepi_fleet.core.thrift_map"}
+    users = set()
+    modules = [
+        *PACKAGE.glob("*.py"),
+        *(p for layer in ALLOWED for p in (PACKAGE / layer).rglob("*.py")),
+    ]
+    for path in sorted(modules):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            else:
+                continue
+            if any(n == t or n.startswith(t + ".") for n in names for t in thrift):
+                users.add(path.relative_to(PACKAGE).as_posix())
+    assert users == THRIFT_MODULES, f"Thrift imported outside its modules: {users - THRIFT_MODULES}"
+
+
 def test_layout_one_idl_shipped_with_the_package() -> None:
     from pepi_fleet.core.idl import IDL_PATH, load
 

@@ -127,8 +127,7 @@ def test_presence_cleared_status_removes_node() -> None:
     assert view.state is NodeState.REMOVED
     assert view.status is None
     assert tracker.on_availability("n1", "offline") == []
-    assert tracker.forget("n1")
-    assert tracker.nodes() == []
+    assert tracker.online_ids() == set()
 
 
 def test_presence_removed_node_returns_with_new_status() -> None:
@@ -177,3 +176,38 @@ def test_presence_keeps_last_status_per_node() -> None:
     assert views["n1"].status.sent_at == 2.0
     assert tracker.node("n2") is not None
     assert tracker.node("n3") is None
+
+
+def _from(node_id: str, host: str) -> NodeStatus:
+    data = status(node_id).model_dump()
+    data["thrift"]["host"] = host
+    return NodeStatus.model_validate(data)
+
+
+def test_presence_two_machines_with_one_id_are_flagged_a_moved_node_is_not() -> None:
+    clock = FakeClock()
+    tracker = PresenceTracker(clock)
+    for host in ("10.0.0.5", "10.0.0.9"):  # moved once (a new DHCP lease): no conflict
+        tracker.on_status("cam1", _from("cam1", host))
+        clock.now += 1
+    view = tracker.node("cam1")
+    assert view is not None and view.conflict is None
+    tracker.on_status("cam1", _from("cam1", "10.0.0.5"))  # and back: two machines
+    view = tracker.node("cam1")
+    assert view is not None and view.conflict is not None
+    assert "10.0.0.5" in view.conflict and "10.0.0.9" in view.conflict
+    clock.now += 120  # the clash ended a while ago
+    tracker.on_status("cam1", _from("cam1", "10.0.0.5"))
+    view = tracker.node("cam1")
+    assert view is not None and view.conflict is None
+
+
+def test_presence_report_carries_the_nodes_health() -> None:
+    from pepi_fleet.controller.node_report import NodeOut
+
+    clock = FakeClock()
+    tracker = PresenceTracker(clock)
+    tracker.on_status("cam1", status("cam1").model_copy(update={"health": "degraded: camera"}))
+    view = tracker.node("cam1")
+    assert view is not None
+    assert NodeOut.of(view, clock.now).health == "degraded: camera"

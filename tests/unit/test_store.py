@@ -88,10 +88,11 @@ def _ids(store: CaptureStore) -> list[str]:
 def test_store_commit_then_get_and_list(store: CaptureStore) -> None:
     capture, images = make_capture("scan-1", cameras=2)
     store.reserve("scan-1")
-    assert store.is_pending("scan-1")
+    with pytest.raises(CaptureNotFound, match="still in progress"):
+        store.wait_for("scan-1", timeout=0.01)
     assert store.get("scan-1") is None
     store.commit(capture, images)
-    assert not store.is_pending("scan-1")
+    assert store.wait_for("scan-1", timeout=0) == capture
     assert store.get("scan-1") == capture
     assert _ids(store) == ["scan-1"]
     folder = store.root / "captures" / "scan-1"
@@ -124,7 +125,8 @@ def test_store_reserve_pending_id_is_duplicate(store: CaptureStore) -> None:
 def test_store_abandon_frees_the_id(store: CaptureStore) -> None:
     store.reserve("scan-1")
     store.abandon("scan-1")
-    assert not store.is_pending("scan-1")
+    with pytest.raises(CaptureNotFound, match="no images"):
+        store.wait_for("scan-1", timeout=30)
     store.reserve("scan-1")
 
 
@@ -164,7 +166,8 @@ def test_store_failed_commit_leaves_no_capture_and_frees_the_id(tmp_path: Path) 
     with pytest.raises(KeyError):
         store.commit(capture, {0: images[0]})  # camera 1's image is missing
     assert store.get("scan-1") is None
-    assert not store.is_pending("scan-1")
+    with pytest.raises(CaptureNotFound, match="no images"):
+        store.wait_for("scan-1", timeout=30)
     assert list((root / "captures").iterdir()) == []
     reopened = CaptureStore(root, NO_DISK_RESERVE)
     assert reopened.captures() == []
@@ -272,7 +275,8 @@ def test_store_full_by_bytes_refuses_and_keeps_earlier(tmp_path: Path) -> None:
     with pytest.raises(StoreFull, match="store full"):
         put(store, "cap-c", fmt="raw")
     assert store.captures() == [a, b]
-    assert not store.is_pending("cap-c")
+    with pytest.raises(CaptureNotFound, match="no images"):
+        store.wait_for("cap-c", timeout=30)
     assert store.get("cap-c") is None
     with pytest.raises(StoreFull):
         store.check_space(1 << 20)
@@ -392,7 +396,8 @@ def test_store_wait_for_pending_times_out_with_not_found(store: CaptureStore) ->
     store.reserve("scan-1")
     with pytest.raises(CaptureNotFound, match="still in progress"):
         store.wait_for("scan-1", timeout=0.05)
-    assert store.is_pending("scan-1")
+    with pytest.raises(DuplicateCapture, match="scan-1"):
+        store.reserve("scan-1")  # still being taken
 
 
 def test_store_wait_for_unknown_id_is_not_found_at_once(store: CaptureStore) -> None:
@@ -472,7 +477,8 @@ def test_store_recapture_reservation_never_leaves_the_id_unknown(tmp_path: Path)
     store = CaptureStore(tmp_path / "store", NO_DISK_RESERVE)
     first = put(store, "7", stored_at=T0)
     store.reserve("7", rename_held=True)
-    assert store.is_pending("7")
+    with pytest.raises(DuplicateCapture, match="7"):
+        store.reserve("7")
     kept = store.get("7.r1")
     assert kept is not None and kept.frames == first.frames
     with pytest.raises(CaptureNotFound, match="still in progress"):

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from pepi_fleet.node.timing import DEFAULT_LATE_TOLERANCE_S, Fire, Late, decide, still_on_time
+from pepi_fleet.node.timing import (
+    DEFAULT_LATE_TOLERANCE_S,
+    Fire,
+    Late,
+    Refused,
+    decide,
+    still_on_time,
+)
 
 NOW = 1_763_712_000.0
 TOL = 0.5
 
 
-def _decide(**kwargs: object) -> Fire | Late:
+def _decide(**kwargs: object) -> Fire | Late | Refused:
     args: dict[str, object] = {"at": None, "received_at": NOW, "now": NOW, "late_tolerance_s": TOL}
     args.update(kwargs)
     return decide(**args)  # type: ignore[arg-type]
@@ -91,3 +100,26 @@ def test_still_on_time_catches_expiry_while_armed() -> None:
     late = still_on_time(at=NOW + 5, now=NOW + 5, late_tolerance_s=TOL, expires_at=NOW + 1)
     assert isinstance(late, Late)
     assert "expiry" in late.reason
+
+
+@pytest.mark.parametrize("ahead", [86400.001, 1e9])
+def test_decide_at_beyond_the_horizon_is_refused(ahead: float) -> None:
+    decision = _decide(at=NOW + ahead, horizon_s=86400.0)
+    assert isinstance(decision, Refused)
+    assert decision.reason.startswith("at too far ahead")
+
+
+def test_decide_horizon_is_configurable() -> None:
+    assert _decide(at=NOW + 100.0, horizon_s=100.0) == Fire(NOW + 100.0)
+    assert isinstance(_decide(at=NOW + 100.5, horizon_s=100.0), Refused)
+
+
+@pytest.mark.parametrize("at", [math.inf, -math.inf, math.nan])
+def test_decide_non_finite_at_is_refused(at: float) -> None:
+    decision = _decide(at=at)
+    assert isinstance(decision, Refused) and "finite" in decision.reason
+
+
+def test_decide_retained_clear_is_late_not_an_auto_capture() -> None:
+    decision = _decide(retained=True)
+    assert isinstance(decision, Late) and "clearing" in decision.reason

@@ -1,0 +1,67 @@
+"""How the controller talks to one node's store: a small Protocol, free of any wire types."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from pepi_fleet.schemas import PepiError
+from pepi_fleet.schemas.capture import CaptureResult, Frame
+
+Endpoint = tuple[str, int]
+"""Where a node serves its captures (host, port), from its status."""
+
+
+class RetrievalError(PepiError):
+    """A node could not be reached or did not deliver what it owes."""
+
+
+class NodeUnreachable(RetrievalError):
+    """The connection to the node failed or broke: later calls of this pass would fail too."""
+
+
+class NotHeld(RetrievalError):
+    """The node holds no such capture or image (any more)."""
+
+
+@dataclass(frozen=True)
+class FetchedImage:
+    """One image as the node served it, with the sha256 the node reports for it."""
+
+    data: bytes
+    sha256: str
+    frame: Frame | None
+    """The node's description of the frame; None if it sent none that can be read."""
+
+
+class NodeClient(Protocol):
+    """One node's stored captures, as the controller sees them.
+
+    Every call raises ``NodeUnreachable`` when the node cannot be reached; a client
+    reconnects on the next call. ``close()`` lets go of any connection.
+    """
+
+    def list_captures(self) -> list[CaptureResult]:
+        """Every capture the node holds, oldest first, as the ok results it published."""
+        ...
+
+    def get_capture(self, capture_id: str) -> CaptureResult | None:
+        """The capture held under ``capture_id``, or None if the node holds none."""
+        ...
+
+    def fetch_image(self, capture_id: str, camera: int, fmt: str) -> FetchedImage:
+        """One image of a held capture; ``NotHeld`` if the node does not have it."""
+        ...
+
+    def release(self, capture_id: str) -> bool:
+        """Delete the capture on the node; False if it held none under that id."""
+        ...
+
+    def close(self) -> None:
+        """Let go of the connection (a later call reconnects)."""
+        ...
+
+
+NodeClientFactory = Callable[[str, Endpoint], NodeClient]
+"""Builds the client of a node (its id, its endpoint); the controller's default is Thrift."""

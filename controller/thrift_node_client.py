@@ -1,0 +1,114 @@
+"""The NodeClient over a node's Thrift ``FleetCameraServer``; Thrift types stay in here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+from thriftpy2.rpc import make_client
+from thriftpy2.thrift import TException
+
+from pepi_fleet.controller.node_client import (
+    Endpoint,
+    FetchedImage,
+    NodeUnreachable,
+    NotHeld,
+    RetrievalError,
+)
+from pepi_fleet.core.idl import load
+from pepi_fleet.core.thrift_map import frame_of, result_of
+from pepi_fleet.schemas.capture import CaptureResult, Frame
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_MS = 15_000
+
+
+class ThriftNodeClient:
+    """One node's ``FleetCameraServer``: connects on the first call, again after a failure."""
+
+    def __init__(self, node_id: str, endpoint: Endpoint, timeout_ms: int = DEFAULT_TIMEOUT_MS):
+        self.node_id = node_id
+        self.host, self.port = endpoint
+        self.timeout_ms = timeout_ms
+        self._where = f"{self.host}:{self.port}"
+        self._client: Any = None
+
+    def list_captures(self) -> list[CaptureResult]:
+        """Every capture the node holds; one it describes unreadably is logged and left out."""
+        infos = self._call(f"list_captures on {self._where}", lambda c: c.list_captures())
+        held = []
+        for info in infos:
+            try:
+                held.append(result_of(self.node_id, info))
+            except ValidationError as exc:
+                logger.warning(
+                    "node %s lists %r unreadably: %s", self.node_id, info.capture_id, exc
+                )
+        return held
+
+    def get_capture(self, capture_id: str) -> CaptureResult | None:
+        """The capture held under ``capture_id``, or None."""
+        try:
+            info = self._call(
+                f"get_capture of {capture_id} on {self._where}", lambda c: c.get_capture(capture_id)
+            )
+        except NotHeld:
+            return None
+        try:
+            return result_of(self.node_id, info)
+        except ValidationError as exc:
+            raise RetrievalError(f"node {self.node_id} describes {capture_id} unreadably") from exc
+
+    def fetch_image(self, capture_id: str, camera: int, fmt: str) -> FetchedImage:
+        """One image as the node serves it."""
+        blob = self._call(
+            f"fetch from {self._where} failed", lambda c: c.fetch_image(capture_id, camera, fmt)
+        )
+        return FetchedImage(data=blob.data or b"", sha256=blob.sha256, frame=_frame(blob.frame))
+
+    def release(self, capture_id: str) -> bool:
+        """Delete the capture on the node; False if it held none under that id."""
+        return bool(
+            self._call(f"release of {capture_id} on {self._where}", lambda c: c.release(capture_id))
+        )
+
+    def close(self) -> None:
+        """Close the connection, if one is open."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _connected(self) -> Any:
+        if self._client is None:
+            try:
+                self._client = make_client(
+                    load().FleetCameraServer, self.host, self.port, timeout=self.timeout_ms
+                )
+            except (TException, OSError) as exc:
+                raise NodeUnreachable(
+                    f"cannot reach node at {self._where}: {exc or type(exc).__name__}"
+                ) from exc
+        return self._client
+
+    def _call(self, what: str, call: Callable[[Any], Any]) -> Any:
+        """``call(client)``; ``what`` names it in the error if the node cannot answer."""
+        client = self._connected()
+        try:
+            return call(client)
+        except load().ImageUnavailable as exc:
+            raise NotHeld(f"node no longer has it: {exc.message}") from exc
+        except (TException, OSError) as exc:
+            self.close()  # the connection is in an unknown state: the next call reconnects
+            raise NodeUnreachable(f"{what}: {exc!r}") from exc
+
+
+def _frame(info: Any) -> Frame | None:
+    if info is None:
+        return None
+    try:
+        return frame_of(info)
+    except ValidationError:
+        return None
