@@ -211,14 +211,9 @@ def _our_node_listens(config: NodeConfig, name: str, port: int) -> bool:
     host = "127.0.0.1" if config.thrift_host in ("0.0.0.0", "", "::") else config.thrift_host
     try:
         if name == "Thrift":
-            from thriftpy2.rpc import client_context
+            from pepi_fleet.node.thrift_server import identify_server
 
-            from pepi_fleet.core.idl import load
-
-            with client_context(
-                load().CameraServer, host, port, connect_timeout=2000, socket_timeout=2000
-            ) as client:
-                return bool(client.identify() == config.node_id)
+            return identify_server(host, port) == config.node_id
         connection = http.client.HTTPConnection(host, port, timeout=2)
         try:
             connection.request("GET", "/")

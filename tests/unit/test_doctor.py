@@ -14,6 +14,7 @@ from support.fake_camera import install_fake_picamera2
 from pepi_fleet.node.config import NodeConfig
 from pepi_fleet.node.doctor import Check, check_camera, check_disk, check_port, format_report
 from pepi_fleet.node.stream import MjpegServer
+from pepi_fleet.node.thrift_server import ThriftServer
 
 
 def config(tmp_path: Path, **options: Any) -> NodeConfig:
@@ -91,6 +92,29 @@ def test_check_port_free_taken_and_taken_by_this_node(tmp_path: Path, taken_port
         stream.stop()
     assert ours.status == "ok" and "this node's running agent" in ours.message
     assert check_port(node, "MJPEG", -1).message == "disabled"
+
+
+class Identifies:
+    """Enough of a CameraServer handler to answer PEPI's identify()."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+
+    def identify(self) -> str:
+        return self.node_id
+
+
+@pytest.mark.parametrize(("running", "status"), [("cam01", "ok"), ("cam02", "fail")])
+def test_check_port_thrift_taken_by_this_node_or_another(
+    tmp_path: Path, running: str, status: str
+) -> None:
+    server = ThriftServer(Identifies(running), "127.0.0.1", 0)  # type: ignore[arg-type]
+    server.start()
+    try:
+        check = check_port(config(tmp_path, thrift_host="127.0.0.1"), "Thrift", server.port)
+    finally:
+        server.stop()
+    assert check.status == status, check
 
 
 def test_check_disk_reserve_and_store_limit(tmp_path: Path) -> None:
