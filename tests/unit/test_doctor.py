@@ -1,5 +1,5 @@
 """``pepi doctor``'s camera, port and disk checks (the broker check runs against mosquitto in
-tests/integration/test_doctor.py)."""
+tests/integration/test_doctor_broker.py)."""
 
 from __future__ import annotations
 
