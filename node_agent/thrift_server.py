@@ -216,3 +216,23 @@ class ThriftServer:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
         self._thread.join(timeout=5)
+
+
+def identify_server(host: str, port: int, timeout_s: float = 2.0) -> str | None:
+    """What ``identify()`` answers at ``host:port`` (a running node's id), None if nothing does.
+
+    For ``pepi doctor``: a port in use by this node's own agent is not a problem."""
+    from thriftpy2.rpc import client_context
+
+    timeout_ms = int(timeout_s * 1000)
+    try:
+        with client_context(
+            pepi_idl.load().CameraServer,
+            host,
+            port,
+            connect_timeout=timeout_ms,
+            socket_timeout=timeout_ms,
+        ) as client:
+            return str(client.identify())
+    except Exception:  # anything else listening there is not a CameraServer
+        return None

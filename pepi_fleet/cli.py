@@ -18,6 +18,7 @@ import click
 # name -> "module:attribute" of the click command, imported on first use
 LAZY_COMMANDS: dict[str, str] = {
     "node": "pepi_fleet.node.cli:node_command",
+    "doctor": "pepi_fleet.node.doctor:doctor_command",
     "controller": "pepi_fleet.controller.commands:controller_command",
     "nodes": "pepi_fleet.controller.commands:nodes_command",
     "capture": "pepi_fleet.controller.commands:capture_command",
