@@ -22,6 +22,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "nodes": "pepi_fleet.controller.commands:nodes_command",
     "capture": "pepi_fleet.controller.commands:capture_command",
     "demo": "pepi_fleet.controller.demo:demo_command",
+    "broker": "pepi_fleet.broker.cli:broker_group",
 }
 
 
