@@ -15,15 +15,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
+from pepi_fleet.broker.access import named_users, production_acl, render_acl
 from pepi_fleet.schemas.errors import PepiError
 from pepi_fleet.schemas.topics import DEFAULT_ROOT
 
 logger = logging.getLogger(__name__)
 
-PRODUCTION_ROOT = "pepi/v1"
 PR_SET_PDEATHSIG = 1
 
 
@@ -37,28 +36,6 @@ class Credentials:
 
     username: str
     password: str
-
-
-def production_acl() -> str:
-    """The ACL shipped in ``broker/acl``."""
-    return resources.files("pepi_fleet.broker").joinpath("acl").read_text()
-
-
-def render_acl(root: str, anonymous_access: bool) -> str:
-    """The production ACL for ``root``; with ``anonymous_access`` a section that lets
-    anonymous clients read everything under the root and publish the trigger topics."""
-    body = production_acl().replace(PRODUCTION_ROOT + "/", root + "/")
-    if not anonymous_access:
-        return body
-    anon = (
-        "# anonymous (loopback demo/tests): watch everything, trigger captures\n"
-        f"topic read {root}/#\n"
-        f"topic write {root}/capture\n"
-        f"topic write {root}/nodes/+/capture\n"
-        f"topic write {root}/nodes/+/clock/ping\n"
-        "topic read homeassistant/#\n\n"
-    )
-    return anon + body
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -136,6 +113,7 @@ class EmbeddedBroker:
         self.users[username] = password
         if self.workdir is not None:
             self._write_passwords()
+            self._write_acl()
             self.reload()
         return Credentials(username, password)
 
@@ -151,7 +129,7 @@ class EmbeddedBroker:
         elif not port_is_free(self.port, self.host):
             raise BrokerError(f"port {self.port} on {self.host} is in use: choose another")
         self._write_passwords()
-        (self.workdir / "acl").write_text(render_acl(self.root, self.anonymous_access))
+        self._write_acl()
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(self._config_text())
         log = self.log_path.open("ab")
@@ -171,7 +149,6 @@ class EmbeddedBroker:
         assert self.workdir is not None
         lines = [
             "# written by pepi-fleet broker.runner: loopback only, project ACL",
-            "per_listener_settings false",
             f"allow_anonymous {'true' if self.anonymous_access else 'false'}",
             f"password_file {self.workdir / 'passwd'}",
             f"acl_file {self.workdir / 'acl'}",
@@ -195,6 +172,13 @@ class EmbeddedBroker:
             # this private folder or write persistence into it.
             lines.append("user root")
         return "\n".join(lines) + "\n"
+
+    def _write_acl(self) -> None:
+        """The production ACL for our root; every login that is not a named user is a node."""
+        assert self.workdir is not None
+        named = set(named_users(production_acl()))
+        nodes = [user for user in self.users if user not in named]
+        (self.workdir / "acl").write_text(render_acl(self.root, self.anonymous_access, nodes))
 
     def _write_passwords(self) -> None:
         assert self.workdir is not None

@@ -91,6 +91,8 @@ class NodeAgent:
                 config.thrift_host,
                 config.stream_port,
                 fps=config.stream_fps,
+                max_clients=config.stream_max_clients,
+                client_timeout_s=config.stream_timeout_s,
             )
         handler = CameraServerHandler(
             config.node_id,
@@ -100,7 +102,13 @@ class NodeAgent:
             allow_shutdown=config.allow_shutdown,
             request_shutdown=self.stopped.set,
         )
-        self.thrift = ThriftServer(handler, config.thrift_host, config.thrift_port)
+        self.thrift = ThriftServer(
+            handler,
+            config.thrift_host,
+            config.thrift_port,
+            max_clients=config.thrift_max_clients,
+            client_timeout_s=config.thrift_timeout_s,
+        )
         self.advertise_host = config.advertise_host or _advertise_host(config.thrift_host)
         node = config.node_id
         self.announcer: NodeAnnouncer | None = None

@@ -157,6 +157,23 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     help="Thrift CameraServer port (0 = any free port, reported in the status).",
 )
 @_opt(
+    "--thrift-max-clients",
+    env="THRIFT_MAX_CLIENTS",
+    type=int,
+    default=32,
+    show_default=True,
+    help="Thrift connections at once (one thread each); idle or slow ones give way to new ones.",
+)
+@_opt(
+    "--thrift-timeout",
+    "thrift_timeout_s",
+    env="THRIFT_TIMEOUT",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds a Thrift client may stay silent (or not read) before it is dropped.",
+)
+@_opt(
     "--advertise-host",
     env="ADVERTISE_HOST",
     help="Address the controller should use to reach this node (default: bind address).",
@@ -168,6 +185,23 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     default=6001,
     show_default=True,
     help="MJPEG preview port (0 = any free port, -1 = no streams).",
+)
+@_opt(
+    "--stream-max-clients",
+    env="STREAM_MAX_CLIENTS",
+    type=int,
+    default=16,
+    show_default=True,
+    help="MJPEG connections at once (one thread each); idle or stuck ones give way to new ones.",
+)
+@_opt(
+    "--stream-timeout",
+    "stream_timeout_s",
+    env="STREAM_TIMEOUT",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds an MJPEG client may stay silent (or not read) before it is dropped.",
 )
 @_opt(
     "--camera",

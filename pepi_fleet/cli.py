@@ -24,6 +24,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "capture": "pepi_fleet.controller.commands:capture_command",
     "demo": "pepi_fleet.controller.demo:demo_command",
     "export": "pepi_fleet.controller.export_cli:export_command",
+    "broker": "pepi_fleet.broker.cli:broker_group",
 }
 
 

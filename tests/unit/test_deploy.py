@@ -293,7 +293,7 @@ def test_sysusers_creates_the_pepi_user_in_group_video(tmp_path: Path) -> None:
     assert video and "pepi" in video.group(1).split(",")
 
 
-def test_requirements_node_are_pyproject_minus_numpy_and_the_web_stack() -> None:
+def test_requirements_node_are_pyproject_minus_numpy_the_web_stack_and_broker_tools() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     node = [
         line.strip()
@@ -304,7 +304,8 @@ def test_requirements_node_are_pyproject_minus_numpy_and_the_web_stack() -> None
     def name(requirement: str) -> str:
         return re.split(r"[<>=!~\[ ]", requirement, maxsplit=1)[0].lower()
 
-    web_and_apt = {"numpy", "fastapi", "uvicorn"}
+    # numpy from apt; the web stack is the controller's; cryptography is `pepi broker init`'s
+    web_and_apt = {"numpy", "fastapi", "uvicorn", "cryptography"}
     assert sorted(node) == sorted(r for r in project["dependencies"] if name(r) not in web_and_apt)
 
 
