@@ -8,10 +8,11 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from pepi_fleet.controller.ledger import Ledger
+from pepi_fleet.controller.ledger import ImageState, Ledger
 from pepi_fleet.controller.manifest import ClockOf, write_manifest
 from pepi_fleet.controller.node_client import (
     Endpoint,
@@ -31,6 +32,18 @@ ORPHAN_GRACE_S = 30.0
 """A held capture younger than this may still have its MQTT result on the way..."""
 LISTEN_MARGIN_S = 0.5
 """...unless it fired this long before the controller's MQTT session began (clock offsets)."""
+MANIFEST_BATCH_S = 1.0
+"""While a set's images arrive its manifest is rewritten at most this often (and at once when
+the last one is in): a set of 1000 nodes is written a few times, not once per node."""
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What a set's manifest on disk holds."""
+
+    at: float  # time.monotonic() of the write
+    covered: frozenset[str]  # nodes every image of which it lists as verified
+    key: tuple[object, ...]  # the ledger's ``manifest_key`` it was built from
 
 
 class DownloadPassError(PepiError):
@@ -67,6 +80,9 @@ class Downloader:
         self._listening_since = listening_since
         self.clock_of = clock_of
         self._manifest_lock = threading.Lock()
+        self._manifests: dict[str, _Written] = {}
+        self._dirty: set[str] = set()  # sets with images verified since their last manifest
+        self._flushing = False
         self._data_dir = data_dir
         self._endpoint_of = endpoint_of
         self._node_clients = node_clients
@@ -191,18 +207,19 @@ class Downloader:
                 touched |= {row.set_id for row in missing if row.id in report.done}
             for set_id in sorted(touched):
                 cursor.capture_id = set_id
-                self.write_manifest(set_id)
+                self._progress(set_id)
             if client is not None:
-                self._release(node_id, client, touched, cursor)
+                self._release(node_id, client, cursor)
         finally:
             if client is not None:
                 client.close()
 
-    def _release(self, node_id: str, client: NodeClient, written: set[str], cursor: Cursor) -> None:
+    def _release(self, node_id: str, client: NodeClient, cursor: Cursor) -> None:
         for set_id, node_capture_id in self._ledger.releasable(node_id):
             cursor.capture_id = node_capture_id
-            if set_id not in written:
-                self.write_manifest(set_id)  # the copy must be on record before the node forgets
+            # The copy must be on record in the set's manifest before the node forgets it.
+            if not self._covers(set_id, node_id):
+                continue  # the set's next (batched) manifest covers it; released after that
             result = self._ledger.ok_result(set_id, node_id)
             expected = {} if result is None else {f.camera: f.sha256 for f in result.frames}
             try:
@@ -215,6 +232,69 @@ class Downloader:
             if released is None:
                 logger.info("node %s no longer held %s", node_id, node_capture_id)
 
+    # -- manifests ------------------------------------------------------------------------------
+
+    def _progress(self, set_id: str) -> None:
+        """Images of the set were verified: rewrite its manifest now, or mark it for the next
+        batch if it was written moments ago and still waits for images."""
+        with self._manifest_lock:
+            written = self._manifests.get(set_id)
+            if (
+                written is not None
+                and time.monotonic() - written.at < MANIFEST_BATCH_S
+                and not self._ledger.all_downloaded(set_id)
+            ):
+                self._dirty.add(set_id)
+                return
+            self._write_manifest(set_id)
+
+    def _covers(self, set_id: str, node_id: str) -> bool:
+        """Whether the set's manifest on disk lists all of the node's images as verified;
+        writes it first unless it was written moments ago (then the next batch will)."""
+        with self._manifest_lock:
+            written = self._manifests.get(set_id)
+            if written is not None and node_id in written.covered:
+                return True
+            if written is not None and time.monotonic() - written.at < MANIFEST_BATCH_S:
+                self._dirty.add(set_id)
+                return False
+            self._write_manifest(set_id)
+            written = self._manifests.get(set_id)
+            return written is not None and node_id in written.covered
+
+    def flush_manifests(self) -> None:
+        """Write, on the pool, the manifests left for a batch whose interval has passed (the
+        controller calls this on its timer); captures they cover are released by the next
+        pass of their node (the retry sweep's)."""
+        now = time.monotonic()
+        with self._manifest_lock:
+            due = [
+                s for s in self._dirty if now - self._manifests[s].at >= MANIFEST_BATCH_S
+            ] if not self._flushing else []  # fmt: skip
+            if not due:
+                return
+            self._flushing = True
+        future = self._pool.submit(self._flush, sorted(due))
+        future.add_done_callback(partial(_log_failure, "(manifest batch)"))
+
+    def _flush(self, set_ids: list[str]) -> None:
+        try:
+            for set_id in set_ids:
+                with self._manifest_lock:
+                    if set_id in self._dirty:
+                        self._write_manifest(set_id)
+        finally:
+            with self._manifest_lock:
+                self._flushing = False
+
+    def ensure_manifest(self, set_id: str) -> None:
+        """Write the set's manifest unless the one on disk already holds what the ledger
+        does (a summary after the last download needs no second write of 1000 nodes)."""
+        with self._manifest_lock:
+            written = self._manifests.get(set_id)
+            if written is None or written.key != self._ledger.manifest_key(set_id):
+                self._write_manifest(set_id)
+
     def write_manifest(self, set_id: str) -> Path | None:
         """(Re)write a set's manifest from the ledger; None if the set is unknown."""
         # Passes for different nodes finish together: the last writer must have read last.
@@ -222,10 +302,15 @@ class Downloader:
             return self._write_manifest(set_id)
 
     def _write_manifest(self, set_id: str) -> Path | None:
+        key = self._ledger.manifest_key(set_id)
         detail = self._ledger.get_set(set_id)
         if detail is None:
             return None
         path = write_manifest(self._data_dir, detail, self._clock(), self.clock_of)
+        owing = {i.node_id for i in detail.images if i.state is not ImageState.DONE}
+        covered = frozenset(r.node_id for r in detail.results) - owing
+        self._manifests[set_id] = _Written(time.monotonic(), covered, key)
+        self._dirty.discard(set_id)
         self._ledger.mark_manifest_written(set_id)
         return path
 
