@@ -95,6 +95,7 @@ class Figures:
     nodes_ms: float | None = None
     captures_ms: float | None = None
     trigger_to_summary_s: float | None = None
+    capture_cpu_pct: float | None = None
     last_result_to_summary_s: float | None = None
     results: str = "-"
     images: str = "-"
@@ -284,8 +285,10 @@ def run_one(fig: Figures, checkout: Path | None, args: argparse.Namespace, workd
         fig.not_online_max = not_online
 
         capture_id = f"scale-{n}-{secrets.token_hex(2)}"
+        cpu_before = ctl.cpu_s()
         triggered = observer.trigger(capture_id)
         summaries = observer.wait_summary(capture_id, args.timeout)
+        fig.capture_cpu_pct = (ctl.cpu_s() - cpu_before) / (time.time() - triggered) * 100
         if summaries:
             # the summary that says every image is in (else the first, downloads pending)
             at = next((t for t, s in summaries if s.downloaded), summaries[0][0])
@@ -336,6 +339,7 @@ ROWS: list[tuple[str, str, int]] = [
     ("/api/captures median (ms)", "captures_ms", 1),
     ("full-fleet trigger -> summary (s)", "trigger_to_summary_s", 2),
     ("last result -> summary (s)", "last_result_to_summary_s", 2),
+    ("controller CPU, trigger to summary (%)", "capture_cpu_pct", 0),
     ("results recorded / expected", "results", 0),
     ("images verified on disk / expected", "images", 0),
     ("broker 'messages being dropped' lines", "broker_drops", 0),

@@ -49,6 +49,7 @@ class ClockBook:
 
     def __init__(self) -> None:
         self._samples: dict[str, deque[ClockSample]] = {}
+        self._estimates: dict[str, ClockEstimate] = {}
         self._lock = threading.Lock()
 
     def add(self, node_id: str, pong: ClockPong, received_at: float) -> ClockSample | None:
@@ -57,22 +58,26 @@ class ClockBook:
         if sample.rtt_s < 0 or received_at < pong.t1:
             return None
         with self._lock:
-            self._samples.setdefault(node_id, deque(maxlen=SAMPLES_KEPT)).append(sample)
+            samples = self._samples.setdefault(node_id, deque(maxlen=SAMPLES_KEPT))
+            samples.append(sample)
+            # worked out once per pong, not on every read (a page lists every node's)
+            self._estimates[node_id] = _estimate(samples)
         return sample
 
     def estimate(self, node_id: str) -> ClockEstimate | None:
         with self._lock:
-            samples = list(self._samples.get(node_id, ()))
-        if not samples:
-            return None
-        best = min(samples, key=lambda s: s.rtt_s)
-        return ClockEstimate(
-            offset_s=best.offset_s,
-            rtt_s=best.rtt_s,
-            uncertainty_s=best.rtt_s / 2,
-            samples=len(samples),
-            measured_at=max(s.t4 for s in samples),
-        )
+            return self._estimates.get(node_id)
+
+
+def _estimate(samples: deque[ClockSample]) -> ClockEstimate:
+    best = min(samples, key=lambda s: s.rtt_s)
+    return ClockEstimate(
+        offset_s=best.offset_s,
+        rtt_s=best.rtt_s,
+        uncertainty_s=best.rtt_s / 2,
+        samples=len(samples),
+        measured_at=max(s.t4 for s in samples),
+    )
 
 
 PROBE_INTERVAL_S = 2.0

@@ -6,7 +6,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -27,14 +27,20 @@ from pepi_fleet.schemas import PepiError
 logger = logging.getLogger(__name__)
 
 RECONCILE_EVERY_S = 60.0
-"""How often an online node's list of held captures is checked against the ledger."""
+"""How often an online node's list of held captures is checked against the ledger..."""
+RECONCILE_BUDGET_PER_S = 2.0
+"""...within this many lists a second for the whole fleet: 1000 nodes are checked each every
+500 s, not 1000 every minute (a node coming online is checked at once, whatever the fleet)."""
 ORPHAN_GRACE_S = 30.0
 """A held capture younger than this may still have its MQTT result on the way..."""
 LISTEN_MARGIN_S = 0.5
 """...unless it fired this long before the controller's MQTT session began (clock offsets)."""
 MANIFEST_BATCH_S = 1.0
 """While a set's images arrive its manifest is rewritten at most this often (and at once when
-the last one is in): a set of 1000 nodes is written a few times, not once per node."""
+the last one is in): a set of 1000 nodes is written a few times, not once per node..."""
+MANIFEST_SHARE = 0.05
+"""...and no more often than keeps such writes under this share of the time (a big set's
+manifest takes longer to build)."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,14 @@ class _Written:
     """What a set's manifest on disk holds."""
 
     at: float  # time.monotonic() of the write
+    took: float  # seconds the write took
     covered: frozenset[str]  # nodes every image of which it lists as verified
     key: tuple[object, ...]  # the ledger's ``manifest_key`` it was built from
+
+    def recent(self) -> bool:
+        """Written too lately to be written again for new images yet."""
+        wait = max(MANIFEST_BATCH_S, self.took / MANIFEST_SHARE)
+        return time.monotonic() - self.at < wait
 
 
 class DownloadPassError(PepiError):
@@ -146,7 +158,17 @@ class Downloader:
 
     def reconcile_due(self, node_id: str) -> bool:
         """Whether the node's held captures have not been checked for a while."""
-        return self._clock() - self._reconciled.get(node_id, float("-inf")) >= RECONCILE_EVERY_S
+        return self._clock() - self._reconciled.get(node_id, float("-inf")) >= self._period()
+
+    def reconcile_next(self, online: Iterable[str], limit: int) -> list[str]:
+        """Up to ``limit`` of the ``online`` nodes due for a check, longest unchecked first."""
+        now, period = self._clock(), self._period()
+        last = self._reconciled
+        due = [n for n in online if now - last.get(n, float("-inf")) >= period]
+        return sorted(due, key=lambda n: last.get(n, float("-inf")))[:limit]
+
+    def _period(self) -> float:
+        return max(RECONCILE_EVERY_S, len(self._reconciled) / RECONCILE_BUDGET_PER_S)
 
     def _reconcile(self, node_id: str, client: NodeClient, cursor: Cursor) -> None:
         """Record captures the node holds but the ledger does not know, so none is lost.
@@ -239,11 +261,7 @@ class Downloader:
         batch if it was written moments ago and still waits for images."""
         with self._manifest_lock:
             written = self._manifests.get(set_id)
-            if (
-                written is not None
-                and time.monotonic() - written.at < MANIFEST_BATCH_S
-                and not self._ledger.all_downloaded(set_id)
-            ):
+            if written is not None and written.recent() and not self._ledger.all_downloaded(set_id):
                 self._dirty.add(set_id)
                 return
             self._write_manifest(set_id)
@@ -255,7 +273,7 @@ class Downloader:
             written = self._manifests.get(set_id)
             if written is not None and node_id in written.covered:
                 return True
-            if written is not None and time.monotonic() - written.at < MANIFEST_BATCH_S:
+            if written is not None and written.recent():
                 self._dirty.add(set_id)
                 return False
             self._write_manifest(set_id)
@@ -266,11 +284,10 @@ class Downloader:
         """Write, on the pool, the manifests left for a batch whose interval has passed (the
         controller calls this on its timer); captures they cover are released by the next
         pass of their node (the retry sweep's)."""
-        now = time.monotonic()
         with self._manifest_lock:
-            due = [
-                s for s in self._dirty if now - self._manifests[s].at >= MANIFEST_BATCH_S
-            ] if not self._flushing else []  # fmt: skip
+            if self._flushing:
+                return
+            due = [s for s in self._dirty if not self._manifests[s].recent()]
             if not due:
                 return
             self._flushing = True
@@ -302,6 +319,7 @@ class Downloader:
             return self._write_manifest(set_id)
 
     def _write_manifest(self, set_id: str) -> Path | None:
+        began = time.monotonic()
         key = self._ledger.manifest_key(set_id)
         detail = self._ledger.get_set(set_id)
         if detail is None:
@@ -309,7 +327,8 @@ class Downloader:
         path = write_manifest(self._data_dir, detail, self._clock(), self.clock_of)
         owing = {i.node_id for i in detail.images if i.state is not ImageState.DONE}
         covered = frozenset(r.node_id for r in detail.results) - owing
-        self._manifests[set_id] = _Written(time.monotonic(), covered, key)
+        done = time.monotonic()
+        self._manifests[set_id] = _Written(done, done - began, covered, key)
         self._dirty.discard(set_id)
         self._ledger.mark_manifest_written(set_id)
         return path

@@ -325,6 +325,11 @@ class Ledger:
         sql = f"SELECT {_IMAGE_COLUMNS} FROM owed_images WHERE node_id = ? AND {_OWED} ORDER BY id"
         return [_image(r) for r in self._rows(sql, (node_id, now, now))]
 
+    def nodes_owing_images(self, now: float | None = None) -> list[str]:
+        """Nodes owing images (back-off respected with ``now``)."""
+        sql = f"SELECT DISTINCT node_id FROM owed_images WHERE {_OWED} ORDER BY node_id"
+        return [str(r[0]) for r in self._rows(sql, (now, now))]
+
     def nodes_with_work(self, now: float | None = None) -> list[str]:
         """Nodes owing images (back-off respected with ``now``) or with captures to release."""
         sql = (

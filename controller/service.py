@@ -16,7 +16,7 @@ from pepi_fleet.controller.capture_sets import CaptureSetBook, build_summary
 from pepi_fleet.controller.clock_check import clock_warnings
 from pepi_fleet.controller.clock_probe import ClockBook, ClockEstimate, ProbeRotation
 from pepi_fleet.controller.config import ControllerConfig
-from pepi_fleet.controller.downloader import Downloader
+from pepi_fleet.controller.downloader import RECONCILE_BUDGET_PER_S, Downloader
 from pepi_fleet.controller.events import EventHub
 from pepi_fleet.controller.home_assistant import HomeAssistantBridge
 from pepi_fleet.controller.ledger import Ledger, SetDetail
@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 TICK_S = 0.2
 RETRY_SWEEP_S = 5.0
+RECONCILES_PER_SWEEP = int(RECONCILE_BUDGET_PER_S * RETRY_SWEEP_S)
+RELEASES_PER_SWEEP = 100
 MAX_RESULT_BYTES = 256 * 1024
 MAX_PONG_BYTES = 1024
 
@@ -97,7 +99,7 @@ class Controller:
         )
         self._listening_since: float | None = None
         self._lock = threading.Lock()  # guards presence and book against the web thread
-        self._inbox: queue.Queue[InboundMessage | None] = queue.Queue()
+        self._inbox: queue.SimpleQueue[InboundMessage | None] = queue.SimpleQueue()
         self._awaiting: dict[str, _AwaitingDownload] = {}
         self._late: dict[str, CaptureSetSummary] = {}  # summarised before downloads were done
         self.clocks = ClockBook()
@@ -128,7 +130,11 @@ class Controller:
                     (t.capture(), 1),
                     (t.all_nodes("capture"), 1),
                     (t.all_nodes("availability"), 1),
-                    (t.all_nodes("status"), 1),
+                    # QoS 0: a clean session gains nothing from QoS 1 within a connection
+                    # (TCP is in order and lossless), and a heartbeat every few seconds from
+                    # every node need not cost a PUBACK each; the broker's queue limit
+                    # applies alike. Results and availability stay QoS 1.
+                    (t.all_nodes("status"), 0),
                     (t.all_nodes("result"), 1),
                     (t.all_nodes("clock/pong"), 0),
                     *self.ha.subscriptions(),
@@ -323,7 +329,7 @@ class Controller:
         with self._lock:
             changes = message.apply_to(self.presence)
         self._presence_changed(changes)
-        if message.status is not None:
+        if message.status is not None and self.events.listened():
             status = message.status.model_dump(mode="json")
             self.events.emit("status", node_id=node_id, status=status)
 
@@ -515,8 +521,14 @@ class Controller:
     def _retry_owed(self) -> None:
         with self._lock:
             online = self.presence.online_ids()
-        due = {n for n in online if self.downloader.reconcile_due(n)}
-        for node_id in due | set(self.ledger.nodes_with_work(self._clock())):
+        # a few nodes a sweep, within the downloader's budget: never the whole fleet at once
+        due = set(self.downloader.reconcile_next(online, RECONCILES_PER_SWEEP))
+        now = self._clock()
+        owing = set(self.ledger.nodes_owing_images(now))
+        # Releases are not urgent: a few a sweep, so that after a capture of the whole fleet
+        # they do not crowd out the downloads its summary waits for.
+        releasing = [n for n in self.ledger.nodes_with_work(now) if n not in owing]
+        for node_id in due | owing | set(releasing[:RELEASES_PER_SWEEP]):
             if self.endpoint_of(node_id) is not None:
                 self.downloader.submit(node_id)
 
