@@ -24,7 +24,7 @@ from support.pub import mosquitto_pub
 
 from pepi_fleet.broker.runner import EmbeddedBroker
 from pepi_fleet.controller.ledger import LEDGER_FILE
-from pepi_fleet.schemas import CaptureResult, CaptureStatus
+from pepi_fleet.schemas import CaptureResult, CaptureSetSummary, CaptureStatus
 
 pytestmark = pytest.mark.system
 
@@ -94,7 +94,18 @@ def test_controller_kill9_mid_download_resumes_exactly_once(
     for capture_id, rs in results.items():
         assert_set_on_disk(ctl.data_dir, capture_id, rs)
         # the restarted controller still tells automations (and `pepi capture --wait`)
-        summary = wait_summary(watcher, root, capture_id, timeout=30)
+        # (the killed run may have summarised the set as still downloading before it died)
+        seen = watcher.wait_for(
+            lambda m, cid=capture_id: (
+                m.topic == f"{root}/controller/captures"
+                and m.at >= restarted_at
+                and (s := CaptureSetSummary.model_validate_json(m.payload)).capture_id == cid
+                and s.downloaded
+            ),
+            30,
+            f"the restarted controller's downloaded summary of {capture_id}",
+        )
+        summary = CaptureSetSummary.model_validate_json(seen.payload)
         assert summary.downloaded and len(summary.files) == len(rs)
     # Files verified before the kill were neither fetched nor written again.
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in written} == written
