@@ -22,29 +22,16 @@ from thriftpy2.thrift import TProcessor
 from thriftpy2.transport import TBufferedTransportFactory, TSocket, TTransportException
 
 from pepi_fleet.core import idl as pepi_idl
-from pepi_fleet.core.thrift_map import capture_info, frame_info
-from pepi_fleet.schemas.capture import Frame
+from pepi_fleet.core.thrift_map import HeldCapture, capture_info, frame_info
 
 logger = logging.getLogger(__name__)
 
 CLIENT_TIMEOUT_S = 30.0
 
 
-class SimCapture(Protocol):
-    """What a virtual node holds of one capture (``thrift_map.HeldCapture`` plus the bytes)."""
+class SimCapture(HeldCapture, Protocol):
+    """What a virtual node holds of one capture: ``thrift_map.HeldCapture`` plus the bytes."""
 
-    @property
-    def capture_id(self) -> str: ...
-    @property
-    def source(self) -> str: ...
-    @property
-    def received_at(self) -> float: ...
-    @property
-    def fired_at(self) -> float: ...
-    @property
-    def frames(self) -> list[Frame]: ...
-    @property
-    def retrieved(self) -> bool: ...
     @property
     def images(self) -> dict[int, bytes]: ...
 
