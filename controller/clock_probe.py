@@ -104,7 +104,7 @@ class ProbeRotation:
         self._interval = interval_s
         self._turns: deque[tuple[float, str]] = deque()  # (due, node), roughly in due order
         self._members: set[str] = set()
-        self._allowance = 0.0
+        self._allowance = budget_per_s
         self._last: float | None = None
 
     @property
