@@ -6,6 +6,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ LISTEN_MARGIN_S = 0.5
 MANIFEST_BATCH_S = 1.0
 """While a set's images arrive its manifest is rewritten at most this often (and at once when
 the last one is in): a set of 1000 nodes is written a few times, not once per node..."""
+MANIFESTS_REMEMBERED = 256
+"""Sets whose last manifest write is remembered (what it covered, when)."""
 MANIFEST_SHARE = 0.05
 """...and no more often than keeps such writes under this share of the time (a big set's
 manifest takes longer to build)."""
@@ -93,7 +96,8 @@ class Downloader:
         self._listening_since = listening_since
         self.clock_of = clock_of
         self._manifest_lock = threading.Lock()
-        self._manifests: dict[str, _Written] = {}
+        # newest last; bounded: a set forgotten here costs at most one more write
+        self._manifests: OrderedDict[str, _Written] = OrderedDict()
         self._dirty: set[str] = set()  # sets with images verified since their last manifest
         self._flushing = False
         self._data_dir = data_dir
@@ -343,6 +347,10 @@ class Downloader:
             if self.clock_of is not None and self.clock_of(r.node_id) is None
         )
         self._manifests[set_id] = _Written(done, done - began, covered, key, unclocked)
+        self._manifests.move_to_end(set_id)
+        while len(self._manifests) > MANIFESTS_REMEMBERED:
+            forgotten, _ = self._manifests.popitem(last=False)
+            self._dirty.discard(forgotten)
         self._dirty.discard(set_id)
         self._ledger.mark_manifest_written(set_id)
         return path
