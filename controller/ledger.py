@@ -229,6 +229,13 @@ class Ledger:
             db.execute(
                 "CREATE INDEX IF NOT EXISTS node_results_fired ON node_results (set_id, fired_at)"
             )
+            # What a node still has to release, and which nodes have work at all, without
+            # reading the whole history (every capture of every node stays in the ledger).
+            db.execute(
+                "CREATE INDEX IF NOT EXISTS node_results_unreleased ON node_results (node_id)"
+                " WHERE status = 'ok' AND released_at IS NULL"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS owed_images_by_state ON owed_images (state)")
             # A controller killed mid-download left these; nothing is downloading now.
             reset = db.execute(
                 "UPDATE owed_images SET state = 'pending' WHERE state = 'downloading'"
