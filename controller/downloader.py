@@ -107,6 +107,9 @@ class Downloader:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download")
         self._busy: set[str] = set()
         self._again: dict[str, bool] = {}  # node -> force: work that arrived during its pass
+        # node -> its queued pass and whether it is forced: a burst of submits (a result, the
+        # retry sweep) for a node whose pass has not started yet queues no second pass
+        self._waiting: dict[str, tuple[Future[None], bool]] = {}
         self._busy_lock = threading.Lock()
         self._reconciled: dict[str, float] = {}  # node -> when its held captures were listed
         self.recovered: queue.Queue[str] = queue.Queue()
@@ -127,9 +130,21 @@ class Downloader:
 
         A pass that fails is logged, with the node and capture, when it ends.
         """
-        future = self._pool.submit(self.download_owed, node_id, force=force)
+        with self._busy_lock:
+            waiting = self._waiting.get(node_id)
+            if waiting is not None:  # a pass for the node is queued and not started yet:
+                self._waiting[node_id] = (waiting[0], waiting[1] or force)  # it does this too
+                return waiting[0]
+            # Under the lock until noted: the pass cannot look itself up before that.
+            future = self._pool.submit(self._queued_pass, node_id)
+            self._waiting[node_id] = (future, force)
         future.add_done_callback(partial(_log_failure, node_id))
         return future
+
+    def _queued_pass(self, node_id: str) -> None:
+        with self._busy_lock:
+            _, force = self._waiting.pop(node_id)
+        self.download_owed(node_id, force=force)
 
     def download_owed(self, node_id: str, *, force: bool = False) -> None:
         """Fetch what ``node_id`` owes, then write manifests and release what is verified.
