@@ -278,16 +278,18 @@ class FleetSim:
         """Listen on every node's Thrift port and connect; with ``announce``, announce every
         node too (see ``announce``)."""
         _raise_fd_limit(len(self.nodes) * 2 + 256)
-        for node in self.nodes:
-            handler = SimHandler(node)
-            self.handlers.append(handler)
-            node.port = self.thrift.add(handler)
-        self.thrift.start()
+        # The MQTT links first: paho waits on its socket with select(), which cannot take a
+        # file descriptor past 1023, and the Thrift sockets would take the low ones.
         for link in self.links:
             link.start()
         for link in self.links:
             if not link.wait_connected(timeout):
                 raise RuntimeError(f"fleet simulator: no broker connection ({link.last_error})")
+        for node in self.nodes:
+            handler = SimHandler(node)
+            self.handlers.append(handler)
+            node.port = self.thrift.add(handler)
+        self.thrift.start()
         self._worker.start()
         if announce:
             self.announce(timeout)

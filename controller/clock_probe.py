@@ -82,9 +82,9 @@ def _estimate(samples: deque[ClockSample]) -> ClockEstimate:
 
 PROBE_INTERVAL_S = 2.0
 """A node is probed at most this often (small fleets: every node every 2 s)."""
-PROBE_BUDGET_PER_S = 25.0
+PROBE_BUDGET_PER_S = 10.0
 """Probes per second for the whole fleet: a larger fleet is probed less often per node
-(1000 nodes: each every 40 s), so pongs never grow into most of the controller's traffic."""
+(1000 nodes: each every 100 s), so pongs never grow into most of the controller's traffic."""
 
 
 class ProbeRotation:
@@ -104,7 +104,7 @@ class ProbeRotation:
         self._interval = interval_s
         self._turns: deque[tuple[float, str]] = deque()  # (due, node), roughly in due order
         self._members: set[str] = set()
-        self._allowance = 0.0
+        self._allowance = budget_per_s
         self._last: float | None = None
 
     @property

@@ -6,6 +6,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ LISTEN_MARGIN_S = 0.5
 MANIFEST_BATCH_S = 1.0
 """While a set's images arrive its manifest is rewritten at most this often (and at once when
 the last one is in): a set of 1000 nodes is written a few times, not once per node..."""
+MANIFESTS_REMEMBERED = 256
+"""Sets whose last manifest write is remembered (what it covered, when)."""
 MANIFEST_SHARE = 0.05
 """...and no more often than keeps such writes under this share of the time (a big set's
 manifest takes longer to build)."""
@@ -93,7 +96,8 @@ class Downloader:
         self._listening_since = listening_since
         self.clock_of = clock_of
         self._manifest_lock = threading.Lock()
-        self._manifests: dict[str, _Written] = {}
+        # newest last; bounded: a set forgotten here costs at most one more write
+        self._manifests: OrderedDict[str, _Written] = OrderedDict()
         self._dirty: set[str] = set()  # sets with images verified since their last manifest
         self._flushing = False
         self._data_dir = data_dir
@@ -103,6 +107,9 @@ class Downloader:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download")
         self._busy: set[str] = set()
         self._again: dict[str, bool] = {}  # node -> force: work that arrived during its pass
+        # node -> its queued pass and whether it is forced: a burst of submits (a result, the
+        # retry sweep) for a node whose pass has not started yet queues no second pass
+        self._waiting: dict[str, tuple[Future[None], bool]] = {}
         self._busy_lock = threading.Lock()
         self._reconciled: dict[str, float] = {}  # node -> when its held captures were listed
         self.recovered: queue.Queue[str] = queue.Queue()
@@ -123,9 +130,21 @@ class Downloader:
 
         A pass that fails is logged, with the node and capture, when it ends.
         """
-        future = self._pool.submit(self.download_owed, node_id, force=force)
+        with self._busy_lock:
+            waiting = self._waiting.get(node_id)
+            if waiting is not None:  # a pass for the node is queued and not started yet:
+                self._waiting[node_id] = (waiting[0], waiting[1] or force)  # it does this too
+                return waiting[0]
+            # Under the lock until noted: the pass cannot look itself up before that.
+            future = self._pool.submit(self._queued_pass, node_id)
+            self._waiting[node_id] = (future, force)
         future.add_done_callback(partial(_log_failure, node_id))
         return future
+
+    def _queued_pass(self, node_id: str) -> None:
+        with self._busy_lock:
+            _, force = self._waiting.pop(node_id)
+        self.download_owed(node_id, force=force)
 
     def download_owed(self, node_id: str, *, force: bool = False) -> None:
         """Fetch what ``node_id`` owes, then write manifests and release what is verified.
@@ -343,6 +362,10 @@ class Downloader:
             if self.clock_of is not None and self.clock_of(r.node_id) is None
         )
         self._manifests[set_id] = _Written(done, done - began, covered, key, unclocked)
+        self._manifests.move_to_end(set_id)
+        while len(self._manifests) > MANIFESTS_REMEMBERED:
+            forgotten, _ = self._manifests.popitem(last=False)
+            self._dirty.discard(forgotten)
         self._dirty.discard(set_id)
         self._ledger.mark_manifest_written(set_id)
         return path

@@ -148,10 +148,14 @@ _RELEASED = """UPDATE node_results SET release_attempts = release_attempts + 1,
     WHERE set_id = ? AND node_id = ?"""
 _RESULTS_OF_SET = """SELECT set_id, node_id, node_capture_id, result_json, recorded_at,
     released_at, release_error FROM node_results WHERE set_id = ? ORDER BY node_id"""
+# After every result: each bound alone is one look-up in an index (set, value), not a pass
+# over the set's rows (a set of 1000 nodes would be read 1000 times as it fills).
 _SPREADS = """UPDATE capture_sets SET
-    spread_s = (SELECT MAX(frame_ts) - MIN(frame_ts) FROM owed_images WHERE set_id = ?),
-    fired_spread_s = (SELECT MAX(fired_at) - MIN(fired_at) FROM node_results WHERE set_id = ?)
-    WHERE set_id = ?"""
+    spread_s = (SELECT MAX(frame_ts) FROM owed_images WHERE set_id = :s)
+        - (SELECT MIN(frame_ts) FROM owed_images WHERE set_id = :s),
+    fired_spread_s = (SELECT MAX(fired_at) FROM node_results WHERE set_id = :s)
+        - (SELECT MIN(fired_at) FROM node_results WHERE set_id = :s)
+    WHERE set_id = :s"""
 _NOT_DONE = "('pending', 'downloading', 'failed')"
 _MANIFEST_KEY = """SELECT (SELECT COUNT(*) FROM node_results WHERE set_id = ?),
     (SELECT COUNT(*) FROM owed_images WHERE set_id = ? AND state = 'done'),
@@ -219,6 +223,19 @@ class Ledger:
             db.execute(
                 "CREATE INDEX IF NOT EXISTS owed_images_by_set ON owed_images (set_id, state)"
             )
+            db.execute(
+                "CREATE INDEX IF NOT EXISTS owed_images_frame_ts ON owed_images (set_id, frame_ts)"
+            )
+            db.execute(
+                "CREATE INDEX IF NOT EXISTS node_results_fired ON node_results (set_id, fired_at)"
+            )
+            # What a node still has to release, and which nodes have work at all, without
+            # reading the whole history (every capture of every node stays in the ledger).
+            db.execute(
+                "CREATE INDEX IF NOT EXISTS node_results_unreleased ON node_results (node_id)"
+                " WHERE status = 'ok' AND released_at IS NULL"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS owed_images_by_state ON owed_images (state)")
             # A controller killed mid-download left these; nothing is downloading now.
             reset = db.execute(
                 "UPDATE owed_images SET state = 'pending' WHERE state = 'downloading'"
@@ -239,8 +256,10 @@ class Ledger:
             self._db.execute("COMMIT")
 
     def _rows(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        with self._tx() as db:
-            return db.execute(sql, args).fetchall()
+        """One SELECT: atomic on its own, so no write lock and no BEGIN/COMMIT around it (a
+        download pass reads the ledger several times)."""
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
 
     def _run(self, sql: str, args: tuple[object, ...] = ()) -> None:
         with self._tx() as db:
@@ -314,7 +333,7 @@ class Ledger:
                         for f in result.frames
                     ],
                 )  # fmt: skip
-            db.execute(_SPREADS, (set_id, set_id, set_id))
+            db.execute(_SPREADS, {"s": set_id})
             return True
 
     def owed_by(self, node_id: str, now: float | None = None) -> list[OwedImage]:

@@ -444,7 +444,7 @@ class Controller:
         for change in changes:
             self.events.emit("presence", node_id=change.node_id, old=change.old, state=change.new)
             # An offline node's clock estimate is kept: a manifest written once its images
-            # arrive needs the offset from when it captured (the last 16 probes, ~32 s, count).
+            # arrive needs the offset from when it captured (its last 16 probes count).
             if change.new is NodeState.ONLINE:
                 self._ping(change.node_id)  # an offset before its first scheduled capture
                 self.probes.add(change.node_id, self._clock())

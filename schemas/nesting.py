@@ -13,6 +13,8 @@ def check_nesting(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> None:
     Brackets inside JSON strings do not count. Linear in the length, no recursion.
     """
     data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if data.count(b"[") + data.count(b"{") <= max_depth:
+        return  # too few brackets to nest that deep: no scan (a heartbeat has about ten)
     depth = 0
     in_string = escaped = False
     for byte in data:

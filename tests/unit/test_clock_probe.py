@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pepi_fleet.controller.clock_probe import ClockBook
+from pepi_fleet.controller.clock_probe import ClockBook, ProbeRotation
 from pepi_fleet.core.frame_grid import align_to_frame_grid
 from pepi_fleet.schemas.clock import ClockPong
 
@@ -57,3 +57,40 @@ def test_align_to_frame_grid_rounds_up_to_the_next_frame_start(
     assert aligned == pytest.approx(expected, abs=1e-9)
     assert aligned >= at - 1e-9
     assert (aligned * fps) == pytest.approx(round(aligned * fps), abs=1e-6)
+
+
+def test_probe_rotation_small_fleet_every_interval() -> None:
+    rotation = ProbeRotation(budget_per_s=25.0, interval_s=2.0)
+    for node in ("a", "b"):
+        rotation.add(node, now=0.0)
+    assert rotation.due(1.0, lambda _n: True) == []
+    assert sorted(rotation.due(2.0, lambda _n: True)) == ["a", "b"]
+    assert rotation.due(3.0, lambda _n: True) == []
+    assert sorted(rotation.due(4.0, lambda _n: True)) == ["a", "b"]
+
+
+def test_probe_rotation_large_fleet_stays_within_the_budget() -> None:
+    rotation = ProbeRotation(budget_per_s=25.0, interval_s=2.0)
+    nodes = [f"n{i}" for i in range(1000)]
+    for node in nodes:
+        rotation.add(node, now=0.0)
+    assert rotation.period_s == 40.0
+    pinged: list[str] = []
+    t = 0.0
+    while t < 200.0:  # ticks of 0.2 s, as the controller's timer
+        t += 0.2
+        batch = rotation.due(t, lambda _n: True)
+        assert len(batch) <= 25
+        pinged += batch
+    assert len(pinged) <= 25 * 200 + 25
+    assert set(pinged) == set(nodes)  # every node had its turn...
+    assert max(pinged.count(n) for n in nodes) <= 200 // 40 + 1  # ...about once a period
+
+
+def test_probe_rotation_drops_nodes_gone_until_they_come_back() -> None:
+    rotation = ProbeRotation(budget_per_s=25.0, interval_s=2.0)
+    rotation.add("a", now=0.0)
+    assert rotation.due(2.0, lambda _n: False) == []
+    assert rotation.due(10.0, lambda _n: True) == []  # not probed while away
+    rotation.add("a", now=10.0)
+    assert rotation.due(12.0, lambda _n: True) == ["a"]

@@ -312,3 +312,39 @@ def test_downloader_failed_pass_is_logged_with_node_and_capture(
     assert "cam1" in record.getMessage() and "scan-1" in record.getMessage()
     assert record.exc_info is not None
     assert "scan-1" in cam1.holds() and cam1.released == []  # no release without a manifest
+
+
+# -- a big set: manifests in batches ------------------------------------------------------------
+
+
+def test_downloader_big_set_manifest_written_in_batches_and_releases_follow_it(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pepi_fleet.controller import downloader as downloader_module
+
+    writes: list[int] = []
+    real_write = downloader_module.write_manifest
+
+    def counting_write(*args: object, **kwargs: object) -> Path:
+        writes.append(len(args))
+        return real_write(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(downloader_module, "write_manifest", counting_write)
+    nodes = [rig.fleet.add(f"cam{i:02d}") for i in range(30)]
+    rig.record("scan-1", *(node.capture("scan-1") for node in nodes))
+
+    for node in nodes:  # thirty passes within moments, as when a whole fleet answers
+        rig.downloader.download_owed(node.node_id)
+
+    assert rig.ledger.all_downloaded("scan-1")
+    assert len(writes) <= 10  # the first pass, the last (set complete), a few between
+    manifest = read_manifest(rig.data_dir, "scan-1")
+    assert manifest.downloaded and len(manifest.files) == 30
+    # A node is released only once a written manifest listed its image: the passes between
+    # left theirs for later; the next pass of each node releases it.
+    released = [n for n in nodes if n.released]
+    assert len(released) < 30
+    for node in nodes:
+        rig.downloader.download_owed(node.node_id)
+    assert all(n.released == ["scan-1"] for n in nodes)
+    assert len(writes) <= 10

@@ -211,3 +211,40 @@ def test_presence_report_carries_the_nodes_health() -> None:
     view = tracker.node("cam1")
     assert view is not None
     assert NodeOut.of(view, clock.now).health == "degraded: camera"
+
+
+def test_presence_each_node_goes_stale_at_its_own_deadline() -> None:
+    clock = FakeClock()
+    tracker = PresenceTracker(clock)
+    tracker.on_status("fast", status("fast", heartbeat_s=1.0))
+    tracker.on_status("slow", status("slow", heartbeat_s=10.0))
+    clock.now += 2
+    tracker.on_status("fast", status("fast", heartbeat_s=1.0))  # renewed: its old deadline passes
+    clock.now += 1.5
+    assert tracker.tick() == []
+    clock.now += 1.5
+    assert tracker.tick() == [StateChange("fast", NodeState.ONLINE, NodeState.STALE)]
+    clock.now += 25
+    assert tracker.tick() == [StateChange("slow", NodeState.ONLINE, NodeState.STALE)]
+    assert tracker.counts()[NodeState.STALE] == 2 and tracker.online_ids() == set()
+
+
+def test_presence_thousand_nodes_heartbeats_stay_online_and_counted() -> None:
+    clock = FakeClock()
+    tracker = PresenceTracker(clock)
+    ids = [f"n{i:04d}" for i in range(1000)]
+    for round_ in range(5):  # every node beats every 5 s, phases spread over the period
+        for i, node_id in enumerate(ids):
+            clock.now = 1000.0 + round_ * 5.0 + i * 0.005
+            changes = tracker.on_status(node_id, status(node_id))
+            assert changes == (
+                [StateChange(node_id, None, NodeState.ONLINE)] if round_ == 0 else []
+            )
+    assert tracker.counts()[NodeState.ONLINE] == 1000
+    assert tracker.state_of("n0500") is NodeState.ONLINE and tracker.state_of("x") is None
+    view = tracker.node("n0999")
+    assert view is not None and view.state is NodeState.ONLINE
+    clock.now += 15.0  # three periods after the last round: all of them, once each
+    changes = tracker.tick()
+    assert sorted(c.node_id for c in changes) == ids
+    assert tracker.tick() == [] and tracker.counts()[NodeState.STALE] == 1000
