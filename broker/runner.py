@@ -51,7 +51,8 @@ def render_acl(root: str, anonymous_access: bool) -> str:
     if not anonymous_access:
         return body
     anon = (
-        "# anonymous (loopback demo/tests): watch everything, trigger captures\n"
+        "# anonymous (loopback demo/tests): watch everything but the nodes' secrets, trigger\n"
+        f"topic deny {root}/nodes/+/secret\n"
         f"topic read {root}/#\n"
         f"topic write {root}/capture\n"
         f"topic write {root}/nodes/+/capture\n"
