@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
 from pepi_fleet.schemas.topics import DEFAULT_ROOT
@@ -26,6 +27,13 @@ class ControllerConfig(BaseModel):
     data_dir: Path
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8080, ge=0, lt=65536)
+    auth: Literal["auto", "on", "off"] = "auto"
+    """Login for the page and API: ``auto`` requires one unless ``web_host`` is loopback."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names the page may be reached by, besides the listen address (``*``: any)."""
+    tls_cert: Path | None = None
+    """PEM certificate (chain) to serve the page and API over HTTPS, with ``tls_key``."""
+    tls_key: Path | None = None
     set_timeout_s: float = Field(default=10.0, gt=0)
     download_wait_s: float = Field(
         default=120.0, gt=0, description="how long a summary waits for downloads to finish"
@@ -65,3 +73,9 @@ class ControllerConfig(BaseModel):
         allow_inf_nan=False,
         description="warn before a scheduled capture beyond this offset",
     )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give --tls-cert and --tls-key together (or neither)")
+        return self

@@ -114,7 +114,7 @@ class Controller:
             t,
             lambda topic, payload, retain: self.link.publish(topic, payload, retain=retain),
             __version__,
-            _page_url(config.web_host, config.web_port),
+            _page_url(config.web_host, config.web_port, https=config.tls_cert is not None),
             clock,
             enabled=config.discovery,
         )
@@ -561,11 +561,12 @@ def summary_from_ledger(
     )
 
 
-def _page_url(host: str, port: int) -> str | None:
+def _page_url(host: str, port: int, https: bool = False) -> str | None:
     """The web page's address for Home Assistant's device page, when it has a usable one."""
     if host in ("0.0.0.0", "::", "") or port == 0:
         return None
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    scheme = "https" if https else "http"
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
 def new_capture_id(now: float) -> str:

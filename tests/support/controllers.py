@@ -41,11 +41,12 @@ class ControllerProcess(PepiProcess):
     root: str
     data_dir: Path
     web_port: int
+    tls: bool = False
 
     @property
     def url(self) -> str:
         """Its web page and REST API."""
-        return f"http://127.0.0.1:{self.web_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.web_port}"
 
     def wait_online(self, watcher: Watcher, after: float, timeout: float = 20.0) -> None:
         """Block until this controller's retained ``online`` arrives (published after ``after``)."""
