@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from pepi_fleet.controller.access import AccessError, AccessStore, Entry, Role
+from pepi_fleet.controller.config import password_from_file
 
 ROLES = click.Choice([r.value for r in Role])
 ROLE_HELP = "viewer: see nodes, sets, images, zips, events; operator: also capture and settings."
@@ -17,13 +18,9 @@ ROLE_HELP = "viewer: see nodes, sets, images, zips, events; operator: also captu
 def read_password_file(path: Path) -> str:
     """The password in ``path`` (its first line, without the line break)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise click.ClickException(f"cannot read the password file {path}: {exc}") from exc
-    lines = text.splitlines()
-    if not lines or not lines[0]:
-        raise click.ClickException(f"the password file {path} is empty")
-    return lines[0]
+        return password_from_file(path)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def store_of(options: dict[str, Any]) -> AccessStore:

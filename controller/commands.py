@@ -218,9 +218,11 @@ def controller_command(ctx: click.Context, /, **options: Any) -> None:
     With a sub-command (``forget NODE``, ``user …``, ``token …``), do that with the same
     options instead.
     """
-    options["password"] = mqtt_password(options["password"], options.pop("password_file"))
     if ctx.invoked_subcommand is not None:
-        ctx.obj = options
+        ctx.obj = {
+            **options,
+            "password": mqtt_password(options["password"], options["password_file"]),
+        }
         return
     if options.get("data_dir") is None:
         raise click.UsageError("Missing option '--data-dir' (where capture sets are kept).")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -14,6 +14,17 @@ DEFAULT_CLOCK_TOLERANCE_S = 0.002
 """How far a node's clock may be from the controller's before a scheduled capture warns."""
 
 
+def password_from_file(path: Path) -> str:
+    """The password in ``path``: its first line, without the line break (ValueError if none)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the password file {path}: {exc}") from exc
+    if not lines or not lines[0]:
+        raise ValueError(f"the password file {path} is empty")
+    return lines[0]
+
+
 class ControllerConfig(BaseModel):
     """Everything ``pepi controller`` needs; loaded once in main() and passed down."""
 
@@ -22,6 +33,9 @@ class ControllerConfig(BaseModel):
     broker: str = "mqtt://127.0.0.1:1883"
     username: str | None = None
     password: str | None = None
+    password_file: Path | None = None
+    """Where the MQTT password is kept (read when the config is loaded; it wins over
+    ``password``, as the node's does)."""
     ca_file: Path | None = None
     topic_root: str = DEFAULT_ROOT
     data_dir: Path
@@ -73,6 +87,13 @@ class ControllerConfig(BaseModel):
         allow_inf_nan=False,
         description="warn before a scheduled capture beyond this offset",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_from_file(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("password_file") is not None:
+            data = {**data, "password": password_from_file(Path(data["password_file"]))}
+        return data
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:

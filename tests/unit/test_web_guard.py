@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pepi_fleet.controller.config import ControllerConfig
@@ -132,3 +134,15 @@ def test_guard_cross_origin(
     origin: str | None, referer: str | None, fetch_site: str | None, refused: bool
 ) -> None:
     assert (cross_origin(HOST, origin, referer, fetch_site) is not None) is refused
+
+
+def test_guard_controller_password_file_wins_over_the_password(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("from-the-file\n")
+    config = ControllerConfig.model_validate(
+        {"data_dir": tmp_path, "password": "from-env", "password_file": secret}
+    )
+    assert config.password == "from-the-file"
+    secret.write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        ControllerConfig.model_validate({"data_dir": tmp_path, "password_file": secret})
