@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from pepi_fleet.broker.access import named_users, production_acl, render_acl
@@ -37,6 +38,16 @@ class Credentials:
 
     username: str
     password: str
+
+
+def shipped_setting(name: str) -> str:
+    """A setting of the shipped ``broker/mosquitto.conf``: the tests run its queue limit."""
+    conf = resources.files("pepi_fleet.broker").joinpath("mosquitto.conf").read_text()
+    for line in conf.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == name:
+            return words[1]
+    raise BrokerError(f"broker/mosquitto.conf sets no {name}")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -176,7 +187,7 @@ class EmbeddedBroker:
             f"listener {self.port} {self.host}",
             f"max_packet_size {self.max_packet_size}",
             "set_tcp_nodelay true",
-            "max_queued_messages 100",
+            f"max_queued_messages {shipped_setting('max_queued_messages')}",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             "autosave_interval 1",
