@@ -38,7 +38,11 @@ install_stamp() {  # what the venv was installed from: pyproject.toml and the ex
 setup() {
   local system=(mosquitto mosquitto-clients)
   local extras=""
-  if [ "${1:-}" = test ]; then system+=(docker-compose chromium); extras="[test]"; setup_home_assistant; fi
+  # colmap (~75 MB installed): the export tests run its feature extraction on an exported rig;
+  # systemd and shellcheck check the deploy/ units and install script
+  if [ "${1:-}" = test ]; then
+    system+=(docker-compose chromium colmap systemd shellcheck); extras="[test]"; setup_home_assistant
+  fi
   command -v python3 >/dev/null || system+=(python3)
   python3 -c 'import venv, ensurepip' 2>/dev/null || system+=(python3-venv)
   need_apt "${system[@]}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -18,12 +19,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from pepi_fleet.broker.access import named_users, production_acl, render_acl
 from pepi_fleet.schemas.errors import PepiError
 from pepi_fleet.schemas.topics import DEFAULT_ROOT
 
 logger = logging.getLogger(__name__)
 
-PRODUCTION_ROOT = "pepi/v1"
 PR_SET_PDEATHSIG = 1
 
 
@@ -39,34 +40,39 @@ class Credentials:
     password: str
 
 
-def production_acl() -> str:
-    """The ACL shipped in ``broker/acl``."""
-    return resources.files("pepi_fleet.broker").joinpath("acl").read_text()
-
-
-def render_acl(root: str, anonymous_access: bool) -> str:
-    """The production ACL for ``root``; with ``anonymous_access`` a section that lets
-    anonymous clients read everything under the root and publish the trigger topics."""
-    body = production_acl().replace(PRODUCTION_ROOT + "/", root + "/")
-    if not anonymous_access:
-        return body
-    anon = (
-        "# anonymous (loopback demo/tests): watch everything but the nodes' secrets, trigger\n"
-        f"topic deny {root}/nodes/+/secret\n"
-        f"topic read {root}/#\n"
-        f"topic write {root}/capture\n"
-        f"topic write {root}/nodes/+/capture\n"
-        f"topic write {root}/nodes/+/clock/ping\n"
-        "topic read homeassistant/#\n\n"
-    )
-    return anon + body
+def shipped_setting(name: str) -> str:
+    """A setting of the shipped ``broker/mosquitto.conf``: the tests run its queue limit."""
+    conf = resources.files("pepi_fleet.broker").joinpath("mosquitto.conf").read_text()
+    for line in conf.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == name:
+            return words[1]
+    raise BrokerError(f"broker/mosquitto.conf sets no {name}")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago."""
+    """A TCP port that was free a moment ago, below the kernel's ephemeral range.
+
+    A port the kernel hands out for ``bind(0)`` is ephemeral: between choosing it and a
+    server binding it, any process's outgoing connection may take it as its source port.
+    A random port below the range is never used that way.
+    """
+    low = _ephemeral_low()
+    floor = 10000 if low > 12000 else 1024
+    for _ in range(200):
+        port = random.randrange(floor, max(floor + 1, low - 1))
+        if port_is_free(port, host):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -137,6 +143,7 @@ class EmbeddedBroker:
         self.users[username] = password
         if self.workdir is not None:
             self._write_passwords()
+            self._write_acl()
             self.reload()
         return Credentials(username, password)
 
@@ -152,7 +159,7 @@ class EmbeddedBroker:
         elif not port_is_free(self.port, self.host):
             raise BrokerError(f"port {self.port} on {self.host} is in use: choose another")
         self._write_passwords()
-        (self.workdir / "acl").write_text(render_acl(self.root, self.anonymous_access))
+        self._write_acl()
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(self._config_text())
         log = self.log_path.open("ab")
@@ -172,7 +179,6 @@ class EmbeddedBroker:
         assert self.workdir is not None
         lines = [
             "# written by pepi-fleet broker.runner: loopback only, project ACL",
-            "per_listener_settings false",
             f"allow_anonymous {'true' if self.anonymous_access else 'false'}",
             f"password_file {self.workdir / 'passwd'}",
             f"acl_file {self.workdir / 'acl'}",
@@ -181,7 +187,7 @@ class EmbeddedBroker:
             f"listener {self.port} {self.host}",
             f"max_packet_size {self.max_packet_size}",
             "set_tcp_nodelay true",
-            "max_queued_messages 100",
+            f"max_queued_messages {shipped_setting('max_queued_messages')}",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             "autosave_interval 1",
@@ -196,6 +202,13 @@ class EmbeddedBroker:
             # this private folder or write persistence into it.
             lines.append("user root")
         return "\n".join(lines) + "\n"
+
+    def _write_acl(self) -> None:
+        """The production ACL for our root; every login that is not a named user is a node."""
+        assert self.workdir is not None
+        named = set(named_users(production_acl()))
+        nodes = [user for user in self.users if user not in named]
+        (self.workdir / "acl").write_text(render_acl(self.root, self.anonymous_access, nodes))
 
     def _write_passwords(self) -> None:
         assert self.workdir is not None

@@ -6,12 +6,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from pepi_fleet.controller.ledger import Ledger
+from pepi_fleet.controller.ledger import ImageState, Ledger
 from pepi_fleet.controller.manifest import ClockOf, write_manifest
 from pepi_fleet.controller.node_client import (
     Endpoint,
@@ -26,11 +27,35 @@ from pepi_fleet.schemas import PepiError
 logger = logging.getLogger(__name__)
 
 RECONCILE_EVERY_S = 60.0
-"""How often an online node's list of held captures is checked against the ledger."""
+"""How often an online node's list of held captures is checked against the ledger..."""
+RECONCILE_BUDGET_PER_S = 2.0
+"""...within this many lists a second for the whole fleet: 1000 nodes are checked each every
+500 s, not 1000 every minute (a node coming online is checked at once, whatever the fleet)."""
 ORPHAN_GRACE_S = 30.0
 """A held capture younger than this may still have its MQTT result on the way..."""
 LISTEN_MARGIN_S = 0.5
 """...unless it fired this long before the controller's MQTT session began (clock offsets)."""
+MANIFEST_BATCH_S = 1.0
+"""While a set's images arrive its manifest is rewritten at most this often (and at once when
+the last one is in): a set of 1000 nodes is written a few times, not once per node..."""
+MANIFEST_SHARE = 0.05
+"""...and no more often than keeps such writes under this share of the time (a big set's
+manifest takes longer to build)."""
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What a set's manifest on disk holds."""
+
+    at: float  # time.monotonic() of the write
+    took: float  # seconds the write took
+    covered: frozenset[str]  # nodes every image of which it lists as verified
+    key: tuple[object, ...]  # the ledger's ``manifest_key`` it was built from
+
+    def recent(self) -> bool:
+        """Written too lately to be written again for new images yet."""
+        wait = max(MANIFEST_BATCH_S, self.took / MANIFEST_SHARE)
+        return time.monotonic() - self.at < wait
 
 
 class DownloadPassError(PepiError):
@@ -67,6 +92,9 @@ class Downloader:
         self._listening_since = listening_since
         self.clock_of = clock_of
         self._manifest_lock = threading.Lock()
+        self._manifests: dict[str, _Written] = {}
+        self._dirty: set[str] = set()  # sets with images verified since their last manifest
+        self._flushing = False
         self._data_dir = data_dir
         self._endpoint_of = endpoint_of
         self._node_clients = node_clients
@@ -130,7 +158,17 @@ class Downloader:
 
     def reconcile_due(self, node_id: str) -> bool:
         """Whether the node's held captures have not been checked for a while."""
-        return self._clock() - self._reconciled.get(node_id, float("-inf")) >= RECONCILE_EVERY_S
+        return self._clock() - self._reconciled.get(node_id, float("-inf")) >= self._period()
+
+    def reconcile_next(self, online: Iterable[str], limit: int) -> list[str]:
+        """Up to ``limit`` of the ``online`` nodes due for a check, longest unchecked first."""
+        now, period = self._clock(), self._period()
+        last = self._reconciled
+        due = [n for n in online if now - last.get(n, float("-inf")) >= period]
+        return sorted(due, key=lambda n: last.get(n, float("-inf")))[:limit]
+
+    def _period(self) -> float:
+        return max(RECONCILE_EVERY_S, len(self._reconciled) / RECONCILE_BUDGET_PER_S)
 
     def _reconcile(self, node_id: str, client: NodeClient, cursor: Cursor) -> None:
         """Record captures the node holds but the ledger does not know, so none is lost.
@@ -191,18 +229,19 @@ class Downloader:
                 touched |= {row.set_id for row in missing if row.id in report.done}
             for set_id in sorted(touched):
                 cursor.capture_id = set_id
-                self.write_manifest(set_id)
+                self._progress(set_id)
             if client is not None:
-                self._release(node_id, client, touched, cursor)
+                self._release(node_id, client, cursor)
         finally:
             if client is not None:
                 client.close()
 
-    def _release(self, node_id: str, client: NodeClient, written: set[str], cursor: Cursor) -> None:
+    def _release(self, node_id: str, client: NodeClient, cursor: Cursor) -> None:
         for set_id, node_capture_id in self._ledger.releasable(node_id):
             cursor.capture_id = node_capture_id
-            if set_id not in written:
-                self.write_manifest(set_id)  # the copy must be on record before the node forgets
+            # The copy must be on record in the set's manifest before the node forgets it.
+            if not self._covers(set_id, node_id):
+                continue  # the set's next (batched) manifest covers it; released after that
             result = self._ledger.ok_result(set_id, node_id)
             expected = {} if result is None else {f.camera: f.sha256 for f in result.frames}
             try:
@@ -215,6 +254,64 @@ class Downloader:
             if released is None:
                 logger.info("node %s no longer held %s", node_id, node_capture_id)
 
+    # -- manifests ------------------------------------------------------------------------------
+
+    def _progress(self, set_id: str) -> None:
+        """Images of the set were verified: rewrite its manifest now, or mark it for the next
+        batch if it was written moments ago and still waits for images."""
+        with self._manifest_lock:
+            written = self._manifests.get(set_id)
+            if written is not None and written.recent() and not self._ledger.all_downloaded(set_id):
+                self._dirty.add(set_id)
+                return
+            self._write_manifest(set_id)
+
+    def _covers(self, set_id: str, node_id: str) -> bool:
+        """Whether the set's manifest on disk lists all of the node's images as verified;
+        writes it first unless it was written moments ago (then the next batch will)."""
+        with self._manifest_lock:
+            written = self._manifests.get(set_id)
+            if written is not None and node_id in written.covered:
+                return True
+            if written is not None and written.recent():
+                self._dirty.add(set_id)
+                return False
+            self._write_manifest(set_id)
+            written = self._manifests.get(set_id)
+            return written is not None and node_id in written.covered
+
+    def flush_manifests(self) -> None:
+        """Write, on the pool, the manifests left for a batch whose interval has passed (the
+        controller calls this on its timer); captures they cover are released by the next
+        pass of their node (the retry sweep's)."""
+        with self._manifest_lock:
+            if self._flushing:
+                return
+            due = [s for s in self._dirty if not self._manifests[s].recent()]
+            if not due:
+                return
+            self._flushing = True
+        future = self._pool.submit(self._flush, sorted(due))
+        future.add_done_callback(partial(_log_failure, "(manifest batch)"))
+
+    def _flush(self, set_ids: list[str]) -> None:
+        try:
+            for set_id in set_ids:
+                with self._manifest_lock:
+                    if set_id in self._dirty:
+                        self._write_manifest(set_id)
+        finally:
+            with self._manifest_lock:
+                self._flushing = False
+
+    def ensure_manifest(self, set_id: str) -> None:
+        """Write the set's manifest unless the one on disk already holds what the ledger
+        does (a summary after the last download needs no second write of 1000 nodes)."""
+        with self._manifest_lock:
+            written = self._manifests.get(set_id)
+            if written is None or written.key != self._ledger.manifest_key(set_id):
+                self._write_manifest(set_id)
+
     def write_manifest(self, set_id: str) -> Path | None:
         """(Re)write a set's manifest from the ledger; None if the set is unknown."""
         # Passes for different nodes finish together: the last writer must have read last.
@@ -222,10 +319,17 @@ class Downloader:
             return self._write_manifest(set_id)
 
     def _write_manifest(self, set_id: str) -> Path | None:
+        began = time.monotonic()
+        key = self._ledger.manifest_key(set_id)
         detail = self._ledger.get_set(set_id)
         if detail is None:
             return None
         path = write_manifest(self._data_dir, detail, self._clock(), self.clock_of)
+        owing = {i.node_id for i in detail.images if i.state is not ImageState.DONE}
+        covered = frozenset(r.node_id for r in detail.results) - owing
+        done = time.monotonic()
+        self._manifests[set_id] = _Written(done, done - began, covered, key)
+        self._dirty.discard(set_id)
         self._ledger.mark_manifest_written(set_id)
         return path
 

@@ -31,6 +31,10 @@ class EventHub:
         with self._lock:
             self._subscribers.discard(q)
 
+    def listened(self) -> bool:
+        """Whether anyone listens (an event nobody reads need not be built)."""
+        return bool(self._subscribers)
+
     def emit(self, kind: str, **data: Any) -> None:
         event = {"type": kind, "seq": next(self._seq), "time": time.time(), **data}
         with self._lock:

@@ -152,6 +152,11 @@ _SPREADS = """UPDATE capture_sets SET
     spread_s = (SELECT MAX(frame_ts) - MIN(frame_ts) FROM owed_images WHERE set_id = ?),
     fired_spread_s = (SELECT MAX(fired_at) - MIN(fired_at) FROM node_results WHERE set_id = ?)
     WHERE set_id = ?"""
+_NOT_DONE = "('pending', 'downloading', 'failed')"
+_MANIFEST_KEY = """SELECT (SELECT COUNT(*) FROM node_results WHERE set_id = ?),
+    (SELECT COUNT(*) FROM owed_images WHERE set_id = ? AND state = 'done'),
+    (SELECT COUNT(*) FROM owed_images WHERE set_id = ?), completed_at, state
+    FROM capture_sets WHERE set_id = ?"""
 _OWED = (
     "(state = 'pending' OR (state = 'failed' AND (? IS NULL OR COALESCE(next_attempt_at, 0) <= ?)))"
 )
@@ -209,6 +214,11 @@ class Ledger:
                     self._db.execute("ROLLBACK")
                 raise
         with self._tx() as db:
+            # What a set still owes, read without visiting its verified images (a set of
+            # 1000 nodes is asked after every download pass). Added to older ledgers too.
+            db.execute(
+                "CREATE INDEX IF NOT EXISTS owed_images_by_set ON owed_images (set_id, state)"
+            )
             # A controller killed mid-download left these; nothing is downloading now.
             reset = db.execute(
                 "UPDATE owed_images SET state = 'pending' WHERE state = 'downloading'"
@@ -315,6 +325,11 @@ class Ledger:
         sql = f"SELECT {_IMAGE_COLUMNS} FROM owed_images WHERE node_id = ? AND {_OWED} ORDER BY id"
         return [_image(r) for r in self._rows(sql, (node_id, now, now))]
 
+    def nodes_owing_images(self, now: float | None = None) -> list[str]:
+        """Nodes owing images (back-off respected with ``now``)."""
+        sql = f"SELECT DISTINCT node_id FROM owed_images WHERE {_OWED} ORDER BY node_id"
+        return [str(r[0]) for r in self._rows(sql, (now, now))]
+
     def nodes_with_work(self, now: float | None = None) -> list[str]:
         """Nodes owing images (back-off respected with ``now``) or with captures to release."""
         sql = (
@@ -388,9 +403,15 @@ class Ledger:
         return not self.nodes_owing(set_id)
 
     def nodes_owing(self, set_id: str) -> set[str]:
-        """The nodes that still owe images of the set."""
-        sql = "SELECT DISTINCT node_id FROM owed_images WHERE set_id = ? AND state != 'done'"
+        """The nodes that still owe images of the set (reads only those rows: an index)."""
+        sql = f"SELECT DISTINCT node_id FROM owed_images WHERE set_id = ? AND state IN {_NOT_DONE}"
         return {str(r[0]) for r in self._rows(sql, (set_id,))}
+
+    def manifest_key(self, set_id: str) -> tuple[object, ...]:
+        """What a set's manifest is built from, in brief: results, images done and failed,
+        completion. Equal keys, equal manifests (but for ``written_at`` and clock figures)."""
+        rows = self._rows(_MANIFEST_KEY, (set_id, set_id, set_id, set_id))
+        return tuple(rows[0]) if rows else ()
 
     def releasable(self, node_id: str) -> list[tuple[str, str]]:
         """``(set_id, node_capture_id)`` of ok results fully downloaded but not yet released."""

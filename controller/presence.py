@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 from collections.abc import Callable
@@ -69,10 +70,12 @@ class _Node:
 class PresenceTracker:
     """Tracks online → stale → offline, and removed, by the controller's receive clock.
 
-    Not tied to MQTT: callers hand in decoded messages. Every mutating method
-    re-evaluates all nodes at ``clock()`` and returns each state change exactly
-    once; read-only methods evaluate too and keep their changes for the next
-    mutating call, so no transition is lost or reported twice.
+    Not tied to MQTT: callers hand in decoded messages. Work per message is O(log N): a
+    message re-judges only its own node, and the passage of time only the nodes whose
+    staleness deadline (last heartbeat + ``stale_after`` heartbeat periods) has come, kept
+    in a heap. Every mutating method returns each state change exactly once; read-only
+    methods apply the passage of time too and keep their changes for the next mutating
+    call, so no transition is lost or reported twice.
     """
 
     def __init__(
@@ -81,6 +84,8 @@ class PresenceTracker:
         self._clock = clock
         self._stale_after = stale_after
         self._nodes: dict[str, _Node] = {}
+        self._deadlines: list[tuple[float, str]] = []  # (stale deadline, node id), a heap
+        self._states: dict[NodeState, set[str]] = {state: set() for state in NodeState}
         self._unreported: list[StateChange] = []
         self._lock = threading.Lock()
 
@@ -93,7 +98,7 @@ class PresenceTracker:
         with self._lock:
             node = self._nodes.setdefault(node_id, _Node(node_id))
             node.availability = value or None
-            return self._evaluate_and_drain()
+            return self._judge_and_drain(node)
 
     def on_status(
         self, node_id: str, status: NodeStatus | None, received_at: float | None = None
@@ -117,9 +122,13 @@ class PresenceTracker:
             else:
                 node.removed = False
                 node.status = status
-                node.last_heartbeat_at = self._clock() if received_at is None else received_at
-                self._note_address(node, status, node.last_heartbeat_at)
-            return self._evaluate_and_drain()
+                heard = self._clock() if received_at is None else received_at
+                node.last_heartbeat_at = heard
+                self._note_address(node, status, heard)
+                heapq.heappush(self._deadlines, (self._deadline(node), node_id))
+                if len(self._deadlines) > 4 * len(self._nodes) + 64:
+                    self._compact()
+            return self._judge_and_drain(node)
 
     @staticmethod
     def _note_address(node: _Node, status: NodeStatus, at: float) -> None:
@@ -147,50 +156,96 @@ class PresenceTracker:
     def tick(self) -> list[StateChange]:
         """Apply the passage of time (online → stale); return changes not yet reported."""
         with self._lock:
-            return self._evaluate_and_drain()
+            self._expire(self._clock())
+            return self._drain()
 
     def nodes(self) -> list[NodeView]:
         """Every known node, sorted by id."""
-        views = []
         now = self._clock()
         with self._lock:
-            self._evaluate()
-            for n in sorted(self._nodes.values(), key=lambda n: n.node_id):
-                if n.state is not None:
-                    views.append(
-                        NodeView(
-                            n.node_id,
-                            n.state,
-                            n.status,
-                            n.last_heartbeat_at,
-                            n.changed_at,
-                            n.conflict if now < n.conflict_until else None,
-                        )
-                    )
-        return views
+            self._expire(now)
+            return [
+                self._view(self._nodes[node_id], now)
+                for node_id in sorted(self._nodes)
+                if self._nodes[node_id].state is not None
+            ]
 
     def node(self, node_id: str) -> NodeView | None:
-        """One node's snapshot, or None if it is not known."""
-        return next((v for v in self.nodes() if v.node_id == node_id), None)
+        """One node's snapshot, or None if it is not known (O(1) but for due deadlines)."""
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+            node = self._nodes.get(node_id)
+            return None if node is None or node.state is None else self._view(node, now)
+
+    def state_of(self, node_id: str) -> NodeState | None:
+        """One node's state now, or None if it is not known."""
+        with self._lock:
+            self._expire(self._clock())
+            node = self._nodes.get(node_id)
+            return None if node is None else node.state
 
     def online_ids(self) -> set[str]:
         """Ids of the nodes online now (fresh heartbeat, availability not offline)."""
-        return {v.node_id for v in self.nodes() if v.state is NodeState.ONLINE}
+        with self._lock:
+            self._expire(self._clock())
+            return set(self._states[NodeState.ONLINE])
 
-    def _evaluate_and_drain(self) -> list[StateChange]:
-        self._evaluate()
+    def counts(self) -> dict[NodeState, int]:
+        """How many known nodes are in each state now."""
+        with self._lock:
+            self._expire(self._clock())
+            return {state: len(ids) for state, ids in self._states.items()}
+
+    @staticmethod
+    def _view(n: _Node, now: float) -> NodeView:
+        assert n.state is not None
+        conflict = n.conflict if now < n.conflict_until else None
+        return NodeView(n.node_id, n.state, n.status, n.last_heartbeat_at, n.changed_at, conflict)
+
+    def _deadline(self, node: _Node) -> float:
+        assert node.status is not None and node.last_heartbeat_at is not None
+        return node.last_heartbeat_at + self._stale_after * node.status.heartbeat_s
+
+    def _compact(self) -> None:
+        """One deadline per node: statuses far more often than their period left many."""
+        self._deadlines = [
+            (self._deadline(n), n.node_id)
+            for n in self._nodes.values()
+            if n.status is not None and n.last_heartbeat_at is not None
+        ]
+        heapq.heapify(self._deadlines)
+
+    def _judge_and_drain(self, node: _Node) -> list[StateChange]:
+        now = self._clock()
+        self._judge(node, now)
+        self._expire(now)
+        return self._drain()
+
+    def _drain(self) -> list[StateChange]:
         changes, self._unreported = self._unreported, []
         return changes
 
-    def _evaluate(self) -> None:
-        now = self._clock()
-        for node in self._nodes.values():
-            new = self._derive(node, now)
-            if new is not None and new != node.state:
-                self._unreported.append(StateChange(node.node_id, node.state, new))
-                logger.info("node %s: %s -> %s", node.node_id, node.state, new)
-                node.state = new
-                node.changed_at = now
+    def _expire(self, now: float) -> None:
+        """Re-judge the nodes whose staleness deadline has come (each heartbeat left one)."""
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            _, node_id = heapq.heappop(heap)
+            node = self._nodes.get(node_id)
+            if node is not None:
+                self._judge(node, now)
+
+    def _judge(self, node: _Node, now: float) -> None:
+        new = self._derive(node, now)
+        if new is None or new == node.state:
+            return
+        self._unreported.append(StateChange(node.node_id, node.state, new))
+        logger.info("node %s: %s -> %s", node.node_id, node.state, new)
+        if node.state is not None:
+            self._states[node.state].discard(node.node_id)
+        self._states[new].add(node.node_id)
+        node.state = new
+        node.changed_at = now
 
     def _derive(self, node: _Node, now: float) -> NodeState | None:
         if node.removed:

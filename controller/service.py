@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pepi_fleet import __version__
 from pepi_fleet.controller.capture_sets import CaptureSetBook, build_summary
 from pepi_fleet.controller.clock_check import clock_warnings
-from pepi_fleet.controller.clock_probe import ClockBook, ClockEstimate
+from pepi_fleet.controller.clock_probe import ClockBook, ClockEstimate, ProbeRotation
 from pepi_fleet.controller.config import ControllerConfig
-from pepi_fleet.controller.downloader import Downloader
+from pepi_fleet.controller.downloader import RECONCILE_BUDGET_PER_S, Downloader
 from pepi_fleet.controller.events import EventHub
 from pepi_fleet.controller.home_assistant import HomeAssistantBridge
 from pepi_fleet.controller.ledger import Ledger, SetDetail
@@ -44,11 +44,11 @@ logger = logging.getLogger(__name__)
 
 TICK_S = 0.2
 RETRY_SWEEP_S = 5.0
+RECONCILES_PER_SWEEP = int(RECONCILE_BUDGET_PER_S * RETRY_SWEEP_S)
+RELEASES_PER_SWEEP = 100
 MAX_RESULT_BYTES = 256 * 1024
 MAX_PONG_BYTES = 1024
 MAX_SECRET_BYTES = 1024
-CLOCK_PROBE_S = 2.0
-"""Each online node gets one clock ping this often; the best of the last 16 is used."""
 
 
 _ANNOUNCE = InboundMessage(topic="", payload=b"", retain=False, received_at=0.0)
@@ -101,12 +101,14 @@ class Controller:
         self._listening_since: float | None = None
         self._lock = threading.Lock()  # guards presence and book against the web thread
         self._secrets: dict[str, str] = {}  # node id -> its Thrift secret (guarded by _lock)
-        self._inbox: queue.Queue[InboundMessage | None] = queue.Queue()
+        self._inbox: queue.SimpleQueue[InboundMessage | None] = queue.SimpleQueue()
         self._awaiting: dict[str, _AwaitingDownload] = {}
         self._late: dict[str, CaptureSetSummary] = {}  # summarised before downloads were done
         self.clocks = ClockBook()
         self._ping_seq = 0
-        self._next_probe = 0.0
+        # Every online node is pinged when it comes online, then in turn within a fleet-wide
+        # budget (the best of its last 16 pongs is used).
+        self.probes = ProbeRotation()
         self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._run, name="controller", daemon=True)
         t = self.topics
@@ -130,7 +132,11 @@ class Controller:
                     (t.capture(), 1),
                     (t.all_nodes("capture"), 1),
                     (t.all_nodes("availability"), 1),
-                    (t.all_nodes("status"), 1),
+                    # QoS 0: a clean session gains nothing from QoS 1 within a connection
+                    # (TCP is in order and lossless), and a heartbeat every few seconds from
+                    # every node need not cost a PUBACK each; the broker's queue limit
+                    # applies alike. Results and availability stay QoS 1.
+                    (t.all_nodes("status"), 0),
                     (t.all_nodes("result"), 1),
                     (t.all_nodes("clock/pong"), 0),
                     (t.all_nodes("secret"), 1),
@@ -242,10 +248,12 @@ class Controller:
     # -- worker thread --------------------------------------------------------------------------
 
     def _run(self) -> None:
-        next_sweep = 0.0
+        # Time-driven work (staleness, set deadlines, summaries, probes) runs on a timer of
+        # its own, never once per message: a burst of N messages costs N small handlers.
+        next_tick = next_sweep = 0.0
         while not self._stopping.is_set():
             try:
-                msg = self._inbox.get(timeout=TICK_S)
+                msg = self._inbox.get(timeout=max(0.0, next_tick - time.monotonic()))
             except queue.Empty:
                 msg = None
             if msg is not None:
@@ -253,7 +261,9 @@ class Controller:
                     self._handle(msg)
                 except Exception:
                     logger.exception("message on %s could not be handled", msg.topic)
-            self._tick()
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + TICK_S
+                self._tick()
             if self._clock() >= next_sweep:
                 next_sweep = self._clock() + RETRY_SWEEP_S
                 self._retry_owed()
@@ -350,7 +360,7 @@ class Controller:
         with self._lock:
             changes = message.apply_to(self.presence)
         self._presence_changed(changes)
-        if message.status is not None:
+        if message.status is not None and self.events.listened():
             status = message.status.model_dump(mode="json")
             self.events.emit("status", node_id=node_id, status=status)
 
@@ -426,13 +436,13 @@ class Controller:
         return clock_warnings(node_ids, self.clocks.estimate, tolerance)
 
     def _probe_clocks(self, now: float) -> None:
-        if now < self._next_probe or not self.link.connected.is_set():
+        if not self.link.connected.is_set():
             return
-        self._next_probe = now + CLOCK_PROBE_S
-        with self._lock:
-            online = self.presence.online_ids()
-        for node_id in sorted(online):
+        for node_id in self.probes.due(now, self._is_online):
             self._ping(node_id)
+
+    def _is_online(self, node_id: str) -> bool:
+        return self.presence.state_of(node_id) is NodeState.ONLINE
 
     def _ping(self, node_id: str) -> None:
         self._ping_seq += 1
@@ -449,11 +459,11 @@ class Controller:
 
     def _count_nodes(self) -> None:
         with self._lock:
-            states = [v.state for v in self.presence.nodes()]
+            counts = self.presence.counts()
         self.ha.update_counts(
-            online=states.count(NodeState.ONLINE),
-            stale=states.count(NodeState.STALE),
-            offline=states.count(NodeState.OFFLINE),
+            online=counts[NodeState.ONLINE],
+            stale=counts[NodeState.STALE],
+            offline=counts[NodeState.OFFLINE],
         )
 
     def _presence_changed(self, changes: list[StateChange]) -> None:
@@ -465,6 +475,7 @@ class Controller:
             # arrive needs the offset from when it captured (the last 16 probes, ~32 s, count).
             if change.new is NodeState.ONLINE:
                 self._ping(change.node_id)  # an offset before its first scheduled capture
+                self.probes.add(change.node_id, self._clock())
                 self.downloader.submit(change.node_id, force=True)  # ask again for what it owes
 
     def _tick(self) -> None:
@@ -473,6 +484,7 @@ class Controller:
             summaries = self.book.tick()
         self._presence_changed(changes)
         self.ha.flush()
+        self.downloader.flush_manifests()
         now = self._clock()
         self._probe_clocks(now)
         while True:
@@ -484,15 +496,16 @@ class Controller:
             self.ledger.set_complete(
                 summary.capture_id, summary.completed_at, whole=summary.complete
             )
+            # timed from the set's completion, not from the tick that noticed it
             self._awaiting[summary.capture_id] = _AwaitingDownload(
-                summary, now + self.config.download_wait_s
+                summary, summary.completed_at + self.config.download_wait_s
             )
         for set_id, waiting in list(self._awaiting.items()):
-            downloaded = self.ledger.all_downloaded(set_id)
-            if downloaded or now >= waiting.give_up_at or self._owed_only_by_absent(set_id):
+            owing = self.ledger.nodes_owing(set_id)  # one indexed query per set waiting
+            if not owing or now >= waiting.give_up_at or self._all_absent(owing):
                 del self._awaiting[set_id]
-                self._publish_summary(waiting.summary, downloaded)
-                if not downloaded:
+                self._publish_summary(waiting.summary, not owing)
+                if owing:
                     self._late[set_id] = waiting.summary
         for set_id, summary in list(self._late.items()):
             if self.ledger.all_downloaded(set_id):
@@ -500,17 +513,19 @@ class Controller:
                 del self._late[set_id]
                 self._publish_summary(summary, True)
 
-    def _owed_only_by_absent(self, set_id: str) -> bool:
-        """Whether every node still owing images of the set is known to be away (offline,
+    def _all_absent(self, owing: set[str]) -> bool:
+        """Whether every node still owing images of a set is known to be away (offline,
         stale, removed): no use holding the summary back for them. A node not heard of
-        yet (just after a restart) is waited for."""
-        owing = self.ledger.nodes_owing(set_id)  # every tick: one query, not the whole set
+        yet (just after a restart) is waited for. Stops at the first node online."""
         with self._lock:
-            views = [self.presence.node(node_id) for node_id in owing]
-        return bool(owing) and all(v is not None and v.state is not NodeState.ONLINE for v in views)
+            for node_id in owing:
+                state = self.presence.state_of(node_id)
+                if state is None or state is NodeState.ONLINE:
+                    return False
+        return True
 
     def _publish_summary(self, summary: CaptureSetSummary, downloaded: bool) -> None:
-        self.downloader.write_manifest(summary.capture_id)
+        self.downloader.ensure_manifest(summary.capture_id)
         detail = self.ledger.get_set(summary.capture_id)
         files = [] if detail is None else [i.path for i in detail.images if i.state == "done"]
         final = summary.model_copy(
@@ -537,8 +552,14 @@ class Controller:
     def _retry_owed(self) -> None:
         with self._lock:
             online = self.presence.online_ids()
-        due = {n for n in online if self.downloader.reconcile_due(n)}
-        for node_id in due | set(self.ledger.nodes_with_work(self._clock())):
+        # a few nodes a sweep, within the downloader's budget: never the whole fleet at once
+        due = set(self.downloader.reconcile_next(online, RECONCILES_PER_SWEEP))
+        now = self._clock()
+        owing = set(self.ledger.nodes_owing_images(now))
+        # Releases are not urgent: a few a sweep, so that after a capture of the whole fleet
+        # they do not crowd out the downloads its summary waits for.
+        releasing = [n for n in self.ledger.nodes_with_work(now) if n not in owing]
+        for node_id in due | owing | set(releasing[:RELEASES_PER_SWEEP]):
             if self.endpoint_of(node_id) is not None:
                 self.downloader.submit(node_id)
 

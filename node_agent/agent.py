@@ -93,6 +93,8 @@ class NodeAgent:
                 config.thrift_host,
                 config.stream_port,
                 fps=config.stream_fps,
+                max_clients=config.stream_max_clients,
+                client_timeout_s=config.stream_timeout_s,
             )
         self._secret = NodeSecret(secret=load_or_create_secret(config.data_dir))
         handler = CameraServerHandler(
@@ -105,7 +107,13 @@ class NodeAgent:
             request_shutdown=self.stopped.set,
             pepi_methods=config.thrift_pepi,
         )
-        self.thrift = ThriftServer(handler, config.thrift_host, config.thrift_port)
+        self.thrift = ThriftServer(
+            handler,
+            config.thrift_host,
+            config.thrift_port,
+            max_clients=config.thrift_max_clients,
+            client_timeout_s=config.thrift_timeout_s,
+        )
         self.advertise_host = config.advertise_host or _advertise_host(config.thrift_host)
         node = config.node_id
         self.announcer: NodeAnnouncer | None = None

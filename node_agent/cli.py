@@ -157,6 +157,23 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     help="Thrift CameraServer port (0 = any free port, reported in the status).",
 )
 @_opt(
+    "--thrift-max-clients",
+    env="THRIFT_MAX_CLIENTS",
+    type=int,
+    default=32,
+    show_default=True,
+    help="Thrift connections at once (one thread each); idle or slow ones give way to new ones.",
+)
+@_opt(
+    "--thrift-timeout",
+    "thrift_timeout_s",
+    env="THRIFT_TIMEOUT",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds a Thrift client may stay silent (or not read) before it is dropped.",
+)
+@_opt(
     "--advertise-host",
     env="ADVERTISE_HOST",
     help="Address the controller should use to reach this node (default: bind address).",
@@ -168,6 +185,23 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     default=6001,
     show_default=True,
     help="MJPEG preview port (0 = any free port, -1 = no streams).",
+)
+@_opt(
+    "--stream-max-clients",
+    env="STREAM_MAX_CLIENTS",
+    type=int,
+    default=16,
+    show_default=True,
+    help="MJPEG connections at once (one thread each); idle or stuck ones give way to new ones.",
+)
+@_opt(
+    "--stream-timeout",
+    "stream_timeout_s",
+    env="STREAM_TIMEOUT",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds an MJPEG client may stay silent (or not read) before it is dropped.",
 )
 @_opt(
     "--camera",
@@ -183,7 +217,7 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     type=int,
     default=1,
     show_default=True,
-    help="Number of cameras (synthetic backend).",
+    help="Number of cameras on this node (picamera2: Picamera2(0) .. Picamera2(N-1)).",
 )
 @_opt(
     "--folder",
@@ -212,7 +246,17 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     env="FRAME_LOCK",
     default=False,
     show_default=True,
-    help="Put frame starts on a wall-clock grid shared by all nodes (like libcamera sync).",
+    help="Lock frame starts across the rig: libcamera camera sync on picamera2 (see "
+    "--sync-role), a wall-clock frame grid on the simulated cameras.",
+)
+@_opt(
+    "--sync-role",
+    env="SYNC_ROLE",
+    type=click.Choice(["server", "client", "auto"]),
+    default="auto",
+    show_default=True,
+    help="With --frame-lock on picamera2: this node's cameras lead the rig's sync (server; "
+    "exactly one node) or follow it (client); auto = client if a server is heard, else server.",
 )
 @_opt(
     "--heartbeat",
@@ -340,17 +384,22 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
 )
 def node_command(password_file: Path | None, **options: Any) -> None:
     """Run a node agent: MQTT-triggered capture, PEPI Thrift CameraServer, MJPEG previews."""
-    if password_file is not None:
-        options["password"] = password_file.read_text().strip()
-    options["node_id"] = options["node_id"] or detect_node_id()
-    try:
-        config = NodeConfig.model_validate(options)
-    except ValidationError as exc:
-        raise click.UsageError(describe_validation_error(exc)) from exc
+    config = node_config(password_file, options)
     try:
         run_node(config)
     except PepiError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def node_config(password_file: Path | None, options: dict[str, Any]) -> NodeConfig:
+    """The node's one config from its command line (UsageError naming a bad value)."""
+    if password_file is not None:
+        options["password"] = password_file.read_text().strip()
+    options["node_id"] = options["node_id"] or detect_node_id()
+    try:
+        return NodeConfig.model_validate(options)
+    except ValidationError as exc:
+        raise click.UsageError(describe_validation_error(exc)) from exc
 
 
 def run_node(config: NodeConfig, camera: Camera | None = None) -> None:
@@ -369,6 +418,7 @@ def run_node(config: NodeConfig, camera: Camera | None = None) -> None:
             fps=config.fps,
             count=config.camera_count,
             frame_lock=config.frame_lock,
+            sync_role=config.sync_role,
             folder=config.folder,
         )
     store = CaptureStore(

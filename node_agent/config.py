@@ -27,15 +27,24 @@ class NodeConfig(BaseModel):
     data_dir: Path
     thrift_host: str = "0.0.0.0"
     thrift_port: int = Field(default=6000, ge=0, lt=65536)
+    thrift_max_clients: int = Field(default=32, ge=1, le=4096)
+    """Thrift connections (and threads) at once; idle and slow ones give way to new ones."""
+    thrift_timeout_s: float = Field(default=60.0, gt=0, le=3600, allow_inf_nan=False)
+    """A Thrift client silent (or not reading) this long is dropped."""
     advertise_host: str | None = None
     stream_port: int = Field(default=6001, ge=-1, lt=65536)
     stream_fps: float = Field(default=4.0, gt=0, le=30)
+    stream_max_clients: int = Field(default=16, ge=1, le=4096)
+    """MJPEG connections (and threads) at once; idle and stuck ones give way to new ones."""
+    stream_timeout_s: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
+    """An MJPEG client silent (or not reading) this long is dropped."""
     camera: Literal["synthetic", "folder", "picamera2"] = "synthetic"
     camera_count: int = Field(default=1, ge=1, le=4)
     folder: Path | None = None
     resolution: CaptureResolution = (1920, 1080)
     fps: FrameRate = 30.0
     frame_lock: bool = False
+    sync_role: Literal["server", "client", "auto"] = "auto"
     heartbeat_s: float = Field(default=5.0, gt=0, le=3600, allow_inf_nan=False)
     late_tolerance_s: float = Field(default=0.5, ge=0, allow_inf_nan=False)
     schedule_horizon_s: float = Field(

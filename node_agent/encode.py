@@ -1,4 +1,4 @@
-"""Frame encoding (JPEG, PNG, raw .npy) with the EXIF that ties an image to its capture."""
+"""Frame encoding (JPEG, PNG, raw .npy) with EXIF naming the capture, the camera and its optics."""
 
 from __future__ import annotations
 
@@ -7,12 +7,17 @@ import io
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from PIL.ExifTags import IFD, Base
+from PIL.TiffImagePlugin import IFDRational
 
+from pepi_fleet.core.camera_identity import camera_serial
 from pepi_fleet.node.camera.base import CapturedFrame, RGBArray
+from pepi_fleet.node.camera.sensors import Sensor, frame_optics, sensor_for
 from pepi_fleet.schemas.capture import ImageFormat
 from pepi_fleet.schemas.errors import PayloadError
 
@@ -22,6 +27,10 @@ PNG_COMPRESS_LEVEL = 3
 """zlib level for PNG: level 6 (Pillow's default) is several times slower for ~5% less size."""
 
 _PIL_FORMATS: dict[ImageFormat, str] = {"jpeg": "JPEG", "png": "PNG"}
+FOCAL_PLANE_UNIT_CM = 3
+"""EXIF FocalPlaneResolutionUnit: centimetres (2 inches and 3 cm are the standard units)."""
+LENS_MAKE = "Raspberry Pi"
+RATIONAL_DENOMINATOR = 10_000
 
 
 @dataclass(frozen=True)
@@ -124,9 +133,43 @@ def _capture_exif(frame: CapturedFrame, *, node_id: str, capture_id: str) -> Ima
     exif_ifd[Base.DateTimeOriginal] = when
     exif_ifd[Base.SubsecTimeOriginal] = f"{stamp.microsecond:06d}"
     exif_ifd[Base.OffsetTimeOriginal] = "+00:00"
-    exif_ifd[Base.BodySerialNumber] = node_id
+    height, width = frame.pixels.shape[:2]
+    exif_ifd[Base.ExifImageWidth] = width  # PixelXDimension: what focal-plane figures refer to
+    exif_ifd[Base.ExifImageHeight] = height
+    # One serial per physical camera: Meshroom groups intrinsics by make/model/serial.
+    exif_ifd[Base.BodySerialNumber] = camera_serial(node_id, frame.camera)
     exif_ifd[Base.ImageUniqueID] = f"{node_id}-{capture_id}-cam{frame.camera}"
+    sensor = sensor_for(frame.model)
+    if sensor is not None:
+        _add_optics(exif_ifd, frame, sensor)
     return exif
+
+
+def _add_optics(exif_ifd: dict[int, Any], frame: CapturedFrame, sensor: Sensor) -> None:
+    """Intrinsics priors: focal-plane resolution always, lens data where the lens is fixed."""
+    height, width = frame.pixels.shape[:2]
+    optics = frame_optics(sensor, width, height, frame.crop)
+    x_per_mm, y_per_mm = optics.pixels_per_mm
+    exif_ifd[Base.FocalPlaneXResolution] = _rational(x_per_mm * 10)
+    exif_ifd[Base.FocalPlaneYResolution] = _rational(y_per_mm * 10)
+    exif_ifd[Base.FocalPlaneResolutionUnit] = FOCAL_PLANE_UNIT_CM
+    if sensor.lens is None:
+        return
+    focal, f_number = sensor.lens.focal_length_mm, sensor.lens.f_number
+    exif_ifd[Base.FocalLength] = _rational(focal)
+    exif_ifd[Base.FNumber] = _rational(f_number)
+    exif_ifd[Base.LensSpecification] = tuple(
+        _rational(v) for v in (focal, focal, f_number, f_number)
+    )
+    exif_ifd[Base.LensMake] = LENS_MAKE
+    exif_ifd[Base.LensModel] = f"{sensor.product} {focal:g} mm f/{f_number:g}"
+    if optics.focal_length_35mm is not None:
+        exif_ifd[Base.FocalLengthIn35mmFilm] = optics.focal_length_35mm
+
+
+def _rational(value: float) -> IFDRational:
+    """An EXIF RATIONAL (Pillow writes a bare float as DOUBLE, which EXIF readers may skip)."""
+    return IFDRational(Fraction(value).limit_denominator(RATIONAL_DENOMINATOR))
 
 
 def _save(image: Image.Image, fmt: ImageFormat, exif: Image.Exif | None, quality: int) -> bytes:

@@ -21,6 +21,7 @@ from pepi_fleet.core import idl as pepi_idl
 from pepi_fleet.core.mqtt_link import LogThrottle
 from pepi_fleet.core.thrift_map import capture_info, frame_info
 from pepi_fleet.node.capture_service import CaptureRequest, CaptureService
+from pepi_fleet.node.slots import ConnectionSlots, Slot
 from pepi_fleet.node.store import CaptureStore, StoredCapture
 from pepi_fleet.schemas.capture import CaptureCommand
 from pepi_fleet.schemas.errors import PayloadError, StoreError
@@ -32,6 +33,10 @@ RETRIEVE_WAIT_S = 15.0
 """How long a retrieve waits for a capture still being taken before ImageUnavailable."""
 CLIENT_TIMEOUT_S = 60.0
 """Idle/slow client cut-off; large images over Wi-Fi need more than thriftpy2's 3 s."""
+MAX_CLIENTS = 32
+"""Connections (and threads) at once: the controller, PEPI's clients and their pings."""
+WRITE_GRACE_S = 10.0
+"""A reply stuck this long (a client that does not read) may give its slot to a newcomer."""
 
 _FORMATS = {"jpeg", "jpg", "png", "raw"}
 PEPI_OFF = "PEPI's methods are off on this node (--thrift-pepi off): use the controller"
@@ -221,21 +226,35 @@ class CameraServerHandler:
 
 
 class ThriftServer:
-    """A threaded Thrift server (one thread per connection) that can be stopped cleanly."""
+    """A threaded Thrift server (one thread per connection, at most ``max_clients``) that can
+    be stopped cleanly. Idle and slow clients give way to new ones (``ConnectionSlots``)."""
 
-    def __init__(self, handler: CameraServerHandler, host: str, port: int) -> None:
-        self._processor = TProcessor(pepi_idl.load().FleetCameraServer, handler)
+    def __init__(
+        self,
+        handler: CameraServerHandler,
+        host: str,
+        port: int,
+        max_clients: int = MAX_CLIENTS,
+        client_timeout_s: float = CLIENT_TIMEOUT_S,
+    ) -> None:
+        self._service = pepi_idl.load().FleetCameraServer
+        self._handler = handler
         self._sock = socket.create_server((host, port), reuse_port=False, backlog=128)
         self.host = host
         self.port = int(self._sock.getsockname()[1])
+        self._timeout = client_timeout_s
+        self.slots = ConnectionSlots("Thrift", max_clients, write_grace_s=WRITE_GRACE_S)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="thrift-accept", daemon=True)
-        self._clients: set[socket.socket] = set()
-        self._lock = threading.Lock()
 
     def start(self) -> None:
         self._thread.start()
-        logger.info("Thrift CameraServer on %s:%d", self.host, self.port)
+        logger.info(
+            "Thrift CameraServer on %s:%d (at most %d clients)",
+            self.host,
+            self.port,
+            self.slots.limit,
+        )
 
     def _serve(self) -> None:
         while not self._stopping.is_set():
@@ -246,15 +265,18 @@ class ThriftServer:
                     return
                 logger.exception("accept failed")
                 continue
-            conn.settimeout(CLIENT_TIMEOUT_S)
+            slot = self.slots.admit(conn)
+            if slot is None:
+                conn.close()
+                continue
+            conn.settimeout(self._timeout)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self._clients.add(conn)
             threading.Thread(
-                target=self._handle, args=(conn,), name="thrift-conn", daemon=True
+                target=self._handle, args=(conn, slot), name="thrift-conn", daemon=True
             ).start()
 
-    def _handle(self, conn: socket.socket) -> None:
+    def _handle(self, conn: socket.socket, slot: Slot) -> None:
+        processor = _TrackedProcessor(self._service, self._handler, slot)
         trans_factory = TBufferedTransportFactory()
         proto_factory = TBinaryProtocolFactory()
         itrans = trans_factory.get_transport(TSocket(sock=conn))
@@ -262,14 +284,13 @@ class ThriftServer:
         iprot, oprot = proto_factory.get_protocol(itrans), proto_factory.get_protocol(otrans)
         try:
             while not self._stopping.is_set():
-                self._processor.process(iprot, oprot)
+                processor.process(iprot, oprot)
         except (TTransportException, OSError):
             pass
         except Exception:
             logger.exception("Thrift connection failed")
         finally:
-            with self._lock:
-                self._clients.discard(conn)
+            self.slots.release(conn)
             itrans.close()
 
     def stop(self) -> None:
@@ -277,9 +298,49 @@ class ThriftServer:
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
-        with self._lock:
-            clients = list(self._clients)
-        for conn in clients:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+        self.slots.hang_up_all()
         self._thread.join(timeout=5)
+
+
+class _TrackedProcessor(TProcessor):
+    """Keeps the connection's slot up to date: reading a request, running the handler,
+    writing the reply. Only a connection running the handler is never evicted."""
+
+    def __init__(self, service: Any, handler: CameraServerHandler, slot: Slot) -> None:
+        super().__init__(service, handler)
+        self._slot = slot
+
+    def process_in(self, iprot: Any) -> tuple[str, int, Any, Callable[[], Any] | None]:
+        self._slot.reading()
+        api, seqid, result, call = super().process_in(iprot)
+        self._slot.working()
+        if call is None:
+            return api, seqid, result, None
+
+        def tracked() -> Any:
+            try:
+                return call()
+            finally:
+                self._slot.writing()
+
+        return api, seqid, result, tracked
+
+
+def identify_server(host: str, port: int, timeout_s: float = 2.0) -> str | None:
+    """What ``identify()`` answers at ``host:port`` (a running node's id), None if nothing does.
+
+    For ``pepi doctor``: a port in use by this node's own agent is not a problem."""
+    from thriftpy2.rpc import client_context
+
+    timeout_ms = int(timeout_s * 1000)
+    try:
+        with client_context(
+            pepi_idl.load().CameraServer,
+            host,
+            port,
+            connect_timeout=timeout_ms,
+            socket_timeout=timeout_ms,
+        ) as client:
+            return str(client.identify())
+    except Exception:  # anything else listening there is not a CameraServer
+        return None

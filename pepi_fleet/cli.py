@@ -18,10 +18,13 @@ import click
 # name -> "module:attribute" of the click command, imported on first use
 LAZY_COMMANDS: dict[str, str] = {
     "node": "pepi_fleet.node.cli:node_command",
+    "doctor": "pepi_fleet.node.doctor:doctor_command",
     "controller": "pepi_fleet.controller.commands:controller_command",
     "nodes": "pepi_fleet.controller.commands:nodes_command",
     "capture": "pepi_fleet.controller.commands:capture_command",
     "demo": "pepi_fleet.controller.demo:demo_command",
+    "export": "pepi_fleet.controller.export_cli:export_command",
+    "broker": "pepi_fleet.broker.cli:broker_group",
 }
 
 

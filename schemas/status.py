@@ -6,10 +6,9 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from pepi_fleet.schemas.camera import CameraControls, CameraSync
+from pepi_fleet.schemas.camera import Resolution as Resolution  # re-exported
 from pepi_fleet.schemas.ids import validate_node_id
-
-Resolution = tuple[Annotated[int, Field(gt=0, le=20000)], Annotated[int, Field(gt=0, le=20000)]]
-"""A resolution a camera reports."""
 
 MIN_SIDE = 16
 MAX_SIDE = 20000
@@ -44,6 +43,13 @@ class CameraInfo(BaseModel):
     model: str
     resolution: Resolution
     max_resolution: Resolution
+    fps: float | None = Field(
+        default=None, description="frame rate the sensor delivers (read back); null = unknown"
+    )
+    sync: CameraSync | None = Field(default=None, description="libcamera camera sync state")
+    controls: CameraControls | None = Field(
+        default=None, description="exposure, gain, white balance, focus as last applied"
+    )
 
 
 class StoreInfo(BaseModel):

@@ -20,6 +20,7 @@ from pepi_fleet.controller.web import (
     routes_auth,
     routes_captures,
     routes_events,
+    routes_export,
     routes_files,
     routes_nodes,
     routes_page,
@@ -75,6 +76,7 @@ def create_app(controller: Controller, access: WebAccess | None = None) -> FastA
     modules = (routes_nodes, routes_captures, routes_files, routes_events, routes_page, routes_auth)
     for module in modules:
         app.include_router(module.router)
+    app.include_router(routes_export.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)

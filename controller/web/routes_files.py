@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import time
-import zipfile
-from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
@@ -26,13 +23,13 @@ from pepi_fleet.controller.web.routes_deps import (
     ControllerDep,
     unknown_capture,
 )
+from pepi_fleet.controller.zip_stream import stream_zip
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api", tags=["files"], responses=ERRORS)
 
 FILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
-CHUNK = 1024 * 1024
 MEDIA_TYPES = {".jpeg": "image/jpeg", ".jpg": "image/jpeg", ".png": "image/png"}
 FileName = Annotated[
     str,
@@ -151,44 +148,3 @@ def download_zip(capture_id: CaptureIdPath, controller: ControllerDep) -> Stream
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{capture_id}.zip"'},
     )
-
-
-class _Sink(io.RawIOBase):
-    """A write-only, unseekable buffer zipfile writes into while we hand out its chunks."""
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: object) -> int:
-        chunk = bytes(data)  # type: ignore[call-overload]
-        self._parts.append(chunk)
-        return len(chunk)
-
-    def take(self) -> bytes:
-        data, self._parts = b"".join(self._parts), []
-        return data
-
-
-def stream_zip(members: list[tuple[str, Path]]) -> Iterator[bytes]:
-    """Yield a zip of ``(arcname, path)`` members chunk by chunk; memory stays ~CHUNK."""
-    sink = _Sink()
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as zf:
-        for arcname, path in members:
-            try:
-                src = path.open("rb")
-            except OSError as exc:
-                logger.warning("zip: skipping %s: %s", path, exc)
-                continue
-            with src:
-                stat = path.stat()
-                info = zipfile.ZipInfo(arcname, time.localtime(stat.st_mtime)[:6])
-                info.file_size = stat.st_size  # lets zipfile choose zip64 up front
-                with zf.open(info, "w") as dst:
-                    while chunk := src.read(CHUNK):
-                        dst.write(chunk)
-                        yield sink.take()
-            yield sink.take()
-    yield sink.take()

@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse
 
 from pepi_fleet.controller.access import OPEN, Principal
+from pepi_fleet.controller.export import Layout
 from pepi_fleet.controller.ledger import ImageState
 from pepi_fleet.controller.node_report import FleetOut, NodeOut
 from pepi_fleet.controller.presence import NodeState, NodeView
@@ -26,6 +27,7 @@ from pepi_fleet.controller.web.routes_deps import (
     PrincipalDep,
     unknown_capture,
 )
+from pepi_fleet.controller.web.routes_export import export_url
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,11 @@ router = APIRouter(include_in_schema=False)
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 HISTORY = 20
+EXPORTS: list[tuple[Layout, str]] = [
+    ("meshroom", "Meshroom"),
+    ("colmap", "COLMAP"),
+    ("flat", "flat"),
+]
 NONE = "\N{EN DASH}"
 NO_CACHE = {"Cache-Control": "no-store"}
 UNREACHABLE = {
@@ -174,8 +181,17 @@ def clock_text(node: NodeOut) -> str:
     return " · ".join(parts) or "unknown"
 
 
+def export_links(capture_id: str) -> Safe:
+    """Zips of the set laid out for photogrammetry tools."""
+    links = [
+        tag("a", label, href=export_url(capture_id, layout), download="")
+        for layout, label in EXPORTS
+    ]
+    return tag("span", Safe("export for " + ", ".join(links)), class_="export")
+
+
 def capture_set(detail: CaptureSetDetail) -> Safe:
-    """One capture set: per-node status, spread, thumbnails, zip link."""
+    """One capture set: per-node status, spread, thumbnails, zip and export links."""
     is_open = detail.state == "open"
     parts = []
     for r in detail.results:
@@ -201,7 +217,12 @@ def capture_set(detail: CaptureSetDetail) -> Safe:
     if detail.images_failed:
         images += f", {detail.images_failed} failed"
     zip_link = (
-        tag("a", "Download zip", href=detail.zip_url, class_="zip", download="")
+        join(
+            [
+                tag("a", "Download zip", href=detail.zip_url, class_="zip", download=""),
+                export_links(detail.capture_id),
+            ]
+        )
         if detail.images_done
         else ""
     )

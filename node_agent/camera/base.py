@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+from pepi_fleet.schemas.camera import CameraControls, CameraSettings
 from pepi_fleet.schemas.status import CameraInfo
 
 RGBArray = npt.NDArray[np.uint8]
@@ -25,6 +26,14 @@ class CapturedFrame:
     model: str
     make: str = "pepi-fleet"
     """EXIF Make: the camera's maker (the simulated backends name the project)."""
+    crop: tuple[int, int, int, int] | None = None
+    """(x, y, width, height) of the sensor's full-resolution pixel array the frame shows
+    (libcamera's ScalerCrop), when the backend knows it; None: the largest centred area of
+    the frame's aspect ratio. Sets the focal-plane resolution written to EXIF."""
+    in_sync: bool | None = None
+    """Taken while the camera was frame-locked (libcamera SyncReady); None: sync not in use."""
+    controls: CameraControls | None = None
+    """Exposure, gain, white balance and focus the camera applied to this frame, if known."""
 
 
 class Camera(Protocol):
@@ -54,4 +63,17 @@ class Camera(Protocol):
 
     def close(self) -> None:
         """Release the hardware."""
+        ...
+
+
+@runtime_checkable
+class AdjustableCamera(Camera, Protocol):
+    """A camera whose sensor settings can be set and read back (the picamera2 backend)."""
+
+    def apply_settings(self, settings: CameraSettings) -> None:
+        """Apply the given fields to every camera; CameraError, nothing changed, if one cannot."""
+        ...
+
+    def read_settings(self) -> list[CameraControls]:
+        """Per camera, the values applied to its latest frame (for "lock exposure")."""
         ...

@@ -9,6 +9,7 @@ from typing import Literal
 from pepi_fleet.core.frame_grid import frame_period
 from pepi_fleet.node.camera.base import Camera
 from pepi_fleet.node.camera.folder import FolderCamera
+from pepi_fleet.node.camera.pi_sync import SyncRole
 from pepi_fleet.node.camera.picamera2_backend import Picamera2Camera
 from pepi_fleet.node.camera.synthetic import SyntheticCamera
 from pepi_fleet.node.frame_clock import phase_for_node
@@ -27,6 +28,7 @@ def make_camera(
     fps: float,
     count: int = 1,
     frame_lock: bool = False,
+    sync_role: SyncRole = "auto",
     phase_s: float | None = None,
     folder: Path | None = None,
 ) -> Camera:
@@ -59,9 +61,8 @@ def make_camera(
         logger.info("folder camera ignores resolution %dx%d", *resolution)
         return FolderCamera(folder, fps, phase_s=phase)
     if kind == "picamera2":
-        if frame_lock or phase_s is not None:
-            # Pi sensors free-run; only their frame rate is set. Captures still pick the
-            # frame nearest the requested time, using the frame's own timestamp.
-            logger.warning("picamera2 camera: frame_lock/phase_s have no effect on a real sensor")
-        return Picamera2Camera(resolution, fps, count)
+        if phase_s is not None:
+            # A sensor's frame phase is its own, or the sync server's with frame_lock.
+            logger.warning("picamera2 camera: phase_s has no effect on a real sensor")
+        return Picamera2Camera(resolution, fps, count, frame_lock=frame_lock, sync_role=sync_role)
     raise CameraError(f"unknown camera kind {kind!r}; use synthetic, folder or picamera2")

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pepi_fleet.core.frame_grid import frame_period
 from pepi_fleet.node.camera.base import CapturedFrame
+from pepi_fleet.node.camera.sensors import SENSORS
 from pepi_fleet.node.frame_clock import FrameClock, phase_for_node
 from pepi_fleet.schemas.errors import CameraError
 from pepi_fleet.schemas.status import MAX_FPS, MIN_FPS, CameraInfo
@@ -24,7 +25,7 @@ from pepi_fleet.schemas.status import MAX_FPS, MIN_FPS, CameraInfo
 logger = logging.getLogger(__name__)
 
 MODEL = "synthetic"
-MAX_RESOLUTION = (4056, 3040)
+MAX_RESOLUTION = SENSORS[MODEL].pixels
 """What the chart claims as its sensor size (the Raspberry Pi HQ camera's)."""
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont

@@ -5,15 +5,20 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from pepi_fleet.broker.runner import (
+from pepi_fleet.broker.access import (
+    NODE_READS,
     PRODUCTION_ROOT,
-    free_port,
-    port_is_free,
+    named_users,
+    node_section,
     production_acl,
     render_acl,
 )
+from pepi_fleet.broker.runner import EmbeddedBroker, free_port, port_is_free
+from pepi_fleet.node.camera.base import CapturedFrame
+from pepi_fleet.node.preview import thumbnail_jpeg
 
 CONF = Path(__file__).resolve().parents[2] / "broker" / "mosquitto.conf"
 
@@ -52,7 +57,7 @@ def test_render_acl_substitutes_the_root_in_every_rule(anonymous: bool) -> None:
     assert not any(PRODUCTION_ROOT in line for line in rules)
     assert "topic readwrite site-b/rig2/#" in _section(acl, "controller")
     assert "topic write site-b/rig2/capture" in _section(acl, "automation")
-    assert "pattern read site-b/rig2/capture" in rules
+    assert "pattern read site-b/rig2/nodes/%u/capture" in rules
 
 
 def test_render_acl_default_root_is_the_production_acl() -> None:
@@ -68,16 +73,44 @@ def test_render_acl_keeps_user_patterns() -> None:
     assert "pattern write t/x/nodes/%u/status" in patterns
     assert "pattern write t/x/nodes/%u/result" in patterns
     assert "pattern write homeassistant/device/%u/config" in patterns
-    # a node writes nothing outside its own subtree (and its own discovery)
+    # every pattern names the user: mosquitto 2.0 warns at start about one that does not,
+    # and a node writes nothing outside its own subtree (and its own discovery)
     for line in patterns:
-        if line.startswith("pattern write"):
-            assert "%u" in line, line
+        assert "%u" in line, line
 
 
 def test_render_acl_keeps_test_root_wildcards() -> None:
-    rules = _rules(render_acl("pepi-t/+", True))
+    rules = _rules(render_acl("pepi-t/+", True, ["cam1"]))
     assert "pattern write pepi-t/+/nodes/%u/result" in rules
     assert "topic read pepi-t/+/#" in rules
+    assert "topic read pepi-t/+/capture" in _section(render_acl("pepi-t/+", True, ["cam1"]), "cam1")
+
+
+def test_render_acl_gives_each_node_the_trigger_and_home_assistant_birth() -> None:
+    acl = render_acl("t/x", False, ["cam01", "cam02"])
+    for node in ("cam01", "cam02"):
+        assert _section(acl, node) == ["topic read t/x/capture", "topic read homeassistant/status"]
+    assert named_users(acl) == ["controller", "automation", "cam01", "cam02"]
+    # the production ACL's comment shows the same section
+    comment = [line[1:].strip() for line in production_acl().splitlines() if line.startswith("# ")]
+    expected = node_section(PRODUCTION_ROOT, "<node-id>").splitlines()
+    start = comment.index(expected[0])
+    assert comment[start : start + len(expected)] == expected
+    assert len(NODE_READS) == len(expected) - 1
+
+
+def test_render_acl_refuses_a_node_named_like_a_user() -> None:
+    with pytest.raises(ValueError, match="controller"):
+        render_acl("t/x", False, ["cam01", "controller"])
+
+
+def test_embedded_broker_acl_has_a_section_per_node_login(tmp_path: Path) -> None:
+    broker = EmbeddedBroker(root="t/x", workdir=tmp_path)
+    broker.add_user("controller")
+    broker.add_user("cam7")
+    acl = (tmp_path / "acl").read_text()
+    assert "topic read t/x/capture" in _section(acl, "cam7")
+    assert named_users(acl).count("controller") == 1
 
 
 def test_render_acl_without_anonymous_has_no_anonymous_rules() -> None:
@@ -122,20 +155,77 @@ def test_production_conf_requires_login_and_acl() -> None:
     assert len(settings["acl_file"]) == 1 and settings["acl_file"][0]
 
 
+def test_production_conf_is_a_debian_conf_d_dropin() -> None:
+    """Debian's main config sets these and includes conf.d: repeating them stops mosquitto
+    (``Duplicate persistence_location value``) or logs twice."""
+    settings = _settings()
+    for key in ("persistence_location", "log_dest", "pid_file", "include_dir", "user"):
+        assert key not in settings, key
+    # deprecated by mosquitto 2.1 (removed in 3.0), and not needed
+    assert "per_listener_settings" not in settings
+
+
 def test_production_conf_persists_and_limits_packets() -> None:
     settings = _settings()
     assert settings["persistence"] == ["true"]
     (size,) = settings["max_packet_size"]
-    assert 0 < int(size) <= 16 * 1024 * 1024
+    # explicit, and within mosquitto 2.1's default (2,000,000 bytes)
+    assert 0 < int(size) <= 2_000_000
 
 
-def test_production_conf_has_commented_tls_listener() -> None:
+def _listeners() -> dict[str, list[str]]:
+    """Each listener line with the options that follow it."""
+    listeners: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in CONF.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line.startswith("listener "):
+            current = listeners.setdefault(line, [])
+        elif current is not None and line.split()[0] in LISTENER_OPTIONS:
+            current.append(line)
+    return listeners
+
+
+LISTENER_OPTIONS = {"cafile", "certfile", "keyfile", "tls_version", "use_username_as_clientid"}
+
+
+def test_production_conf_plain_listener_on_loopback_and_tls_with_bound_client_ids() -> None:
+    listeners = _listeners()
+    assert set(listeners) == {"listener 1883 127.0.0.1", "listener 8883"}
+    tls = listeners["listener 8883"]
+    for option in ("cafile", "certfile", "keyfile"):
+        assert any(line.startswith(option + " /etc/mosquitto/pepi/") for line in tls), option
+    assert "use_username_as_clientid true" in tls
+    assert "tls_version tlsv1.2" in tls
+    # nothing but the listener lines themselves may set these (before any listener
+    # mosquitto would open a default listener on all interfaces)
+    first = CONF.read_text().index("\nlistener ")
+    head = [line for line in CONF.read_text()[:first].splitlines() if not line.startswith("#")]
+    assert not any(line.split()[0] in LISTENER_OPTIONS for line in head if line.strip())
+
+
+def test_production_conf_documents_the_2_1_plugins_for_the_same_files() -> None:
     text = CONF.read_text()
+    settings = _settings()
     commented = [line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#")]
-    assert "listener 8883" in commented
-    assert any(line.startswith("certfile ") for line in commented)
-    assert any(line.startswith("keyfile ") for line in commented)
-    assert "8883" not in " ".join(_settings().get("listener", []))
+    assert f"plugin_opt_password_file {settings['password_file'][0]}" in commented
+    assert f"plugin_opt_acl_file {settings['acl_file'][0]}" in commented
+    plugins = [line for line in commented if line.startswith("global_plugin ")]
+    assert [p.rsplit("/", 1)[1] for p in plugins] == [
+        "mosquitto_password_file.so",
+        "mosquitto_acl_file.so",
+    ]
+
+
+def test_production_conf_packet_limit_fits_the_largest_preview() -> None:
+    """The largest thing a node publishes is the JPEG preview; random noise is the worst
+    case for JPEG size."""
+    (size,) = _settings()["max_packet_size"]
+    noise = np.random.default_rng(1).integers(0, 256, (3040, 4056, 3), dtype=np.uint8)
+    frame = CapturedFrame(camera=0, timestamp=0.0, pixels=noise, model="noise")
+    overhead = 1024  # fixed header, topic, properties
+    assert len(thumbnail_jpeg(frame)) + overhead < int(size)
 
 
 # -- ports --------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import click
 import pytest
 from pydantic import BaseModel
 
+from pepi_fleet.broker.access import PRODUCTION_ROOT, render_acl
 from pepi_fleet.broker.runner import BrokerError, find_mosquitto, free_port
 from pepi_fleet.cli import main
 from pepi_fleet.controller.config import ControllerConfig
@@ -28,8 +29,24 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / "deploy" / "compose.env.example"
 COMPOSE_BIN = shutil.which("docker-compose")
 CONFIG_MODELS: dict[str, type[BaseModel]] = {"node": NodeConfig, "controller": ControllerConfig}
-# broker/compose.conf may differ from broker/mosquitto.conf only in these (container paths).
-PATH_KEYS = {"password_file", "acl_file", "persistence_location"}
+# broker/compose.conf may differ from broker/mosquitto.conf only in the container's paths
+# and listeners (no TLS inside the compose network)...
+DIFFERENT_KEYS = {
+    "password_file",
+    "acl_file",
+    "listener",
+    "cafile",
+    "certfile",
+    "keyfile",
+    "tls_version",
+}
+# ...and it is a whole main config, which the Debian drop-in must not be.
+MAIN_CONFIG_KEYS = {"persistence_location", "log_dest"}
+COMPOSE_NODES = ["cam01", "cam02", "cam03"]
+COMPOSE_ACL_HEADER = (
+    "# broker/acl with a section for each node of docker-compose.yml (cam01, cam02, cam03).\n"
+    "# Do not edit: tests/unit/test_compose.py checks it and prints how to rewrite it.\n\n"
+)
 
 needs_compose = pytest.mark.skipif(
     COMPOSE_BIN is None, reason="docker-compose not installed: apt-get install docker-compose"
@@ -149,12 +166,37 @@ def conf_directives(path: Path) -> dict[str, list[str]]:
     return directives
 
 
-def test_compose_conf_equals_production_conf_except_paths() -> None:
+def test_compose_conf_equals_production_conf_except_paths_and_listeners() -> None:
     production = conf_directives(REPO / "broker" / "mosquitto.conf")
     container = conf_directives(REPO / "broker" / "compose.conf")
-    assert production.keys() == container.keys()
-    for key in production.keys() - PATH_KEYS:
+    assert container.keys() - MAIN_CONFIG_KEYS <= production.keys()
+    assert container.keys() >= MAIN_CONFIG_KEYS
+    for key in production.keys() - DIFFERENT_KEYS:
         assert production[key] == container[key], key
+
+
+def test_compose_conf_binds_client_ids_on_the_nodes_listener() -> None:
+    lines = [line for line in (REPO / "broker" / "compose.conf").read_text().splitlines() if line]
+    node_listener = lines.index("listener 1883")
+    assert lines[node_listener + 1] == "use_username_as_clientid true"
+    assert "listener 1884 127.0.0.1" in lines
+
+
+def compose_acl() -> str:
+    """What broker/compose.acl must hold."""
+    return COMPOSE_ACL_HEADER + render_acl(PRODUCTION_ROOT, False, COMPOSE_NODES)
+
+
+def test_compose_acl_is_the_production_acl_for_the_compose_nodes() -> None:
+    path = REPO / "broker" / "compose.acl"
+    assert path.read_text() == compose_acl(), (
+        f"{path} is out of date: write compose_acl() of tests/unit/test_compose.py into it"
+    )
+
+
+def test_compose_nodes_have_acl_sections(services: dict[str, Any]) -> None:
+    nodes = sorted(name for name, s in pepi_services(services).items() if s["command"][0] == "node")
+    assert nodes == COMPOSE_NODES
 
 
 def test_compose_broker_mounts_put_files_where_compose_conf_expects(
@@ -167,7 +209,7 @@ def test_compose_broker_mounts_put_files_where_compose_conf_expects(
         mounts[target] = source
     conf = conf_directives(REPO / "broker" / "compose.conf")
     assert Path(mounts["/mosquitto/config/mosquitto.conf"]) == REPO / "broker" / "compose.conf"
-    assert Path(mounts[conf["acl_file"][0]]) == REPO / "broker" / "acl"
+    assert Path(mounts[conf["acl_file"][0]]) == REPO / "broker" / "compose.acl"
     assert Path(mounts[conf["password_file"][0]]) == REPO / "broker" / "passwd"
     assert conf["persistence_location"][0].rstrip("/") in mounts
 
@@ -201,16 +243,18 @@ def test_compose_broker_healthcheck_passes_only_with_the_password(
     conf = conf.replace("/mosquitto/config/", f"{tmp_path}/").replace(
         "/mosquitto/data/", f"{tmp_path}/"
     )
+    health_port = free_port()
     conf = conf.replace("\nlistener 1883\n", f"\nlistener {port} 127.0.0.1\n")
+    conf = conf.replace("\nlistener 1884 127.0.0.1\n", f"\nlistener {health_port} 127.0.0.1\n")
     if os.geteuid() == 0:
         conf += "user root\n"
     (tmp_path / "mosquitto.conf").write_text(conf)
-    shutil.copy(REPO / "broker" / "acl", tmp_path / "pepi.acl")
+    shutil.copy(REPO / "broker" / "compose.acl", tmp_path / "pepi.acl")
     passwd = ["mosquitto_passwd", "-c", "-b", str(tmp_path / "pepi.passwd"), "automation"]
     subprocess.run([*passwd, password], check=True, capture_output=True)
     kind, check = broker["healthcheck"]["test"]
-    assert kind == "CMD-SHELL" and " -p 1883 " in check
-    check = check.replace("$$", "$").replace(" -p 1883 ", f" -p {port} ")
+    assert kind == "CMD-SHELL" and " -p 1884 " in check
+    check = check.replace("$$", "$").replace(" -p 1884 ", f" -p {health_port} ")
     log = tmp_path / "mosquitto.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -218,6 +262,7 @@ def test_compose_broker_healthcheck_passes_only_with_the_password(
         )
     try:
         wait_listening(port, proc, log)
+        wait_listening(health_port, proc, log)
         for given, expected_ok in ((password, True), ("wrong", False)):
             env = {**os.environ, "PEPI_AUTOMATION_PASSWORD": given}
             result = subprocess.run(["sh", "-c", check], env=env, capture_output=True, timeout=10)

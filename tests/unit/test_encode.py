@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from PIL import Image
 from PIL.ExifTags import IFD, Base
 
 from pepi_fleet.node.camera.base import CapturedFrame
+from pepi_fleet.node.camera.sensors import SENSORS
 from pepi_fleet.node.camera.synthetic import SyntheticCamera
 from pepi_fleet.node.encode import convert_image, encode_frame, read_exif_timestamp
 from pepi_fleet.schemas.errors import PayloadError
@@ -45,8 +47,9 @@ def test_encode_exif_names_node_capture_camera_and_time(fmt: str) -> None:
     assert sub[Base.DateTimeOriginal] == "2026:01:01 00:00:00"
     assert sub[Base.SubsecTimeOriginal] == "123456"
     assert sub[Base.OffsetTimeOriginal] == "+00:00"
-    assert sub[Base.BodySerialNumber] == "node-a"
+    assert sub[Base.BodySerialNumber] == "node-a-cam2"
     assert sub[Base.ImageUniqueID] == "node-a-cap-7-cam2"
+    assert (sub[Base.ExifImageWidth], sub[Base.ExifImageHeight]) == (160, 120)
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])
@@ -142,3 +145,105 @@ def test_encode_exif_make_is_the_cameras() -> None:
     with Image.open(io.BytesIO(_encode(frame, "jpeg"))) as image:
         exif = image.getexif()
     assert (exif[Base.Make], exif[Base.Model]) == ("Raspberry Pi", "imx477")
+
+
+def _exif_ifd(data: bytes) -> dict[int, Any]:
+    with Image.open(io.BytesIO(data)) as image:
+        return dict(image.getexif().get_ifd(IFD.Exif))
+
+
+def _pi_frame(
+    model: str, size: tuple[int, int], crop: tuple[int, int, int, int] | None = None
+) -> CapturedFrame:
+    return dataclasses.replace(
+        _frame(size=size), camera=0, model=model, make="Raspberry Pi", crop=crop
+    )
+
+
+def test_encode_two_cameras_of_one_node_get_distinct_serials() -> None:
+    serials = {
+        _exif_ifd(_encode(dataclasses.replace(_frame(), camera=cam), "jpeg"))[Base.BodySerialNumber]
+        for cam in (0, 1)
+    }
+    assert serials == {"node-a-cam0", "node-a-cam1"}
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "focal_mm", "sensor_mm", "focal_35mm"),
+    [
+        # Camera Module 3 at 16:9 shows its whole 16:9 sensor (6.45 x 3.63 mm published)
+        ("imx708", (1920, 1080), 4.74, (6.45, 3.63), 28),
+        # Camera Module v2 at 4:3 shows its whole 4:3 sensor (3.68 x 2.76 mm published)
+        ("imx219", (1640, 1232), 3.04, (3.68, 2.76), 29),
+        # the NoIR wide variant has the wide lens
+        ("imx708_wide_noir", (2304, 1296), 2.75, (6.45, 3.63), 16),
+        # AI camera: HQ-sized sensor, fixed 4.74 mm lens
+        ("imx500", (2028, 1520), 4.74, (6.287, 4.712), 26),
+    ],
+)
+def test_encode_known_camera_gets_focal_length_and_consistent_focal_plane(
+    model: str,
+    size: tuple[int, int],
+    focal_mm: float,
+    sensor_mm: tuple[float, float],
+    focal_35mm: int,
+) -> None:
+    sub = _exif_ifd(_encode(_pi_frame(model, size), "jpeg"))
+    assert sub[Base.FocalPlaneResolutionUnit] == 3  # centimetres
+    width_mm = size[0] / (float(sub[Base.FocalPlaneXResolution]) / 10)
+    height_mm = size[1] / (float(sub[Base.FocalPlaneYResolution]) / 10)
+    assert width_mm == pytest.approx(sensor_mm[0], rel=0.01)
+    assert height_mm == pytest.approx(sensor_mm[1], rel=0.01)
+    assert float(sub[Base.FocalLength]) == pytest.approx(focal_mm)
+    assert sub[Base.FocalLengthIn35mmFilm] == focal_35mm
+    assert sub[Base.LensMake] == "Raspberry Pi"
+    assert f"{focal_mm:g} mm" in str(sub[Base.LensModel])
+    assert float(sub[Base.FNumber]) > 1
+
+
+def test_encode_focal_plane_gives_the_focal_length_in_pixels() -> None:
+    # What COLMAP computes from FocalLength and FocalPlaneXResolution: f / pixel pitch,
+    # here a 2x2-binned Camera Module 3 frame (2.8 um effective pixels).
+    sub = _exif_ifd(_encode(_pi_frame("imx708", (2304, 1296)), "jpeg"))
+    pixels_per_mm = float(sub[Base.FocalPlaneXResolution]) / 10
+    focal_px = float(sub[Base.FocalLength]) * pixels_per_mm
+    assert focal_px == pytest.approx(4.74 / 0.0028, rel=1e-4)
+
+
+def test_encode_crop_of_the_sensor_sets_the_focal_plane() -> None:
+    # Camera Module v2's 1080p mode reads a central 1920 x 1080 window: 1.12 um pixels.
+    frame = _pi_frame("imx219", (1920, 1080), crop=(680, 692, 1920, 1080))
+    sub = _exif_ifd(_encode(frame, "jpeg"))
+    assert float(sub[Base.FocalPlaneXResolution]) == pytest.approx(10 / 0.00112, rel=1e-4)
+    assert sub[Base.FocalLengthIn35mmFilm] == round(3.04 * 43.27 / (0.00112 * 2202.9))
+
+
+def test_encode_synthetic_camera_claims_the_hq_sensor_without_a_lens() -> None:
+    sub = _exif_ifd(_encode(_frame(size=(2028, 1520)), "jpeg"))
+    hq = SENSORS["imx477"]
+    assert 2028 / (float(sub[Base.FocalPlaneXResolution]) / 10) == pytest.approx(hq.width_mm)
+    assert 1520 / (float(sub[Base.FocalPlaneYResolution]) / 10) == pytest.approx(hq.height_mm)
+    assert Base.FocalLength not in sub
+    assert Base.LensModel not in sub
+
+
+@pytest.mark.parametrize("model", ["imx477", "imx296"])
+def test_encode_interchangeable_lens_camera_gets_no_focal_length(model: str) -> None:
+    sub = _exif_ifd(_encode(_pi_frame(model, (1456, 1088)), "jpeg"))
+    assert Base.FocalPlaneXResolution in sub
+    assert Base.FocalLength not in sub
+    assert Base.FocalLengthIn35mmFilm not in sub
+
+
+def test_encode_unknown_camera_gets_no_optics_but_its_serial() -> None:
+    sub = _exif_ifd(_encode(dataclasses.replace(_frame(), model="folder"), "jpeg"))
+    assert Base.FocalPlaneXResolution not in sub
+    assert Base.FocalLength not in sub
+    assert sub[Base.BodySerialNumber] == "node-a-cam2"
+
+
+def test_encode_optics_survive_conversion_to_png() -> None:
+    png = convert_image(_encode(_pi_frame("imx708", (1920, 1080)), "jpeg"), "jpeg", "png")
+    sub = _exif_ifd(png)
+    assert float(sub[Base.FocalLength]) == pytest.approx(4.74)
+    assert sub[Base.BodySerialNumber] == "node-a-cam0"

@@ -115,7 +115,7 @@ def test_layout_cli_commands_load_no_web_stack() -> None:
     loaded = _modules_after(
         "import click\n"
         "from pepi_fleet.cli import main\n"
-        "for name in ('nodes', 'capture', 'controller'):\n"
+        "for name in ('nodes', 'capture', 'controller', 'export'):\n"
         "    assert main.get_command(click.Context(main), name) is not None\n"
         "import pepi_fleet.controller.node_report"
     )

@@ -1,0 +1,63 @@
+"""The broker's ACL: the shipped ``broker/acl`` rendered for a topic root and a list of nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from importlib import resources
+
+PRODUCTION_ROOT = "pepi/v1"
+
+NODE_READS = ("{root}/capture", "homeassistant/status")
+"""What every node reads besides its own subtree. These topics hold no ``%u``, and mosquitto
+2.0 warns about a ``pattern`` without ``%u``/``%c``, so each node gets them in a ``user``
+section of its own (``broker/acl`` says so where the patterns are)."""
+
+
+def production_acl() -> str:
+    """The ACL shipped in ``broker/acl``."""
+    return resources.files("pepi_fleet.broker").joinpath("acl").read_text()
+
+
+def named_users(acl: str) -> list[str]:
+    """The usernames that have a ``user`` section in ``acl``, in order."""
+    users = []
+    for line in acl.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == "user":
+            users.append(words[1])
+    return users
+
+
+def node_section(root: str, node: str) -> str:
+    """The ``user`` section one node needs on top of the shared ``%u`` patterns."""
+    lines = [f"user {node}", *(f"topic read {topic.format(root=root)}" for topic in NODE_READS)]
+    return "\n".join(lines) + "\n"
+
+
+def render_acl(root: str, anonymous_access: bool, nodes: Iterable[str] = ()) -> str:
+    """The production ACL for ``root`` with a section per node in ``nodes``.
+
+    With ``anonymous_access`` a section comes first that lets anonymous clients read
+    everything under the root and publish the trigger topics (the loopback demo and tests).
+    """
+    body = production_acl().replace(PRODUCTION_ROOT + "/", root + "/")
+    named = set(named_users(body))
+    clash = sorted(named.intersection(nodes))
+    if clash:
+        raise ValueError(f"node id {clash[0]!r} is taken by a broker user: rename the node")
+    sections = [node_section(root, node) for node in nodes]
+    if sections:
+        body += "\n# one section per node: the trigger topics and Home Assistant's birth\n"
+        body += "\n".join(sections)
+    if not anonymous_access:
+        return body
+    anon = (
+        "# anonymous (loopback demo/tests): watch everything but the nodes' secrets, trigger\n"
+        f"topic deny {root}/nodes/+/secret\n"
+        f"topic read {root}/#\n"
+        f"topic write {root}/capture\n"
+        f"topic write {root}/nodes/+/capture\n"
+        f"topic write {root}/nodes/+/clock/ping\n"
+        "topic read homeassistant/#\n\n"
+    )
+    return anon + body
