@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOCS = ["README.md", "docker-compose.yml", "broker/mosquitto.conf", "deploy/compose.env.example"]
 ON_A_COMMAND_LINE = [
     re.compile(r"--password(?!-file)[ =]\S"),  # pepi --password X
-    re.compile(r"(?<![\w-])-P\s+(?!<)\S"),  # -P X (not a placeholder: "-P <its password>")
+    re.compile(r"(?<![\w-])-P\s+(?![<…])\S"),  # -P X (not a placeholder: -P <…>, -P …)
     re.compile(r"mosquitto_passwd\b[^\n]*\s-b\b"),  # mosquitto_passwd -b FILE USER X
     re.compile(r"mqtts?://[^/\s:@]+:[^/\s@]+@"),  # mqtt://user:pass@host
 ]
