@@ -51,6 +51,7 @@ class _Written:
     took: float  # seconds the write took
     covered: frozenset[str]  # nodes every image of which it lists as verified
     key: tuple[object, ...]  # the ledger's ``manifest_key`` it was built from
+    unclocked: frozenset[str] = frozenset()  # answering nodes whose clock was not yet measured
 
     def recent(self) -> bool:
         """Written too lately to be written again for new images yet."""
@@ -280,6 +281,14 @@ class Downloader:
             written = self._manifests.get(set_id)
             return written is not None and node_id in written.covered
 
+    def clock_known(self, node_id: str) -> None:
+        """A node's clock offset was measured for the first time: the manifests written
+        without it are rewritten by the next batch (a restarted controller's, typically)."""
+        with self._manifest_lock:
+            for set_id, written in self._manifests.items():
+                if node_id in written.unclocked:
+                    self._dirty.add(set_id)
+
     def flush_manifests(self) -> None:
         """Write, on the pool, the manifests left for a batch whose interval has passed (the
         controller calls this on its timer); captures they cover are released by the next
@@ -328,7 +337,12 @@ class Downloader:
         owing = {i.node_id for i in detail.images if i.state is not ImageState.DONE}
         covered = frozenset(r.node_id for r in detail.results) - owing
         done = time.monotonic()
-        self._manifests[set_id] = _Written(done, done - began, covered, key)
+        unclocked = frozenset(
+            r.node_id
+            for r in detail.results
+            if self.clock_of is not None and self.clock_of(r.node_id) is None
+        )
+        self._manifests[set_id] = _Written(done, done - began, covered, key, unclocked)
         self._dirty.discard(set_id)
         self._ledger.mark_manifest_written(set_id)
         return path

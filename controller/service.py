@@ -416,8 +416,11 @@ class Controller:
         except PayloadError as exc:
             logger.warning("bad clock pong from %s: %s", node_id, exc)
             return
+        measured_before = self.clocks.estimate(node_id) is not None
         if self.clocks.add(node_id, pong, msg.received_at) is None:
             logger.warning("clock pong from %s has impossible timestamps; ignored", node_id)
+        elif not measured_before:
+            self.downloader.clock_known(node_id)
 
     def clock_of(self, node_id: str) -> ClockEstimate | None:
         """The node's clock offset and round trip as measured over MQTT, if any yet."""

@@ -68,14 +68,19 @@ def _available(states: dict[str, dict[str, Any]], *ids: str) -> bool:
     return all(i in states and states[i]["state"] != "unavailable" for i in ids)
 
 
-def test_home_assistant_sees_every_node_and_the_controller_and_drives_them(
-    rig: dict[str, Any],
-) -> None:
+def _connected(rig: dict[str, Any]) -> tuple[HomeAssistant, Watcher]:
+    """Home Assistant started, its owner created and its MQTT integration on the rig's broker."""
     ha: HomeAssistant = rig["ha"]
-    watcher: Watcher = rig["watcher"]
     ha.start()
     ha.onboard()
     ha.add_mqtt(rig["broker"].port, rig["auto"].username, rig["auto"].password)
+    return ha, rig["watcher"]
+
+
+def test_home_assistant_sees_every_node_and_the_controller_and_drives_them(
+    rig: dict[str, Any],
+) -> None:
+    ha, watcher = _connected(rig)
 
     wanted = [
         *(f"button.pepi_{n}_capture" for n in NODES),
@@ -142,11 +147,7 @@ def test_home_assistant_sees_every_node_and_the_controller_and_drives_them(
 def test_home_assistant_devices_come_back_after_its_birth_and_go_when_forgotten(
     rig: dict[str, Any],
 ) -> None:
-    ha: HomeAssistant = rig["ha"]
-    watcher: Watcher = rig["watcher"]
-    ha.start()
-    ha.onboard()
-    ha.add_mqtt(rig["broker"].port, rig["auto"].username, rig["auto"].password)
+    ha, watcher = _connected(rig)
     ha.wait_states(lambda s: _available(s, "button.pepi_cam02_capture"), 90, "cam02's button")
 
     # Remove cam01's discovery by hand, then restart Home Assistant: only its birth message
