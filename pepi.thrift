@@ -44,7 +44,17 @@ service CameraServer {
 
 /*******************************************************************************
  * Fleet extension: what the controller needs for loss-free retrieval.
+ *
+ * Every extension call carries the node's secret: a random token the node keeps in
+ * its data dir and publishes, retained, on pepi/v1/nodes/<id>/secret, a topic the
+ * broker's ACL lets only the controller read. A wrong or missing secret is answered
+ * with Unauthorized and the call does nothing. PEPI's methods above take none.
  ******************************************************************************/
+
+/* The call's secret is missing or wrong: nothing was read or deleted */
+exception Unauthorized {
+    1: string message,
+}
 
 struct FrameInfo {
     1: i32 camera,
@@ -74,11 +84,11 @@ struct ImageBlob {
 
 service FleetCameraServer extends CameraServer {
     /* every capture the node still holds, oldest first */
-    list<CaptureInfo> list_captures(),
+    list<CaptureInfo> list_captures(1:string secret) throws (1:Unauthorized unauthorized),
     /* one capture's metadata; waits (bounded) for one still in progress */
-    CaptureInfo get_capture(1:string capture_id) throws (1:ImageUnavailable unavailable),
+    CaptureInfo get_capture(1:string capture_id, 2:string secret) throws (1:ImageUnavailable unavailable, 2:Unauthorized unauthorized),
     /* one image as stored (format = its stored format) or converted (cached) */
-    ImageBlob fetch_image(1:string capture_id, 2:i32 camera, 3:string format) throws (1:ImageUnavailable unavailable),
+    ImageBlob fetch_image(1:string capture_id, 2:i32 camera, 3:string format, 4:string secret) throws (1:ImageUnavailable unavailable, 2:Unauthorized unauthorized),
     /* the controller verified its copy: delete it here; false if not held */
-    bool release(1:string capture_id),
+    bool release(1:string capture_id, 2:string secret) throws (1:Unauthorized unauthorized),
 }

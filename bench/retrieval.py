@@ -27,6 +27,7 @@ from bench.retrieval_paths import (
 )
 from bench.tap import Tap
 from pepi_fleet.broker.runner import EmbeddedBroker
+from pepi_fleet.node.secret import SECRET_FILE
 from pepi_fleet.schemas.capture import CaptureResult, CaptureStatus
 
 RESOLUTION = "4056x3040"
@@ -102,6 +103,10 @@ def throughput(ctx: Setup, n: int, reps: int) -> tuple[list[PathResult], int]:
     """``reps`` fresh captures on the first ``n`` nodes, each retrieved by every path."""
     node_ids = list(ctx.endpoints)[:n]
     endpoints = {node: ctx.endpoints[node] for node in node_ids}
+    # what the controller reads from nodes/<id>/secret: here, from each node's data dir
+    secrets = {
+        node: (ctx.fleet.workdir / node / SECRET_FILE).read_text().strip() for node in node_ids
+    }
     raw = RawServer(PORTS.take()).start()
     speeds: dict[str, list[float]] = {path: [] for path in PATHS}
     total = 0
@@ -125,7 +130,7 @@ def throughput(ctx: Setup, n: int, reps: int) -> tuple[list[PathResult], int]:
             if rep % 2 == 1:
                 timed["raw-tcp"] = time_raw(raw.port, sizes)
             timed["controller"] = time_controller(
-                endpoints, results, cid, ctx.workdir / f"controller-{cid}"
+                endpoints, results, cid, ctx.workdir / f"controller-{cid}", secrets
             )
             for path, seconds in timed.items():
                 speeds[path].append(total / seconds / MB)

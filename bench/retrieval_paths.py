@@ -7,7 +7,6 @@ import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +94,19 @@ def time_controller(
     results: dict[str, CaptureResult],
     set_id: str,
     data_dir: Path,
+    secrets: dict[str, str],
 ) -> float:
     """The controller's retrieval: ledger rows for every result, then ``download_owed`` for
     every node on the Downloader's pool (fetch, sha256 check, fsync'd write, manifest,
-    release). Seconds until every node's pass returned; the files are checked afterwards."""
+    release). Seconds until every node's pass returned; the files are checked afterwards.
+    ``secrets``: each node's Thrift secret, as the controller receives it over MQTT."""
     ledger = Ledger(data_dir)
-    clients = partial(ThriftNodeClient, timeout_ms=THRIFT_TIMEOUT_MS)
+
+    def clients(node_id: str, endpoint: Endpoint) -> ThriftNodeClient:
+        return ThriftNodeClient(
+            node_id, endpoint, THRIFT_TIMEOUT_MS, secret=lambda: secrets.get(node_id)
+        )
+
     downloader = Downloader(ledger, data_dir, endpoints.get, clients)
     try:
         ledger.record_set(set_id, time.time(), sorted(results))

@@ -52,7 +52,8 @@ def render_acl(root: str, anonymous_access: bool, nodes: Iterable[str] = ()) -> 
     if not anonymous_access:
         return body
     anon = (
-        "# anonymous (loopback demo/tests): watch everything, trigger captures\n"
+        "# anonymous (loopback demo/tests): watch everything but the nodes' secrets, trigger\n"
+        f"topic deny {root}/nodes/+/secret\n"
         f"topic read {root}/#\n"
         f"topic write {root}/capture\n"
         f"topic write {root}/nodes/+/capture\n"

@@ -14,6 +14,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from pepi_fleet.controller.access_commands import read_password_file, token_group, user_group
 from pepi_fleet.controller.clock_check import clock_warnings
 from pepi_fleet.controller.clock_probe import ClockBook
 from pepi_fleet.controller.config import DEFAULT_CLOCK_TOLERANCE_S, ControllerConfig
@@ -49,7 +50,17 @@ username_option = click.option(
     "--username", envvar="PEPI_MQTT_USERNAME", show_envvar=True, help="MQTT username."
 )
 password_option = click.option(
-    "--password", envvar="PEPI_MQTT_PASSWORD", show_envvar=True, help="MQTT password."
+    "--password",
+    envvar="PEPI_MQTT_PASSWORD",
+    show_envvar=True,
+    help="MQTT password (better: --password-file, or the variable; 'ps' shows a command line).",
+)
+password_file_option = click.option(
+    "--password-file",
+    envvar="PEPI_MQTT_PASSWORD_FILE",
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File holding the MQTT password (keeps it out of ps and shell history).",
 )
 ca_file_option = click.option(
     "--ca-file",
@@ -80,6 +91,7 @@ def _ms_to_s(ctx: click.Context, param: click.Parameter, value: float | None) ->
 @broker_option
 @username_option
 @password_option
+@password_file_option
 @ca_file_option
 @root_option
 @click.option(
@@ -102,6 +114,40 @@ def _ms_to_s(ctx: click.Context, param: click.Parameter, value: float | None) ->
     default=8080,
     show_default=True,
     help="Port of the web page and REST API.",
+)
+@click.option(
+    "--auth",
+    envvar="PEPI_AUTH",
+    show_envvar=True,
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Login for the page and API (users, API tokens): auto = required unless --web-host "
+    "is loopback.",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    envvar="PEPI_ALLOWED_HOSTS",
+    show_envvar=True,
+    multiple=True,
+    help="A name the page is reached by (the Host header), besides the listen address and, "
+    "where they reach it, localhost/127.0.0.1; repeat for more. '*' accepts any (only behind "
+    "a proxy that checks it).",
+)
+@click.option(
+    "--tls-cert",
+    envvar="PEPI_TLS_CERT",
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM certificate (chain) to serve the page and API over HTTPS (with --tls-key).",
+)
+@click.option(
+    "--tls-key",
+    envvar="PEPI_TLS_KEY",
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM private key of --tls-cert.",
 )
 @click.option(
     "--clock-tolerance-ms",
@@ -169,26 +215,35 @@ def _ms_to_s(ctx: click.Context, param: click.Parameter, value: float | None) ->
 def controller_command(ctx: click.Context, /, **options: Any) -> None:
     """Run the controller: presence, capture sets, loss-free downloads into --data-dir.
 
-    With a sub-command (``forget NODE``), do that with the same broker options instead.
+    With a sub-command (``forget NODE``, ``user …``, ``token …``), do that with the same
+    options instead.
     """
     if ctx.invoked_subcommand is not None:
-        ctx.obj = options
+        ctx.obj = {
+            **options,
+            "password": mqtt_password(options["password"], options["password_file"]),
+        }
         return
     if options.get("data_dir") is None:
         raise click.UsageError("Missing option '--data-dir' (where capture sets are kept).")
+    from pepi_fleet.controller.web.security import WebAccess
     from pepi_fleet.controller.web.server import WebError, WebServer
 
     config = controller_config(options)
+    access = WebAccess.of(config)
     controller = Controller(config)
     stop = {"now": False}
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.update(now=True))
     controller.start()
     click.echo(f"controller: data in {config.data_dir}, broker {config.broker}", err=True)
-    web = WebServer(controller, config.web_host, config.web_port)
+    tls = (config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None
+    web = WebServer(controller, config.web_host, config.web_port, access, tls)
     try:
         web.start()
         click.echo(f"controller: web page and REST API at {web.url}", err=True)
+        for line in access.describe(config.data_dir, tls=tls is not None):
+            click.echo(f"controller: {line}", err=True)
         while not stop["now"]:
             time.sleep(0.2)
     except WebError as exc:
@@ -216,6 +271,15 @@ def forget_command(options: dict[str, Any], node_id: str) -> None:
     click.echo(f"forgot {node_id}: cleared {', '.join(cleared)}")
 
 
+controller_command.add_command(user_group)
+controller_command.add_command(token_group)
+
+
+def mqtt_password(password: str | None, password_file: Path | None) -> str | None:
+    """The MQTT password: from ``--password-file`` when given, else ``--password``."""
+    return read_password_file(password_file) if password_file is not None else password
+
+
 def controller_config(options: dict[str, Any]) -> ControllerConfig:
     """The controller's one config from its command line (UsageError naming a bad value)."""
     try:
@@ -228,6 +292,7 @@ def controller_config(options: dict[str, Any]) -> ControllerConfig:
 @broker_option
 @username_option
 @password_option
+@password_file_option
 @ca_file_option
 @root_option
 @click.option(
@@ -237,13 +302,14 @@ def nodes_command(
     broker: str,
     username: str | None,
     password: str | None,
+    password_file: Path | None,
     ca_file: Path | None,
     topic_root: str,
     as_json: bool,
 ) -> None:
     """List the nodes the broker knows (reads the retained topics; no controller needed)."""
     topics = Topics(topic_root)
-    login = BrokerLogin(broker, username, password, ca_file)
+    login = BrokerLogin(broker, username, mqtt_password(password, password_file), ca_file)
     try:
         with session(login, fleet_subscriptions(topics)) as (link, inbox):
             messages = drain(inbox)
@@ -365,6 +431,7 @@ def scheduled_clock_warnings(
 @broker_option
 @username_option
 @password_option
+@password_file_option
 @ca_file_option
 @root_option
 @click.option("--at", type=float, help="Fire at this Unix time (on each node's clock).")
@@ -417,6 +484,7 @@ def capture_command(
     broker: str,
     username: str | None,
     password: str | None,
+    password_file: Path | None,
     ca_file: Path | None,
     topic_root: str,
     at: float | None,
@@ -445,7 +513,7 @@ def capture_command(
     except PepiError as exc:
         raise click.UsageError(str(exc)) from exc
     topics = Topics(topic_root)
-    login = BrokerLogin(broker, username, password, ca_file)
+    login = BrokerLogin(broker, username, mqtt_password(password, password_file), ca_file)
     scheduled = at is not None or delay is not None
     if clock_tolerance_s is not None and not scheduled:
         raise click.UsageError("--clock-tolerance-ms needs --at or --delay")

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
 from pepi_fleet.schemas.topics import DEFAULT_ROOT
 
 DEFAULT_CLOCK_TOLERANCE_S = 0.002
 """How far a node's clock may be from the controller's before a scheduled capture warns."""
+
+
+def password_from_file(path: Path) -> str:
+    """The password in ``path``: its first line, without the line break (ValueError if none)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the password file {path}: {exc}") from exc
+    if not lines or not lines[0]:
+        raise ValueError(f"the password file {path} is empty")
+    return lines[0]
 
 
 class ControllerConfig(BaseModel):
@@ -21,11 +33,21 @@ class ControllerConfig(BaseModel):
     broker: str = "mqtt://127.0.0.1:1883"
     username: str | None = None
     password: str | None = None
+    password_file: Path | None = None
+    """Where the MQTT password is kept (read when the config is loaded; it wins over
+    ``password``, as the node's does)."""
     ca_file: Path | None = None
     topic_root: str = DEFAULT_ROOT
     data_dir: Path
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8080, ge=0, lt=65536)
+    auth: Literal["auto", "on", "off"] = "auto"
+    """Login for the page and API: ``auto`` requires one unless ``web_host`` is loopback."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names the page may be reached by, besides the listen address (``*``: any)."""
+    tls_cert: Path | None = None
+    """PEM certificate (chain) to serve the page and API over HTTPS, with ``tls_key``."""
+    tls_key: Path | None = None
     set_timeout_s: float = Field(default=10.0, gt=0)
     download_wait_s: float = Field(
         default=120.0, gt=0, description="how long a summary waits for downloads to finish"
@@ -65,3 +87,16 @@ class ControllerConfig(BaseModel):
         allow_inf_nan=False,
         description="warn before a scheduled capture beyond this offset",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_from_file(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("password_file") is not None:
+            data = {**data, "password": password_from_file(Path(data["password_file"]))}
+        return data
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give --tls-cert and --tls-key together (or neither)")
+        return self

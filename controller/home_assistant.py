@@ -172,4 +172,9 @@ class HomeAssistantBridge:
 
 def forget_payloads(topics: Topics, node_id: str) -> list[str]:
     """The retained topics to clear so a node disappears (controller and Home Assistant)."""
-    return [topics.status(node_id), topics.availability(node_id), topics.discovery(node_id)]
+    return [
+        topics.status(node_id),
+        topics.availability(node_id),
+        topics.secret(node_id),
+        topics.discovery(node_id),
+    ]

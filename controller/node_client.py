@@ -21,6 +21,11 @@ class NodeUnreachable(RetrievalError):
     """The connection to the node failed or broke: later calls of this pass would fail too."""
 
 
+class AccessRefused(NodeUnreachable):
+    """The node refused the controller's secret (none received from it yet, or a stale one):
+    later calls of this pass would be refused too."""
+
+
 class NotHeld(RetrievalError):
     """The node holds no such capture or image (any more)."""
 

@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import partial
 
 from pepi_fleet import __version__
 from pepi_fleet.controller.capture_sets import CaptureSetBook, build_summary
@@ -20,7 +19,7 @@ from pepi_fleet.controller.downloader import RECONCILE_BUDGET_PER_S, Downloader
 from pepi_fleet.controller.events import EventHub
 from pepi_fleet.controller.home_assistant import HomeAssistantBridge
 from pepi_fleet.controller.ledger import Ledger, SetDetail
-from pepi_fleet.controller.node_client import Endpoint, NodeClientFactory
+from pepi_fleet.controller.node_client import Endpoint, NodeClient, NodeClientFactory
 from pepi_fleet.controller.presence import NodeState, NodeView, PresenceTracker, StateChange
 from pepi_fleet.controller.presence_feed import PRESENCE_KINDS, PresenceMessage
 from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
@@ -38,6 +37,7 @@ from pepi_fleet.schemas.clock import ClockPing, ClockPong
 from pepi_fleet.schemas.controller import CaptureSetSummary
 from pepi_fleet.schemas.discovery import ha_status_topic
 from pepi_fleet.schemas.errors import PayloadError
+from pepi_fleet.schemas.secret import NodeSecret
 from pepi_fleet.schemas.topics import TopicKind, Topics
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ RECONCILES_PER_SWEEP = int(RECONCILE_BUDGET_PER_S * RETRY_SWEEP_S)
 RELEASES_PER_SWEEP = 100
 MAX_RESULT_BYTES = 256 * 1024
 MAX_PONG_BYTES = 1024
+MAX_SECRET_BYTES = 1024
 
 
 _ANNOUNCE = InboundMessage(topic="", payload=b"", retain=False, received_at=0.0)
@@ -64,7 +65,7 @@ class Controller:
     """Owns the MQTT link and one worker thread; paho callbacks only enqueue.
 
     Nodes' captures are reached through ``node_clients`` (default: Thrift at each node's
-    advertised endpoint, with the configured timeout).
+    advertised endpoint, with the configured timeout and the secret the node published).
     """
 
     def __init__(
@@ -91,7 +92,7 @@ class Controller:
             self.ledger,
             config.data_dir,
             self.endpoint_of,
-            node_clients or partial(ThriftNodeClient, timeout_ms=config.thrift_timeout_ms),
+            node_clients or self._thrift_client,
             workers=config.download_workers,
             clock=clock,
             clock_of=self._clock_pair,
@@ -99,6 +100,7 @@ class Controller:
         )
         self._listening_since: float | None = None
         self._lock = threading.Lock()  # guards presence and book against the web thread
+        self._secrets: dict[str, str] = {}  # node id -> its Thrift secret (guarded by _lock)
         self._inbox: queue.SimpleQueue[InboundMessage | None] = queue.SimpleQueue()
         self._awaiting: dict[str, _AwaitingDownload] = {}
         self._late: dict[str, CaptureSetSummary] = {}  # summarised before downloads were done
@@ -114,7 +116,7 @@ class Controller:
             t,
             lambda topic, payload, retain: self.link.publish(topic, payload, retain=retain),
             __version__,
-            _page_url(config.web_host, config.web_port),
+            _page_url(config.web_host, config.web_port, https=config.tls_cert is not None),
             clock,
             enabled=config.discovery,
         )
@@ -137,6 +139,7 @@ class Controller:
                     (t.all_nodes("status"), 0),
                     (t.all_nodes("result"), 1),
                     (t.all_nodes("clock/pong"), 0),
+                    (t.all_nodes("secret"), 1),
                     *self.ha.subscriptions(),
                 ),
             ),
@@ -208,6 +211,19 @@ class Controller:
         with self._lock:
             return self.presence.node(node_id)
 
+    def secret_of(self, node_id: str) -> str | None:
+        """The Thrift secret the node published (None until it has)."""
+        with self._lock:
+            return self._secrets.get(node_id)
+
+    def _thrift_client(self, node_id: str, endpoint: Endpoint) -> NodeClient:
+        return ThriftNodeClient(
+            node_id,
+            endpoint,
+            timeout_ms=self.config.thrift_timeout_ms,
+            secret=lambda: self.secret_of(node_id),
+        )
+
     def endpoint_of(self, node_id: str) -> Endpoint | None:
         """Thrift address of a node that is online now."""
         with self._lock:
@@ -275,6 +291,21 @@ class Controller:
             self._on_result(parsed.node_id, msg)
         elif parsed.kind is TopicKind.CLOCK_PONG and parsed.node_id:
             self._on_pong(parsed.node_id, msg)
+        elif parsed.kind is TopicKind.SECRET and parsed.node_id:
+            self._on_secret(parsed.node_id, msg)
+
+    def _on_secret(self, node_id: str, msg: InboundMessage) -> None:
+        if not msg.payload:  # cleared (pepi controller forget)
+            with self._lock:
+                self._secrets.pop(node_id, None)
+            return
+        try:
+            secret = decode(NodeSecret, msg.payload, MAX_SECRET_BYTES).secret
+        except PayloadError as exc:
+            logger.warning("bad secret from %s: %s", node_id, exc)
+            return
+        with self._lock:
+            self._secrets[node_id] = secret
 
     def _on_trigger(self, msg: InboundMessage, target: str | None) -> None:
         if msg.retain:
@@ -554,11 +585,12 @@ def summary_from_ledger(
     )
 
 
-def _page_url(host: str, port: int) -> str | None:
+def _page_url(host: str, port: int, https: bool = False) -> str | None:
     """The web page's address for Home Assistant's device page, when it has a usable one."""
     if host in ("0.0.0.0", "::", "") or port == 0:
         return None
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    scheme = "https" if https else "http"
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
 def new_capture_id(now: float) -> str:

@@ -11,6 +11,7 @@ from thriftpy2.rpc import make_client
 from thriftpy2.thrift import TException
 
 from pepi_fleet.controller.node_client import (
+    AccessRefused,
     Endpoint,
     FetchedImage,
     NodeUnreachable,
@@ -27,18 +28,29 @@ DEFAULT_TIMEOUT_MS = 15_000
 
 
 class ThriftNodeClient:
-    """One node's ``FleetCameraServer``: connects on the first call, again after a failure."""
+    """One node's ``FleetCameraServer``: connects on the first call, again after a failure.
 
-    def __init__(self, node_id: str, endpoint: Endpoint, timeout_ms: int = DEFAULT_TIMEOUT_MS):
+    Every call carries ``secret()``, the node's secret as last received over MQTT (None
+    while none has been: the node then refuses, and the call raises AccessRefused).
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        endpoint: Endpoint,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+        secret: Callable[[], str | None] = lambda: None,
+    ):
         self.node_id = node_id
         self.host, self.port = endpoint
         self.timeout_ms = timeout_ms
+        self._secret = secret
         self._where = f"{self.host}:{self.port}"
         self._client: Any = None
 
     def list_captures(self) -> list[CaptureResult]:
         """Every capture the node holds; one it describes unreadably is logged and left out."""
-        infos = self._call(f"list_captures on {self._where}", lambda c: c.list_captures())
+        infos = self._call(f"list_captures on {self._where}", lambda c, s: c.list_captures(s))
         held = []
         for info in infos:
             try:
@@ -53,7 +65,8 @@ class ThriftNodeClient:
         """The capture held under ``capture_id``, or None."""
         try:
             info = self._call(
-                f"get_capture of {capture_id} on {self._where}", lambda c: c.get_capture(capture_id)
+                f"get_capture of {capture_id} on {self._where}",
+                lambda c, s: c.get_capture(capture_id, s),
             )
         except NotHeld:
             return None
@@ -65,14 +78,17 @@ class ThriftNodeClient:
     def fetch_image(self, capture_id: str, camera: int, fmt: str) -> FetchedImage:
         """One image as the node serves it."""
         blob = self._call(
-            f"fetch from {self._where} failed", lambda c: c.fetch_image(capture_id, camera, fmt)
+            f"fetch from {self._where} failed",
+            lambda c, s: c.fetch_image(capture_id, camera, fmt, s),
         )
         return FetchedImage(data=blob.data or b"", sha256=blob.sha256, frame=_frame(blob.frame))
 
     def release(self, capture_id: str) -> bool:
         """Delete the capture on the node; False if it held none under that id."""
         return bool(
-            self._call(f"release of {capture_id} on {self._where}", lambda c: c.release(capture_id))
+            self._call(
+                f"release of {capture_id} on {self._where}", lambda c, s: c.release(capture_id, s)
+            )
         )
 
     def close(self) -> None:
@@ -93,13 +109,21 @@ class ThriftNodeClient:
                 ) from exc
         return self._client
 
-    def _call(self, what: str, call: Callable[[Any], Any]) -> Any:
-        """``call(client)``; ``what`` names it in the error if the node cannot answer."""
+    def _call(self, what: str, call: Callable[[Any, str | None], Any]) -> Any:
+        """``call(client, secret)``; ``what`` names it in the error if the node cannot answer."""
         client = self._connected()
+        secret = self._secret()
         try:
-            return call(client)
+            return call(client, secret)
         except load().ImageUnavailable as exc:
             raise NotHeld(f"node no longer has it: {exc.message}") from exc
+        except load().Unauthorized as exc:
+            hint = (
+                "no secret from it yet: may the controller's MQTT user read its secret topic?"
+                if secret is None
+                else "its secret has changed since: the new one arrives over MQTT"
+            )
+            raise AccessRefused(f"{what}: node {self.node_id} refused ({hint})") from exc
         except (TException, OSError) as exc:
             self.close()  # the connection is in an unknown state: the next call reconnects
             raise NodeUnreachable(f"{what}: {exc!r}") from exc

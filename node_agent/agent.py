@@ -19,6 +19,7 @@ from pepi_fleet.node.clock_sync import clock_synchronised
 from pepi_fleet.node.config import NodeConfig
 from pepi_fleet.node.health import Health, Vital, Watchdog
 from pepi_fleet.node.home_assistant import NodeAnnouncer
+from pepi_fleet.node.secret import load_or_create_secret
 from pepi_fleet.node.store import CaptureStore
 from pepi_fleet.node.stream import MjpegServer
 from pepi_fleet.node.taken_ids import DAY_S, TAKEN_IDS_FILE, TakenIds
@@ -34,6 +35,7 @@ from pepi_fleet.schemas.clock import ClockPing, ClockPong
 from pepi_fleet.schemas.errors import PayloadError, PepiError
 from pepi_fleet.schemas.ids import is_capture_id
 from pepi_fleet.schemas.nesting import check_nesting
+from pepi_fleet.schemas.secret import NodeSecret
 from pepi_fleet.schemas.status import ClockInfo, NodeSettings, NodeStatus, ThriftEndpoint
 from pepi_fleet.schemas.topics import TopicKind, Topics
 
@@ -94,13 +96,16 @@ class NodeAgent:
                 max_clients=config.stream_max_clients,
                 client_timeout_s=config.stream_timeout_s,
             )
+        self._secret = NodeSecret(secret=load_or_create_secret(config.data_dir))
         handler = CameraServerHandler(
             config.node_id,
             store,
             self.captures,
             self.stream_urls,
+            self._secret.secret,
             allow_shutdown=config.allow_shutdown,
             request_shutdown=self.stopped.set,
+            pepi_methods=config.thrift_pepi,
         )
         self.thrift = ThriftServer(
             handler,
@@ -285,6 +290,8 @@ class NodeAgent:
         # Subscriptions are already renewed by the link. ``online`` is a queued publish (cheap);
         # building the status reads the store and the kernel clock, so the control thread does it.
         node = self.config.node_id
+        # before 'online': the controller holds the secret before it fetches anything
+        self.link.publish(self.topics.secret(node), self._secret.model_dump_json(), retain=True)
         self.link.publish(self.topics.availability(node), ONLINE, retain=True)
         self._control.submit(self.publish_status, what="status after connecting")
         if self.announcer is not None:

@@ -350,6 +350,16 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     help="Let Thrift shutdown() stop this agent (otherwise only logged).",
 )
 @_opt(
+    "--thrift-pepi",
+    env="THRIFT_PEPI",
+    type=click.Choice(["on", "off"]),
+    default="on",
+    show_default=True,
+    callback=lambda _ctx, _param, value: value == "on",
+    help="Serve PEPI's own Thrift methods (ping, start_capture, retrieve_stills_*...) for "
+    "PEPI's clients; off leaves only the controller's extension, which needs the node's secret.",
+)
+@_opt(
     "--discovery/--no-discovery",
     env="DISCOVERY",
     default=True,

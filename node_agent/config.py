@@ -63,6 +63,8 @@ class NodeConfig(BaseModel):
     min_free_bytes: int = Field(default=256 * 1024**2, ge=0)
     evict_retrieved: bool = False
     allow_shutdown: bool = False
+    thrift_pepi: bool = True
+    """Serve PEPI's own Thrift methods (off: only the controller's extension, with its secret)."""
     discovery: bool = True
     """Publish Home Assistant MQTT discovery for this node."""
     discovery_prefix: str = Field(

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import hmac
 import logging
 import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from thriftpy2.protocol import TBinaryProtocolFactory
-from thriftpy2.thrift import TProcessor
+from thriftpy2.thrift import TApplicationException, TProcessor
 from thriftpy2.transport import TBufferedTransportFactory, TSocket, TTransportException
 
 from pepi_fleet.core import idl as pepi_idl
+from pepi_fleet.core.mqtt_link import LogThrottle
 from pepi_fleet.core.thrift_map import capture_info, frame_info
 from pepi_fleet.node.capture_service import CaptureRequest, CaptureService
 from pepi_fleet.node.slots import ConnectionSlots, Slot
@@ -36,10 +39,39 @@ WRITE_GRACE_S = 10.0
 """A reply stuck this long (a client that does not read) may give its slot to a newcomer."""
 
 _FORMATS = {"jpeg", "jpg", "png", "raw"}
+PEPI_OFF = "PEPI's methods are off on this node (--thrift-pepi off): use the controller"
+
+M = TypeVar("M", bound=Callable[..., Any])
+
+
+def pepi_method(method: M) -> M:
+    """A method of PEPI's ``CameraServer``: refused while PEPI's methods are off.
+
+    A oneway call gets no answer (one written back would be read as the answer to the
+    client's next call), so it is only logged.
+    """
+    name = method.__name__
+
+    @functools.wraps(method)
+    def guarded(self: CameraServerHandler, *args: Any) -> Any:
+        if self.pepi_methods:
+            return method(self, *args)
+        held = self._refusals.allow()
+        if held is not None:
+            logger.warning("Thrift %s refused (%d more since the last): %s", name, held, PEPI_OFF)
+        if getattr(self._idl.CameraServer, f"{name}_result").oneway:
+            return None
+        raise TApplicationException(TApplicationException.UNKNOWN_METHOD, f"{name}: {PEPI_OFF}")
+
+    return guarded  # type: ignore[return-value]
 
 
 class CameraServerHandler:
-    """Implements every method of ``FleetCameraServer`` (PEPI's ``CameraServer`` included)."""
+    """Implements every method of ``FleetCameraServer`` (PEPI's ``CameraServer`` included).
+
+    The extension's calls must carry ``secret``; PEPI's take none and can be switched
+    off altogether (``pepi_methods=False``) on rigs without PEPI clients.
+    """
 
     def __init__(
         self,
@@ -47,28 +79,38 @@ class CameraServerHandler:
         store: CaptureStore,
         captures: CaptureService,
         stream_urls: Callable[[], list[str]],
+        secret: str,
         allow_shutdown: bool = False,
         request_shutdown: Callable[[], None] | None = None,
+        pepi_methods: bool = True,
     ) -> None:
         self._idl = pepi_idl.load()
         self._node_id = node_id
         self._store = store
         self._captures = captures
         self._stream_urls = stream_urls
+        self._secret = secret.encode()
         self._allow_shutdown = allow_shutdown
         self._request_shutdown = request_shutdown
+        self.pepi_methods = pepi_methods
+        # a host that keeps calling without the secret is logged once a minute, not per call
+        self._refusals = LogThrottle(60.0)
 
     # -- PEPI CameraServer ----------------------------------------------------------------------
 
+    @pepi_method
     def ping(self) -> bool:
         return True
 
+    @pepi_method
     def identify(self) -> str:
         return self._node_id
 
+    @pepi_method
     def stream_urls(self) -> list[str]:
         return self._stream_urls()
 
+    @pepi_method
     def shutdown(self) -> None:
         if self._allow_shutdown and self._request_shutdown is not None:
             logger.warning("shutdown() over Thrift: stopping the agent")
@@ -76,6 +118,7 @@ class CameraServerHandler:
         else:
             logger.warning("shutdown() over Thrift ignored (start with --allow-shutdown to obey)")
 
+    @pepi_method
     def start_capture(self, data_code: str) -> None:
         try:
             validate_capture_id(data_code)
@@ -92,12 +135,15 @@ class CameraServerHandler:
             )
         )
 
+    @pepi_method
     def retrieve_stills_jpg(self, with_data_code: str) -> list[bytes]:
         return self._retrieve_all(with_data_code, "jpeg")
 
+    @pepi_method
     def retrieve_stills_png(self, with_data_code: str) -> list[bytes]:
         return self._retrieve_all(with_data_code, "png")
 
+    @pepi_method
     def enumerate_methods(self) -> dict[str, list[str]]:
         service = self._idl.FleetCameraServer
         methods = {}
@@ -108,13 +154,18 @@ class CameraServerHandler:
 
     # -- FleetCameraServer ----------------------------------------------------------------------
 
-    def list_captures(self) -> list[Any]:
+    def list_captures(self, secret: str | None = None) -> list[Any]:
+        self._authorise("list_captures", secret)
         return [capture_info(c) for c in self._store.captures()]
 
-    def get_capture(self, capture_id: str) -> Any:
+    def get_capture(self, capture_id: str, secret: str | None = None) -> Any:
+        self._authorise("get_capture", secret)
         return capture_info(self._wait(capture_id))
 
-    def fetch_image(self, capture_id: str, camera: int, format: str) -> Any:
+    def fetch_image(
+        self, capture_id: str, camera: int, format: str, secret: str | None = None
+    ) -> Any:
+        self._authorise("fetch_image", secret)
         fmt = self._format(format)
         self._wait(capture_id)
         try:
@@ -126,10 +177,26 @@ class CameraServerHandler:
         sha256 = frame.sha256 if fmt == frame.format else hashlib.sha256(data).hexdigest()
         return self._idl.ImageBlob(data=data, sha256=sha256, frame=frame_info(frame))
 
-    def release(self, capture_id: str) -> bool:
+    def release(self, capture_id: str, secret: str | None = None) -> bool:
+        self._authorise("release", secret)
         return self._store.release(capture_id)
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _authorise(self, method: str, secret: str | None) -> None:
+        """Refuse an extension call whose secret is missing or wrong, before it does anything."""
+        given = (secret or "").encode("utf-8", errors="replace")
+        if given and hmac.compare_digest(given, self._secret):
+            return
+        what = "without the node's secret" if not given else "with a wrong secret"
+        held = self._refusals.allow()
+        if held is not None:
+            logger.warning("Thrift %s %s refused (and %d more since the last)", method, what, held)
+        raise self._idl.Unauthorized(
+            message=f"{method} {what}: nothing was done. The fleet extension of node "
+            f"{self._node_id} needs the secret it publishes for the controller "
+            "(PEPI's methods need none)"
+        )
 
     def _retrieve_all(self, code: str, fmt: str) -> list[bytes]:
         capture = self._wait(code)

@@ -25,6 +25,7 @@ class TopicKind(StrEnum):
     SET = "set"
     CLOCK_PING = "clock_ping"
     CLOCK_PONG = "clock_pong"
+    SECRET = "secret"
     CONTROLLER_AVAILABILITY = "controller_availability"
     CONTROLLER_CAPTURES = "controller_captures"
     CONTROLLER_STATE = "controller_state"
@@ -41,6 +42,7 @@ _NODE_LEAVES = {
     "set": TopicKind.SET,
     "clock/ping": TopicKind.CLOCK_PING,
     "clock/pong": TopicKind.CLOCK_PONG,
+    "secret": TopicKind.SECRET,
 }
 
 
@@ -97,6 +99,10 @@ class Topics:
 
     def clock_pong(self, node_id: str) -> str:
         return self.node(node_id, "clock/pong")
+
+    def secret(self, node_id: str) -> str:
+        """The node's Thrift extension secret (retained; only the controller may read it)."""
+        return self.node(node_id, "secret")
 
     def all_nodes(self, leaf: str) -> str:
         """Subscription filter for ``leaf`` of every node."""

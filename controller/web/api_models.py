@@ -10,6 +10,7 @@ from typing import Annotated, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from pepi_fleet.controller.access import Role
 from pepi_fleet.controller.ledger import ImageState, SetRecord
 from pepi_fleet.schemas.capture import (
     DEFAULT_SCHEDULE_HORIZON_S,
@@ -201,3 +202,22 @@ class CaptureSetDetail(CaptureSetOut):
 
     results: list[NodeResultOut]
     files: list[FileOut]
+
+
+class LoginRequest(BaseModel):
+    """``POST /api/login``: a user created with ``pepi controller user add``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class SessionOut(BaseModel):
+    """Who the request comes from, and whether this controller requires a login."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    user: str | None = Field(description="the user or API token's name; null when not logged in")
+    role: Role | None = Field(description="viewer (look) or operator (also capture, settings)")
+    login_required: bool

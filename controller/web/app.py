@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pepi_fleet.controller.service import Controller
 from pepi_fleet.controller.web import (
+    routes_auth,
     routes_captures,
     routes_events,
     routes_export,
@@ -24,6 +25,8 @@ from pepi_fleet.controller.web import (
     routes_nodes,
     routes_page,
 )
+from pepi_fleet.controller.web.guard import default_allowed_hosts
+from pepi_fleet.controller.web.security import SecurityMiddleware, WebAccess
 from pepi_fleet.schemas.errors import PepiError
 
 logger = logging.getLogger(__name__)
@@ -32,7 +35,12 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 DESCRIPTION = """REST API of a pepi-fleet controller: nodes and their presence, capture
 triggers, capture sets with per-node results and spread, image and zip downloads, and a
-live event stream. Errors are ``{"detail": "<one line>"}``."""
+live event stream. Errors are ``{"detail": "<one line>"}``.
+
+Off loopback a login is required: a session cookie from ``POST /api/login``, or an API
+token (``pepi controller token add``) as ``Authorization: Bearer <token>``. Viewers may
+read; operators may also capture. Every request that changes something must send a JSON
+body with ``Content-Type: application/json``."""
 
 ID_RULES = {
     "node_id": "a node id is 1-32 of a-z 0-9 _ - starting with a letter or digit",
@@ -48,8 +56,12 @@ def _version() -> str:
         return "0"
 
 
-def create_app(controller: Controller) -> FastAPI:
-    """The web app on ``controller``; ``app.state.stopping`` ends live streams on shutdown."""
+def create_app(controller: Controller, access: WebAccess | None = None) -> FastAPI:
+    """The web app on ``controller``, admitting requests as ``access`` says (default: no
+    login, loopback names only); ``app.state.stopping`` ends live streams on shutdown."""
+    access = access or WebAccess(
+        login_required=False, allowed_hosts=default_allowed_hosts("127.0.0.1")
+    )
     app = FastAPI(
         title="pepi-fleet controller",
         version=_version(),
@@ -59,14 +71,17 @@ def create_app(controller: Controller) -> FastAPI:
         redoc_url=None,
     )
     app.state.controller = controller
+    app.state.access = access
     app.state.stopping = threading.Event()
-    for module in (routes_nodes, routes_captures, routes_files, routes_events, routes_page):
+    modules = (routes_nodes, routes_captures, routes_files, routes_events, routes_page, routes_auth)
+    for module in modules:
         app.include_router(module.router)
     app.include_router(routes_export.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(PepiError, _pepi_error)
+    app.add_middleware(SecurityMiddleware, access=access)
     return app
 
 

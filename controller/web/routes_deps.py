@@ -7,6 +7,7 @@ from typing import Annotated, Any, cast
 
 from fastapi import Depends, HTTPException, Path, Request
 
+from pepi_fleet.controller.access import OPEN, Principal
 from pepi_fleet.controller.service import Controller
 from pepi_fleet.controller.web.api_models import ApiError
 from pepi_fleet.schemas.errors import PayloadError
@@ -48,7 +49,15 @@ def capture_id_param(
         raise HTTPException(422, str(exc)) from exc
 
 
+def principal_of(request: Request) -> Principal | None:
+    """Who sent the request, as the security middleware found (None: nobody logged in, on
+    the few paths open to that)."""
+    principal = getattr(request.state, "principal", OPEN)
+    return principal if isinstance(principal, Principal) else None
+
+
 ControllerDep = Annotated[Controller, Depends(controller_of)]
+PrincipalDep = Annotated[Principal | None, Depends(principal_of)]
 NodeIdPath = Annotated[str, Depends(node_id_param)]
 CaptureIdPath = Annotated[str, Depends(capture_id_param)]
 

@@ -12,6 +12,7 @@ from string import Template
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse
 
+from pepi_fleet.controller.access import OPEN, Principal
 from pepi_fleet.controller.export import Layout
 from pepi_fleet.controller.ledger import ImageState
 from pepi_fleet.controller.node_report import FleetOut, NodeOut
@@ -23,6 +24,7 @@ from pepi_fleet.controller.web.routes_deps import (
     CaptureIdPath,
     ControllerDep,
     NodeIdPath,
+    PrincipalDep,
     unknown_capture,
 )
 from pepi_fleet.controller.web.routes_export import export_url
@@ -240,12 +242,14 @@ def capture_set(detail: CaptureSetDetail) -> Safe:
     )
 
 
-def _static_version() -> str:
+def static_version() -> str:
+    """Changes whenever a static file does: the page's links to them bypass old caches."""
     return str(max(int(p.stat().st_mtime) for p in STATIC.iterdir()))
 
 
-def page(controller: Controller) -> Safe:
-    """The whole page as it is now; the script keeps it current from then on."""
+def page(controller: Controller, principal: Principal = OPEN) -> Safe:
+    """The whole page as it is now, as ``principal`` may use it (a viewer has no capture
+    buttons); the script keeps it current from then on."""
     fleet = FleetOut.of(
         controller.nodes(), controller.broker_connected, time.time(), controller.clock_of
     )
@@ -268,7 +272,10 @@ def page(controller: Controller) -> Safe:
     )
     return render(
         "page.html",
-        version=_static_version(),
+        version=static_version(),
+        role=principal.role.value,
+        user=principal.name,
+        user_hidden="" if principal.name else " hidden",
         online=fleet.counts.online,
         stale=fleet.counts.stale,
         offline=fleet.counts.offline,
@@ -284,9 +291,9 @@ def page(controller: Controller) -> Safe:
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(controller: ControllerDep) -> HTMLResponse:
+def index(controller: ControllerDep, principal: PrincipalDep) -> HTMLResponse:
     """The page."""
-    return HTMLResponse(page(controller), headers=NO_CACHE)
+    return HTMLResponse(page(controller, principal or OPEN), headers=NO_CACHE)
 
 
 @router.get("/ui/nodes/{node_id}", response_class=HTMLResponse)

@@ -7,11 +7,13 @@ import logging
 import socket
 import threading
 import time
+from pathlib import Path
 
 import uvicorn
 
 from pepi_fleet.controller.service import Controller
 from pepi_fleet.controller.web.app import create_app
+from pepi_fleet.controller.web.security import WebAccess
 from pepi_fleet.schemas.errors import PepiError
 
 logger = logging.getLogger(__name__)
@@ -26,10 +28,19 @@ class WebError(PepiError):
 class WebServer:
     """``start()`` binds at once (a taken port fails there, clearly), ``stop()`` ends streams."""
 
-    def __init__(self, controller: Controller, host: str = "127.0.0.1", port: int = 8080) -> None:
-        self.app = create_app(controller)
+    def __init__(
+        self,
+        controller: Controller,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        access: WebAccess | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
+        """``tls``: certificate (chain) and key files, PEM, to serve HTTPS."""
+        self.app = create_app(controller, access)
         self.host = host
         self.port = port
+        self.tls = tls
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
@@ -38,7 +49,8 @@ class WebServer:
     def url(self) -> str:
         """The page's address (this machine's name when listening on every interface)."""
         host = socket.gethostname() if self.host in WILDCARDS else self.host
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}/"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.port}/"
 
     def start(self, timeout: float = 10.0) -> None:
         """Listen and serve; returns once uvicorn accepts requests."""
@@ -50,7 +62,14 @@ class WebServer:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=3,
+            ssl_certfile=self.tls[0] if self.tls else None,
+            ssl_keyfile=self.tls[1] if self.tls else None,
         )
+        try:
+            config.load()  # reads the certificate and key now: a bad one fails here, clearly
+        except (OSError, ValueError) as exc:
+            self.stop()
+            raise WebError(f"cannot serve HTTPS with --tls-cert/--tls-key: {exc}") from exc
         server = self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=server.run, kwargs={"sockets": [self._socket]}, name="web", daemon=True

@@ -8,17 +8,18 @@ import uuid
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes, *, durable_dir: bool = True) -> None:
+def write_atomic(path: Path, data: bytes, *, durable_dir: bool = True, mode: int = 0o644) -> None:
     """Write ``data`` so that ``path`` is either whole or absent.
 
     The temp file's name is unique per call, so concurrent writers never share one. With
     ``durable_dir`` the directory entry is fsync'd too; a caller that renames the directory
-    itself afterwards (the node's staging folders) syncs once at the end instead.
+    itself afterwards (the node's staging folders) syncs once at the end instead. ``mode``
+    0o600 keeps a secret readable by its owner only, from its first byte on.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
     try:
-        write_synced(tmp, data)
+        write_synced(tmp, data, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -28,9 +29,9 @@ def write_atomic(path: Path, data: bytes, *, durable_dir: bool = True) -> None:
         fsync_dir(path.parent)
 
 
-def write_synced(path: Path, data: bytes) -> None:
-    """Write all of ``data`` to ``path`` (created or truncated) and fsync it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def write_synced(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write all of ``data`` to ``path`` (created with ``mode``, or truncated) and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         view = memoryview(data)
         while view:

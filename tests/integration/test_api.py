@@ -280,7 +280,34 @@ def test_api_at_and_delay_together_says_so(api: httpx.Client) -> None:
     res = api.post("/api/captures", json={"at": time.time() + 5, "delay": 1})
     assert "not both" in assert_4xx(res, 422)
     form = api.post("/api/captures", data={"delay": "1"})
-    assert "JSON object" in assert_4xx(form, 422)
+    assert "JSON object" in assert_4xx(form, 415)
+
+
+def test_api_cross_origin_plain_text_post_triggers_nothing(api: httpx.Client) -> None:
+    """The demo on loopback needs no login, yet a page elsewhere cannot trigger the rig:
+    an empty text/plain POST (sent by a browser without a preflight) is refused."""
+    before = {s["capture_id"] for s in api.get("/api/captures").json()["items"]}
+    evil = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+    assert "application/json" in assert_4xx(api.post("/api/captures", headers=evil), 415)
+    as_json = {**evil, "Content-Type": "application/json"}
+    res = api.post("/api/captures", content=b"{}", headers=as_json)
+    assert "cross-origin" in assert_4xx(res, 403)
+    assert {s["capture_id"] for s in api.get("/api/captures").json()["items"]} == before
+
+
+def test_api_foreign_host_is_refused_on_loopback(
+    api: httpx.Client, fleet: tuple[ControllerProcess, list[NodeProcess]]
+) -> None:
+    port = fleet[0].web_port
+    detail = assert_4xx(api.get("/api/nodes", headers={"Host": f"rebound.example:{port}"}), 400)
+    assert "--allowed-host" in detail
+    assert api.get("/", headers={"Host": f"localhost:{port}"}).status_code == 200
+
+
+def test_api_loopback_needs_no_login(api: httpx.Client) -> None:
+    session = api.get("/api/session").json()
+    assert session == {"user": None, "role": "operator", "login_required": False}
+    assert api.get("/login", follow_redirects=False).headers["location"] == "/"
 
 
 @pytest.mark.parametrize(

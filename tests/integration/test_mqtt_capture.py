@@ -10,7 +10,7 @@ from conftest import StartNode
 from support.expect import assert_retrievable, wait_result
 from support.mqtt_watch import Watcher
 from support.pub import mosquitto_pub
-from support.thrift_clients import camera_server
+from support.thrift_clients import fleet_server
 
 from pepi_fleet.broker.runner import EmbeddedBroker
 from pepi_fleet.schemas import CaptureResult, CaptureStatus
@@ -82,7 +82,7 @@ def test_capture_past_at_is_late_and_not_fired(
     result = wait_result(watcher, root, "cam1", "old")
     assert result.status == CaptureStatus.LATE
     assert result.frames == [] and "past" in (result.error or "")
-    with camera_server(node.thrift_port, fleet=True) as server:
+    with fleet_server(node.thrift_port, node.data_dir) as server:
         assert "old" not in {c.capture_id for c in server.list_captures()}
 
 

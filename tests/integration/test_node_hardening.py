@@ -16,7 +16,7 @@ from support.mqtt_watch import Seen, Watcher
 from support.nodes import NodeProcess
 from support.processes import pepi_env
 from support.pub import mosquitto_pub
-from support.thrift_clients import camera_server
+from support.thrift_clients import fleet_server
 
 from pepi_fleet.broker.runner import Credentials, EmbeddedBroker, free_port
 from pepi_fleet.node.health import EXIT_UNHEALTHY
@@ -91,7 +91,7 @@ def test_node_far_future_at_is_an_error_and_node_keeps_capturing(
     result = wait_result(watcher, root, "cam1", "far")
     assert result.status is CaptureStatus.ERROR
     assert "at too far ahead" in (result.error or ""), result.error
-    with camera_server(node.thrift_port, fleet=True) as server:
+    with fleet_server(node.thrift_port, node.data_dir) as server:
         assert "far" not in {c.capture_id for c in server.list_captures()}
     _assert_still_captures(broker, root, watcher, "cam1", "after")
 
@@ -120,7 +120,7 @@ def test_node_released_capture_id_stays_duplicate_across_a_restart(
 ) -> None:
     node = start_node("cam1")
     _assert_still_captures(broker, root, watcher, "cam1", "scan-9")
-    with camera_server(node.thrift_port, fleet=True) as server:
+    with fleet_server(node.thrift_port, node.data_dir) as server:
         assert server.release("scan-9") is True
     began = time.time()
     mosquitto_pub(broker.port, f"{root}/capture", "scan-9")
@@ -132,7 +132,7 @@ def test_node_released_capture_id_stays_duplicate_across_a_restart(
     wait_online(watcher, root, node, after=began)
     mosquitto_pub(broker.port, f"{root}/capture", json.dumps({"capture_id": "scan-9"}))
     wait_result(watcher, root, "cam1", "scan-9", CaptureStatus.DUPLICATE, after=began)
-    with camera_server(node.thrift_port, fleet=True) as server:
+    with fleet_server(node.thrift_port, node.data_dir) as server:
         assert "scan-9" not in {c.capture_id for c in server.list_captures()}
         # PEPI's clients re-use their codes: over Thrift the id is captured again
         server.start_capture("scan-9")

@@ -11,7 +11,7 @@ from conftest import StartNode
 from PIL import Image
 from support.mqtt_watch import Watcher
 from support.nodes import NodeProcess
-from support.thrift_clients import camera_server
+from support.thrift_clients import camera_server, fleet_server
 
 from pepi_fleet.core import idl as pepi_idl
 
@@ -97,7 +97,7 @@ def test_thrift_recapture_keeps_older_capture_renamed(node: NodeProcess) -> None
         server.start_capture("7")
         first = server.retrieve_stills_jpg("7")[0]
         server.start_capture("7")
-    with camera_server(node.thrift_port, fleet=True) as fleet:
+    with fleet_server(node.thrift_port, node.data_dir) as fleet:
         deadline = time.monotonic() + 10
         while "7.r1" not in {c.capture_id for c in fleet.list_captures()}:
             assert time.monotonic() < deadline, "older capture was not kept as 7.r1"
@@ -110,7 +110,7 @@ def test_thrift_recapture_keeps_older_capture_renamed(node: NodeProcess) -> None
 
 def test_thrift_retrieval_does_not_delete_but_release_does(node: NodeProcess) -> None:
     idl = pepi_idl.load()
-    with camera_server(node.thrift_port, fleet=True) as server:
+    with fleet_server(node.thrift_port, node.data_dir) as server:
         server.start_capture("keep")
         a = server.retrieve_stills_jpg("keep")
         b = server.retrieve_stills_jpg("keep")

@@ -25,7 +25,7 @@ from pepi_fleet.schemas.controller import CaptureSetSummary
 from support.mqtt_watch import Seen, Watcher
 from support.nodes import NodeProcess
 from support.processes import PEPI, PepiProcess, pepi_env, resume, suspend
-from support.thrift_clients import camera_server
+from support.thrift_clients import fleet_server
 
 CONTROLLER_USER = "controller"
 
@@ -41,11 +41,12 @@ class ControllerProcess(PepiProcess):
     root: str
     data_dir: Path
     web_port: int
+    tls: bool = False
 
     @property
     def url(self) -> str:
         """Its web page and REST API."""
-        return f"http://127.0.0.1:{self.web_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.web_port}"
 
     def wait_online(self, watcher: Watcher, after: float, timeout: float = 20.0) -> None:
         """Block until this controller's retained ``online`` arrives (published after ``after``)."""
@@ -325,7 +326,7 @@ def wait_store_empty(watcher: Watcher, root: str, node: NodeProcess, after: floa
         return NodeStatus.model_validate_json(seen.payload).store.captures == 0
 
     watcher.wait_for(empty, timeout=30, what=f"empty store on {node.node_id}")
-    with camera_server(node.thrift_port, fleet=True) as server:
+    with fleet_server(node.thrift_port, node.data_dir) as server:
         assert [c.capture_id for c in server.list_captures()] == []
 
 

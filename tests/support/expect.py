@@ -12,7 +12,7 @@ from pepi_fleet.node.encode import read_exif_timestamp
 from pepi_fleet.schemas import CaptureResult, CaptureStatus
 from support.mqtt_watch import Seen, Watcher
 from support.nodes import NodeProcess
-from support.thrift_clients import camera_server
+from support.thrift_clients import fleet_server
 
 
 def wait_result(
@@ -41,7 +41,7 @@ def assert_retrievable(node: NodeProcess, result: CaptureResult) -> None:
     """Every frame of an ok result can be fetched and matches its sha256 and EXIF time."""
     assert result.status == CaptureStatus.OK, result.error
     assert result.frames
-    with camera_server(node.thrift_port, fleet=True) as server:
+    with fleet_server(node.thrift_port, node.data_dir) as server:
         for frame in result.frames:
             blob = server.fetch_image(result.capture_id, frame.camera, frame.format)
             assert hashlib.sha256(blob.data).hexdigest() == frame.sha256 == blob.sha256

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +14,7 @@ import httpx
 from pepi_fleet.broker.runner import EmbeddedBroker
 from support import controllers
 from support.controllers import ControllerProcess
+from support.processes import PEPI
 
 T = TypeVar("T")
 
@@ -25,14 +28,22 @@ def controller_process(
     )
 
 
-def wait_ready(ctl: ControllerProcess, timeout: float = 20.0) -> ControllerProcess:
-    """Until the REST API answers and the controller is on the broker; ``ctl``."""
+def wait_ready(
+    ctl: ControllerProcess, timeout: float = 20.0, token: str | None = None, **client: Any
+) -> ControllerProcess:
+    """Until the REST API answers and the controller is on the broker; ``ctl``.
+
+    ``token``: an API token, for a controller that requires a login; ``client``: more
+    httpx options (``verify`` for HTTPS).
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def ready() -> bool:
         if ctl.proc is not None and ctl.proc.poll() is not None:
             raise AssertionError(f"controller exited {ctl.proc.returncode}:\n{ctl.log()}")
         try:
-            return bool(httpx.get(f"{ctl.url}/api/nodes", timeout=2).json()["broker_connected"])
+            res = httpx.get(f"{ctl.url}/api/nodes", timeout=2, headers=headers, **client)
+            return bool(res.json()["broker_connected"])
         except httpx.HTTPError:
             return False
 
@@ -77,3 +88,27 @@ def wait_set_downloaded(
         return body if done else None
 
     return wait_until(check, timeout, f"capture set {capture_id} with {images} images")
+
+
+def pepi(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``pepi ARGS`` as a user types it (no PEPI_* settings of ours leak in); must succeed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PEPI_")}
+    out = subprocess.run(
+        [*PEPI, *args], input=stdin, capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.returncode == 0, f"pepi {' '.join(args)} failed:\n{out.stdout}{out.stderr}"
+    return out
+
+
+def add_user(data_dir: Path, name: str, role: str, password: str) -> None:
+    """``pepi controller --data-dir D user add NAME --role ROLE``, the password on the prompt."""
+    pepi(
+        "controller", "--data-dir", str(data_dir), "user", "add", name, "--role", role,
+        stdin=f"{password}\n{password}\n",
+    )  # fmt: skip
+
+
+def add_token(data_dir: Path, name: str, role: str) -> str:
+    """``pepi controller --data-dir D token add NAME --role ROLE``: the token it prints."""
+    out = pepi("controller", "--data-dir", str(data_dir), "token", "add", name, "--role", role)
+    return out.stdout.strip()

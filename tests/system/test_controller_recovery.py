@@ -18,8 +18,9 @@ from support.controllers import (
 )
 from support.expect import wait_result
 from support.mqtt_watch import Watcher
+from support.nodes import NodeProcess
 from support.pub import mosquitto_pub
-from support.thrift_clients import camera_server
+from support.thrift_clients import camera_server, fleet_server
 
 from pepi_fleet.broker.runner import EmbeddedBroker
 from pepi_fleet.controller.downloader import LISTEN_MARGIN_S
@@ -28,8 +29,8 @@ from pepi_fleet.schemas import CaptureResult, CaptureStatus
 pytestmark = pytest.mark.system
 
 
-def held_ids(port: int) -> set[str]:
-    with camera_server(port, fleet=True) as server:
+def held_ids(node: NodeProcess) -> set[str]:
+    with fleet_server(node.thrift_port, node.data_dir) as server:
         return {c.capture_id for c in server.list_captures()}
 
 
@@ -106,7 +107,7 @@ def test_controller_keeps_pepi_captures_until_the_hold_and_follows_a_recapture(
     assert second.capture_id == "1" and second.status is CaptureStatus.OK
     assert second.frames != first.frames
     wait_until(lambda: ledger_states(ctl).get(("1-2", "cam1", 0)) == "done", "set 1-2 downloaded")
-    assert held_ids(node.thrift_port) == {"1", "1.r1"}
+    assert held_ids(node) == {"1", "1.r1"}
     # A restarted controller reconciles with what the node holds: it recognises "1.r1"
     # by its content as set 1's capture, not as a new one.
     ctl.stop()
@@ -145,7 +146,7 @@ def test_controller_retries_a_corrupt_transfer_until_verified(
     time.sleep(0.5)  # a wrong retry would write the file now: give it the chance
     assert ledger_states(ctl)[("bad", "cam1", 0)] != "done"
     assert list(ctl.data_dir.glob("bad/*.jpeg")) == []
-    assert "bad" in held_ids(node.thrift_port)  # nothing released
+    assert "bad" in held_ids(node)  # nothing released
 
     repaired_at = time.time()
     stored.write_bytes(good)

@@ -304,8 +304,9 @@ def test_requirements_node_are_pyproject_minus_numpy_the_web_stack_and_broker_to
     def name(requirement: str) -> str:
         return re.split(r"[<>=!~\[ ]", requirement, maxsplit=1)[0].lower()
 
-    # numpy from apt; the web stack is the controller's; cryptography is `pepi broker init`'s
-    web_and_apt = {"numpy", "fastapi", "uvicorn", "cryptography"}
+    # numpy from apt; the web stack (and its password hashing) is the controller's;
+    # cryptography is `pepi broker init`'s
+    web_and_apt = {"numpy", "fastapi", "uvicorn", "argon2-cffi", "cryptography"}
     assert sorted(node) == sorted(r for r in project["dependencies"] if name(r) not in web_and_apt)
 
 

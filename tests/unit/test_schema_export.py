@@ -18,6 +18,7 @@ EXPECTED = {
     "ClockPing",
     "ClockPong",
     "CaptureSetSummary",
+    "NodeSecret",
 }
 
 

@@ -22,6 +22,7 @@ NODE_TOPICS: list[tuple[NodeTopic, str, TopicKind]] = [
     (Topics.settings, "set", TopicKind.SET),
     (Topics.clock_ping, "clock/ping", TopicKind.CLOCK_PING),
     (Topics.clock_pong, "clock/pong", TopicKind.CLOCK_PONG),
+    (Topics.secret, "secret", TopicKind.SECRET),
 ]
 
 
@@ -42,6 +43,7 @@ def test_topics_build_every_topic_under_the_root(root: str) -> None:
     assert t.settings(NODE) == f"{root}/nodes/{NODE}/set"
     assert t.clock_ping(NODE) == f"{root}/nodes/{NODE}/clock/ping"
     assert t.clock_pong(NODE) == f"{root}/nodes/{NODE}/clock/pong"
+    assert t.secret(NODE) == f"{root}/nodes/{NODE}/secret"
     assert t.all_nodes("status") == f"{root}/nodes/+/status"
     assert t.controller_availability() == f"{root}/controller/availability"
     assert t.controller_captures() == f"{root}/controller/captures"

@@ -32,6 +32,18 @@
     p.textContent = text;
   }
 
+  // A session that ended (logged out elsewhere, expired, user removed): log in again.
+  function loginAgain() {
+    location.assign(`/login?next=${encodeURIComponent(location.pathname)}`);
+  }
+
+  async function checkSession() {
+    const res = await fetch("/api/session");
+    if (!res.ok) return;
+    const s = await res.json();
+    if (s.login_required && !s.user) loginAgain();
+  }
+
   function serialise(key, task) {
     const next = (chains.get(key) || Promise.resolve()).then(task).catch(() => {});
     chains.set(key, next);
@@ -76,6 +88,7 @@
 
   async function refreshNode(id) {
     const res = await fetch(`/ui/nodes/${encodeURIComponent(id)}`);
+    if (res.status === 401) { loginAgain(); return; }
     const old = document.getElementById(`node-${id}`);
     if (res.status === 404) { if (old) { stopPreviews(old); old.remove(); } updateCounts(); return; }
     if (!res.ok) return;
@@ -100,6 +113,7 @@
 
   async function refreshSet(id) {
     const res = await fetch(`/ui/captures/${encodeURIComponent(id)}`);
+    if (res.status === 401) { loginAgain(); return; }
     if (!res.ok) return;
     const html = await res.text();
     const old = document.getElementById(`set-${id}`);
@@ -133,6 +147,7 @@
 
   async function resync() {
     const res = await fetch("/api/nodes");
+    if (res.status === 401) { loginAgain(); return; }
     if (!res.ok) return;
     const fleet = await res.json();
     setBroker(fleet.broker_connected);
@@ -171,6 +186,7 @@
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify(body),
       });
+      if (res.status === 401) { loginAgain(); return; }
       const data = await res.json().catch(() => ({ detail: res.statusText }));
       if (!res.ok) throw new Error(data.detail || res.statusText);
       const when = data.at ? ` for ${new Date(data.at * 1000).toLocaleTimeString()}` : "";
@@ -204,6 +220,7 @@
     events.addEventListener("open", () => { message("sse", ""); resync().catch(() => {}); });
     events.addEventListener("error", () => {
       message("sse", "Lost the connection to the controller; retrying… (is pepi controller running?)");
+      checkSession().catch(() => {});
     });
     on("hello", (d) => setBroker(d.broker_connected));
     on("broker", (d) => setBroker(d.connected, d.reason));
@@ -219,6 +236,16 @@
     });
     on("result", (d) => { if (d.capture_id) queueSet(d.capture_id); });
     on("set_complete", (d) => { queueSet(d.summary.capture_id); setSpread(d.summary.spread_s); });
+  }
+
+  const logout = $("#logout");
+  if (logout) {
+    logout.addEventListener("click", async () => {
+      await fetch("/api/logout", {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
+      }).catch(() => {});
+      location.assign("/login");
+    });
   }
 
   // Images download after the results arrive; follow sets that are still filling.
