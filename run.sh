@@ -41,11 +41,13 @@ setup() {
   # colmap (~75 MB installed): the export tests run its feature extraction on an exported rig;
   # systemd and shellcheck check the deploy/ units and install script
   if [ "${1:-}" = test ]; then
-    system+=(docker-compose chromium colmap systemd shellcheck); extras="[test]"; setup_home_assistant
+    system+=(docker-compose chromium colmap systemd shellcheck cmake gcc libssl-dev libcjson-dev libsqlite3-dev)
+    extras="[test]"; setup_home_assistant
   fi
   command -v python3 >/dev/null || system+=(python3)
   python3 -c 'import venv, ensurepip' 2>/dev/null || system+=(python3-venv)
   need_apt "${system[@]}"
+  if [ "${1:-}" = test ]; then setup_mosquitto_21; fi
   if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
   # The install is editable: code edits need no reinstall, only pyproject.toml changes do.
   local stamp="$VENV/.pepi-install-stamp" want
@@ -79,6 +81,34 @@ setup_home_assistant() {
   "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
   "$venv/bin/python" -m pip install -q "${HA_PINS[@]}"
   echo "$want" >"$venv/.pepi-pins"
+}
+
+# mosquitto 2.1 beside Debian's 2.0, for the production broker tests (the shipped drop-in must
+# start on both): built once from Debian's own source package (sid), checked against its hash.
+M21_VERSION=2.1.2
+M21_SHA256=a8e37cc4c1d4141e56c5a8729c5fa36b1f0b1ca95378a12131d68f0509de122a
+setup_mosquitto_21() {
+  local prefix=${PEPI_MOSQUITTO_21:-$HOME/.cache/pepi-fleet/mosquitto-$M21_VERSION} work tarball
+  if [ -x "$prefix/sbin/mosquitto" ]; then return; fi
+  echo "building mosquitto $M21_VERSION into $prefix (once; about a minute)" >&2
+  work=$(mktemp -d)
+  tarball="$work/mosquitto_$M21_VERSION.orig.tar.gz"
+  if ! curl -fsS -m 120 -o "$tarball" \
+    "http://deb.debian.org/debian/pool/main/m/mosquitto/mosquitto_$M21_VERSION.orig.tar.gz" ||
+    ! echo "$M21_SHA256  $tarball" | sha256sum -c --quiet; then
+    echo "could not fetch mosquitto $M21_VERSION: its tests will be skipped" >&2
+    rm -rf "$work"; return
+  fi
+  tar -xzf "$tarball" -C "$work"
+  if ! (cd "$work"/*mosquitto*/ && mkdir build && cd build &&
+    cmake .. -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$prefix" -DWITH_DOCS=OFF \
+      -DWITH_WEBSOCKETS=OFF -DWITH_TESTS=OFF -DWITH_CLIENTS=OFF -DWITH_APPS=OFF \
+      -DWITH_CTRL_SHELL=OFF -DWITH_LTO=OFF && make -j"$(nproc)" && make install) \
+    >"$work/build.log" 2>&1; then
+    tail -20 "$work/build.log" >&2
+    echo "building mosquitto $M21_VERSION failed: its tests will be skipped" >&2
+  fi
+  rm -rf "$work"
 }
 
 test_wheel() {  # build the wheel, install it into its own venv, run the suite outside the checkout

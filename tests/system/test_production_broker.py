@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from support.debian_broker import DebianBroker, unavailable_reason
+from support.debian_broker import DebianBroker, broker_binary, mosquitto_21, unavailable_reason
 from support.mqtt_probe import Probe, start_probe
 
 from pepi_fleet.broker.init import init_broker_dir
@@ -55,15 +55,23 @@ class Rig:
         return self.broker.in_netns(lambda: start_probe(host, port, client_id, user, password, ca))
 
 
-@pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+def installed_rig(
+    tmp_path_factory: pytest.TempPathFactory,
+    version: str,
+    dropin: bytes | None = None,
+    plugins: tuple[Path, ...] = (),
+) -> Rig:
+    """``pepi broker init``'s files installed as its printed steps say, on mosquitto
+    ``version``; ``dropin`` replaces the shipped pepi.conf (the 2.1 plugin variant)."""
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
     made = tmp_path_factory.mktemp("init")
     init_broker_dir(made, NODES, [TLS_HOST, "127.0.0.1"])
     out = made / "broker"
-    broker = DebianBroker(tmp_path_factory.mktemp("debian"))
+    if dropin is not None:
+        (out / "pepi.conf").write_bytes(dropin)
+    broker = DebianBroker(tmp_path_factory.mktemp("debian"), broker_binary(version))
     # the install steps `pepi broker init` prints
     broker.install_dir("pepi", 0o700, owner="mosquitto")
     for name in ("server.key", "passwd", "acl"):
@@ -71,10 +79,20 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     for name in ("ca.crt", "server.crt"):
         broker.install(out / name, f"pepi/{name}", 0o644, owner="mosquitto")
     broker.install(out / "pepi.conf", "conf.d/pepi.conf", 0o644)
+    if plugins:  # where mosquitto, once it has dropped to its own user, can read them
+        broker.install_dir("plugins", 0o755, owner="root")
+        for plugin in plugins:
+            broker.install(plugin, f"plugins/{plugin.name}", 0o644)
     broker.start()
-    startup = broker.output()
-    yield Rig(broker, made / "logins", out / "ca.crt", startup)
-    broker.stop()
+    return Rig(broker, made / "logins", out / "ca.crt", broker.output())
+
+
+@pytest.fixture(scope="module", params=["2.0", "2.1"], ids=["mosquitto-2.0", "mosquitto-2.1"])
+def rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """The shipped drop-in, unchanged, on Debian's mosquitto 2.0 and on mosquitto 2.1."""
+    rig = installed_rig(tmp_path_factory, request.param)
+    yield rig
+    rig.broker.stop()
 
 
 @pytest.fixture
@@ -194,3 +212,45 @@ def test_production_broker_node_reads_triggers_and_its_own_commands(
     assert automation.publish_code("pepi/v1/nodes/cam01/capture", b"scan-002") in ACCEPTED
     got = [(m.topic, m.payload) for m in (cam01.messages.get(timeout=10) for _ in range(2))]
     assert got == [("pepi/v1/capture", b"scan-001"), ("pepi/v1/nodes/cam01/capture", b"scan-002")]
+
+
+def plugin_dropin(plugins: Path) -> bytes:
+    """The shipped drop-in with its 2.1 alternative taken: the two deprecated lines
+    replaced by the commented plugin lines, pointing at ``plugins``."""
+    lines = []
+    for line in (
+        resources.files("pepi_fleet.broker").joinpath("mosquitto.conf").read_text().splitlines()
+    ):
+        if line.startswith(("password_file ", "acl_file ")):
+            continue
+        if line.startswith(("#global_plugin ", "#plugin_opt_")):
+            line = line[1:].replace("/usr/lib/", f"{plugins}/")
+        lines.append(line)
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_production_broker_plugin_variant_on_mosquitto_21(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """On 2.1 the drop-in's commented plugin lines replace acl_file/password_file: the
+    same logins and ACL hold, and mosquitto says nothing of deprecation."""
+    dropin = plugin_dropin(Path("/etc/mosquitto/plugins"))
+    assert b"global_plugin" in dropin and b"\nacl_file" not in dropin
+    built = mosquitto_21() / "lib"
+    plugins = (built / "mosquitto_password_file.so", built / "mosquitto_acl_file.so")
+    rig = installed_rig(tmp_path_factory, "2.1", dropin, plugins)
+    try:
+        assert not WARNING_OR_ERROR.search(rig.startup_output), rig.startup_output
+        anonymous = rig.connect(None, "anon")
+        assert anonymous.connect_code() >= 128
+        anonymous.close()
+        cam01 = rig.connect("cam01", "cam01")
+        try:
+            assert cam01.connect_code() == 0
+            assert cam01.publish_code("pepi/v1/nodes/cam01/status") in ACCEPTED
+            assert cam01.publish_code("pepi/v1/nodes/cam02/status") == NOT_AUTHORIZED
+            assert cam01.publish_code("pepi/v1/capture") == NOT_AUTHORIZED
+        finally:
+            cam01.close()
+    finally:
+        rig.broker.stop()
