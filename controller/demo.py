@@ -26,6 +26,11 @@ from pepi_fleet.schemas.topics import DEFAULT_ROOT, TopicKind, Topics
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 TAIL_LINES = 15
+# Like the systemd units in deploy/ (Restart=on-failure): a node or the controller that
+# dies is started again, unless it died this often within the window (a crash loop).
+RESTART_DELAY_S = 1.0
+RESTART_BURST = 3
+RESTART_WINDOW_S = 60.0
 # The README's scheduled trigger: every node fires half a second from now on its clock.
 SCHEDULED_JSON = (
     r""""{\"capture_id\": \"scan-043\", \"at\": """
@@ -44,6 +49,27 @@ class Child:
     name: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    args: list[str]
+    password: str
+    restarts: list[float] = field(default_factory=list)
+
+    def ended(self) -> str | None:
+        """How the process ended ("cam02 exited (70)"); None while it runs."""
+        code = self.proc.poll()
+        if code is None:
+            return None
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited ({code})"
+        return f"{self.name} {how}"
+
+    def exit_report(self) -> str | None:
+        """How the process ended, with its log's tail; None while it runs."""
+        ended = self.ended()
+        return None if ended is None else f"{ended}; {self.log_path} ends:\n{self.log_tail()}"
+
+    def may_restart(self, now: float) -> bool:
+        """On failure only (not a clean exit), and not more than the burst per window."""
+        self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW_S]
+        return self.proc.returncode != 0 and len(self.restarts) < RESTART_BURST
 
     def log_tail(self, lines: int = TAIL_LINES) -> str:
         """The last lines the child wrote."""
@@ -108,13 +134,20 @@ class Demo:
         ]
 
     def _spawn(self, name: str, args: list[str], password: str) -> None:
+        self.children.append(
+            Child(name, self._popen(name, args, password), self._log(name), args, password)
+        )
+
+    def _log(self, name: str) -> Path:
+        return self.data_dir / "logs" / f"{name}.log"
+
+    def _popen(self, name: str, args: list[str], password: str) -> subprocess.Popen[bytes]:
         # Our own PEPI_* settings would override the demo's; the password goes by env,
         # never on the command line where 'ps' shows it.
         env = {k: v for k, v in os.environ.items() if not k.startswith("PEPI_")}
         env.update(PEPI_MQTT_PASSWORD=password, PYTHONUNBUFFERED="1")
-        log_path = self.data_dir / "logs" / f"{name}.log"
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
+        with self._log(name).open("ab") as log:
+            return subprocess.Popen(
                 [sys.executable, "-m", "pepi_fleet", "-v", *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -124,21 +157,34 @@ class Demo:
                 start_new_session=True,
                 preexec_fn=die_with_parent(os.getpid()),
             )
-        self.children.append(Child(name, proc, log_path))
 
     def casualty(self) -> str | None:
         """A one-paragraph report on a process that exited on its own, else None."""
         if not self.broker.running:
             return f"mosquitto exited unexpectedly; its log ends:\n{self.broker.log_tail()}"
         for child in self.children:
-            code = child.proc.poll()
-            if code is not None:
-                how = (
-                    f"was killed by {signal.Signals(-code).name}"
-                    if code < 0
-                    else f"exited ({code})"
-                )
-                return f"{child.name} {how}; {child.log_path} ends:\n{child.log_tail()}"
+            if (report := child.exit_report()) is not None:
+                return report
+        return None
+
+    def restart_failed(self, stop: threading.Event) -> str | None:
+        """Start again every child that died (after RESTART_DELAY_S); a report on the
+        first one that may not be restarted (clean exit, crash loop), else None."""
+        for child in self.children:
+            report = child.exit_report()
+            if report is None:
+                continue
+            now = time.monotonic()
+            if not child.may_restart(now):
+                if child.proc.returncode == 0:
+                    return report
+                times = f"{RESTART_BURST + 1} times within {RESTART_WINDOW_S:.0f} s"
+                return f"{report}\n{child.name} died {times}: not restarted"
+            click.echo(f"pepi demo: {child.ended()}: restarting it", err=True)
+            if stop.wait(RESTART_DELAY_S):
+                return None
+            child.restarts.append(now)
+            child.proc = self._popen(child.name, child.args, child.password)
         return None
 
     def wait_ready(self, stop: threading.Event, since: float) -> dict[str, NodeStatus]:
@@ -184,9 +230,13 @@ class Demo:
         return statuses
 
     def supervise(self, stop: threading.Event) -> int:
-        """Block until a signal (exit code 0) or a process dying on its own (1)."""
+        """Block until a signal (exit code 0), mosquitto dying or a process that may not
+        be restarted (1). Nodes and the controller that die are restarted."""
         while not stop.wait(0.2):
-            if (report := self.casualty()) is not None:
+            if not self.broker.running:
+                click.echo(f"pepi demo: {self.casualty()}", err=True)
+                return 1
+            if (report := self.restart_failed(stop)) is not None:
                 click.echo(f"pepi demo: {report}", err=True)
                 return 1
         return 0

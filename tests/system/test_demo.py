@@ -222,18 +222,36 @@ def test_demo_brings_three_nodes_online_captures_and_stops_without_orphans(
     assert "ready" in demo.output()
 
 
-def test_demo_names_a_node_that_died_and_stops_the_rest(demo: RunningDemo) -> None:
+def node_pid(demo: RunningDemo, node_id: str, not_pid: int = 0, timeout: float = 15) -> int:
+    """The pid of the demo's ``node_id`` process (another than ``not_pid``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid, (ppid, _start, state) in proc_table().items():
+            mine = ppid == demo.proc.pid and pid != not_pid and state != "Z"
+            if mine and f"--node-id {node_id} " in cmdline(pid):
+                return pid
+        time.sleep(0.1)
+    raise AssertionError(f"no {node_id} process within {timeout} s:\n{demo.output()}")
+
+
+def test_demo_restarts_a_node_that_died_and_gives_up_on_a_crash_loop(
+    demo: RunningDemo,
+) -> None:
     wait_online(demo, timeout=15)
     children = descendants(demo.proc.pid)
-    table = proc_table()
-    victim = next(
-        pid
-        for pid in children
-        if table[pid][0] == demo.proc.pid and "--node-id cam02 " in cmdline(pid)
-    )
-    os.kill(victim, signal.SIGKILL)  # as a crash would
+    victim = node_pid(demo, "cam02")
+    os.kill(victim, signal.SIGKILL)  # as a crash would: restarted, like systemd would
+    rows = wait_online(demo, timeout=30)
+    assert "cam02 was killed by SIGKILL: restarting it" in demo.output()
+    assert {r["node_id"] for r in rows if r["state"] == "online"} == set(NODES)
+    # a crash loop: the restart burst is used up, then the demo names it and stops
+    for _ in range(3):
+        victim = node_pid(demo, "cam02", not_pid=victim)
+        children.update(descendants(demo.proc.pid))
+        os.kill(victim, signal.SIGKILL)
     assert demo.proc.wait(30) != 0
     output = demo.output()
     assert "cam02 was killed by SIGKILL" in output
+    assert "cam02 died 4 times within 60 s: not restarted" in output
     assert str(demo.data_dir / "logs" / "cam02.log") in output
     assert survivors(children) == []
