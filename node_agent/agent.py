@@ -245,6 +245,7 @@ class NodeAgent:
             clock=ClockInfo(synced=clock_synchronised()),
             health=self.watchdog.health.summary[:500],
             last_capture_at=self._last_capture_at,
+            site=self.config.site,
         )
 
     # -- publishing -----------------------------------------------------------------------------
