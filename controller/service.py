@@ -331,8 +331,11 @@ class Controller:
             logger.info("trigger on %s not a capture command (%s); nodes report it", msg.topic, exc)
             return
         with self._lock:
-            online = [v for v in self.presence.nodes() if v.state is NodeState.ONLINE]
+            views = self.presence.nodes()
+            online = [v for v in views if v.state is NodeState.ONLINE]
             expected = {v.node_id for v in online}
+            # behind a bridge that is down: not waited for, named missing in the summary
+            unreachable = {v.node_id for v in views if v.state is NodeState.UNREACHABLE}
             cameras = {
                 v.node_id: command.cameras or [c.index for c in v.status.cameras]
                 for v in online
@@ -345,6 +348,7 @@ class Controller:
                 target,
                 at=command.at,
                 cameras=cameras,
+                unreachable=unreachable,
             )
         self.ledger.record_set(
             view.set_id,
