@@ -135,3 +135,27 @@ def test_presence_cleared_or_bad_bridge_state() -> None:
         StateChange("n2", NodeState.UNREACHABLE, NodeState.ONLINE),
     ]
     assert "north" not in tracker.bridges()
+
+
+def test_presence_one_shot_reader_sees_a_site_down() -> None:
+    """``pepi nodes`` reads the retained bridge state as the controller does."""
+    from pepi_fleet.controller.presence_feed import presence_subscriptions, tracker_from_messages
+    from pepi_fleet.core.mqtt_link import InboundMessage
+    from pepi_fleet.schemas.topics import Topics
+
+    topics = Topics()
+    assert presence_subscriptions(topics)[0] == "pepi/v1/sites/+/bridge"
+    messages = [
+        InboundMessage(topics.site_bridge("north"), b"0", True, 1000.0),
+        InboundMessage(topics.availability("n1"), b"online", True, 1000.0),
+        InboundMessage(
+            topics.status("n1"), site_status("n1", "north").model_dump_json().encode(), True, 1000.0
+        ),
+        InboundMessage(
+            topics.status("c1"), site_status("c1", None).model_dump_json().encode(), True, 1000.0
+        ),
+        InboundMessage(topics.site_bridge("south"), b"x" * 100, True, 1000.0),  # ignored
+    ]
+    tracker = tracker_from_messages(topics, messages, FakeClock())
+    assert states(tracker) == {"c1": NodeState.ONLINE, "n1": NodeState.UNREACHABLE}
+    assert tracker.bridges() == {"north": False}
