@@ -206,3 +206,43 @@ def test_site_bridge_presence_capture_cut_and_restore(rig: Rig) -> None:
     assert accepted.status_code == 202, accepted.text
     wait_set_downloaded(client, "after-cut", images=3, timeout=60)
     client.close()
+
+
+def test_central_acl_confines_a_site_bridge_login(tmp_path: Path) -> None:
+    """A site's bridge login writes only its own nodes' topics and its bridge state, and
+    reads only their commands: a compromised site broker cannot speak for another site."""
+    secrets = tmp_path / "rig-secrets"
+    north = SiteSpec(SITE, ("cam05",), ("127.0.0.1",))
+    init_broker_dir(secrets, ["cam01"], ["127.0.0.1"], ROOT, sites=[north])
+    central = ConfBroker(secrets / "broker", tmp_path / "central").start()
+    watchers: list[Watcher] = []
+    try:
+
+        def login(user: str, *filters: str) -> Watcher:
+            pw = (secrets / "logins" / user / "password").read_text().strip()
+            watchers.append(Watcher(central.plain_port, list(filters), user, pw))
+            return watchers[-1]
+
+        everything = login("automation", f"{ROOT}/#")
+        bridge = login(f"bridge-{SITE}", f"{ROOT}/nodes/+/capture", f"{ROOT}/capture")
+        bridge.publish(f"{ROOT}/nodes/cam01/status", b"forged", retain=True)
+        bridge.publish(f"{ROOT}/sites/south/bridge", b"0", retain=True)
+        bridge.publish(f"{ROOT}/capture", b"not-from-a-bridge")
+        bridge.publish(f"{ROOT}/sites/{SITE}/bridge", b"1", retain=True)
+        bridge.publish(f"{ROOT}/nodes/cam05/status", b"ok", retain=True)
+        everything.wait_topic(f"{ROOT}/nodes/cam05/status", b"ok")
+        heard = {(s.topic, s.payload) for s in everything.messages}
+        assert heard == {
+            (f"{ROOT}/sites/{SITE}/bridge", b"1"),
+            (f"{ROOT}/nodes/cam05/status", b"ok"),
+        }
+
+        everything.publish(f"{ROOT}/nodes/cam01/capture", b"for-cam01")
+        everything.publish(f"{ROOT}/nodes/cam05/capture", b"for-cam05")
+        everything.publish(f"{ROOT}/capture", b"everyone")
+        bridge.wait_topic(f"{ROOT}/capture", b"everyone")
+        assert [s.payload for s in bridge.messages] == [b"for-cam05", b"everyone"]
+    finally:
+        for watcher in watchers:
+            watcher.close()
+        central.stop()
