@@ -142,7 +142,6 @@ def install_steps(report: InitReport) -> str:
     b = d / BROKER_DIR
     logins = d / LOGINS_DIR
     host = report.hosts[0]
-    node = report.nodes[0] if report.nodes else "cam01"
     lines = [
         f"Wrote {d}: it holds every password and the CA key; keep it private.",
         "",
@@ -155,12 +154,7 @@ def install_steps(report: InitReport) -> str:
         f"  sudo install -m 0644 {b}/{CONF_NAME} /etc/mosquitto/conf.d/{CONF_NAME}",
         "  sudo systemctl restart mosquitto",
         "",
-        f"On each node ({', '.join(report.nodes)}):"
-        f" copy {logins}/<node>/{PASSWORD_NAME} and ca.crt to /etc/pepi/ (the password",
-        "  mode 0600, owned by the user that runs pepi node), then run, e.g. for " + node + ":",
-        f"  pepi node --node-id {node} --broker mqtts://{host}:8883 --ca-file /etc/pepi/ca.crt "
-        f"--password-file /etc/pepi/{PASSWORD_NAME} ...",
-        "",
+        *_central_node_steps(report),
         "The controller on the broker host (plain MQTT on loopback):",
         f'  PEPI_MQTT_PASSWORD="$(cat {logins}/controller/{PASSWORD_NAME})" '
         "pepi controller --broker mqtt://127.0.0.1:1883 --username controller ...",
@@ -181,6 +175,22 @@ def install_steps(report: InitReport) -> str:
     return "\n".join(lines)
 
 
+def _central_node_steps(report: InitReport) -> list[str]:
+    """What to copy to the central broker's own nodes, if it has any."""
+    if not report.nodes:
+        return []
+    logins = report.directory / LOGINS_DIR
+    node = report.nodes[0]
+    return [
+        f"On each node ({', '.join(report.nodes)}):"
+        f" copy {logins}/<node>/{PASSWORD_NAME} and ca.crt to /etc/pepi/ (the password",
+        "  mode 0600, owned by the user that runs pepi node), then run, e.g. for " + node + ":",
+        f"  pepi node --node-id {node} --broker mqtts://{report.hosts[0]}:8883 "
+        f"--ca-file /etc/pepi/ca.crt --password-file /etc/pepi/{PASSWORD_NAME} ...",
+        "",
+    ]
+
+
 def _site_steps(report: InitReport, spec: SiteSpec) -> list[str]:
     """What to copy where for one site broker and its nodes."""
     b = report.directory / SITES_DIR / spec.site / BROKER_DIR
@@ -196,9 +206,11 @@ def _site_steps(report: InitReport, spec: SiteSpec) -> list[str]:
         f"  sudo install -o mosquitto -g mosquitto -m 0600 {b}/{BRIDGE_CONF_NAME} "
         f"/etc/mosquitto/conf.d/{BRIDGE_CONF_NAME}",
         "  sudo systemctl restart mosquitto",
-        f"  its nodes ({', '.join(spec.nodes)}): {logins}/<node>/{PASSWORD_NAME} and ca.crt as "
-        "above, and",
-        f"  pepi node --site {spec.site} --broker mqtts://{spec.hosts[0]}:8883 ...",
+        f"  its nodes ({', '.join(spec.nodes)}): copy {logins}/<node>/{PASSWORD_NAME} and ca.crt "
+        "to /etc/pepi/, then run, e.g.:",
+        f"  pepi node --node-id {spec.nodes[0]} --site {spec.site} --broker "
+        f"mqtts://{spec.hosts[0]}:8883 --ca-file /etc/pepi/ca.crt "
+        f"--password-file /etc/pepi/{PASSWORD_NAME} ...",
     ]
 
 

@@ -173,7 +173,7 @@ def test_broker_init_cli_sites(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, [*args, "--site-host", "north=gw-north"])
     assert result.exit_code == 0, result.output
     assert "pepi-bridge.conf /etc/mosquitto/conf.d/pepi-bridge.conf" in result.output
-    assert "pepi node --site north --broker mqtts://gw-north:8883" in result.output
+    assert "pepi node --node-id cam05 --site north --broker mqtts://gw-north:8883" in result.output
     assert password(d, "bridge-north") not in result.output
     result = CliRunner().invoke(main, [*args, "--site-host", "south=gw"])
     assert result.exit_code != 0
