@@ -251,9 +251,10 @@ class NodeAgent:
     # -- publishing -----------------------------------------------------------------------------
 
     def publish_status(self) -> None:
-        self.link.publish(
-            self.topics.status(self.config.node_id), self.status().model_dump_json(), retain=True
-        )
+        status = self.status()
+        # without a site the payload is what controllers before sites know (extra="forbid")
+        payload = status.model_dump_json(exclude={"site"} if status.site is None else None)
+        self.link.publish(self.topics.status(self.config.node_id), payload, retain=True)
 
     def _publish_result(self, result: CaptureResult) -> None:
         self.link.publish(self.topics.result(self.config.node_id), result.model_dump_json())

@@ -164,6 +164,10 @@ def test_site_bridge_presence_capture_cut_and_restore(rig: Rig) -> None:
     )
     assert {i: nodes[i]["site"] for i in everyone} == {"cam01": None, "cam05": SITE, "cam06": SITE}
     assert bridge_state(rig) == {SITE: True}
+    # a node without a site publishes the status controllers before sites read
+    cam01 = rig.watcher.wait_topic(f"{ROOT}/nodes/cam01/status").payload
+    cam05 = rig.watcher.wait_topic(f"{ROOT}/nodes/cam05/status").payload
+    assert b'"site"' not in cam01 and b'"site":"north"' in cam05
 
     # the broadcast trigger reaches both brokers; images come back over Thrift (with the
     # secrets the site's nodes published through the bridge)
