@@ -159,3 +159,20 @@ def test_presence_one_shot_reader_sees_a_site_down() -> None:
     tracker = tracker_from_messages(topics, messages, FakeClock())
     assert states(tracker) == {"c1": NodeState.ONLINE, "n1": NodeState.UNREACHABLE}
     assert tracker.bridges() == {"north": False}
+
+
+def test_presence_unreachable_in_reports_and_on_the_card() -> None:
+    from pepi_fleet.controller.node_report import FleetOut
+    from pepi_fleet.controller.web.routes_page import node_card
+
+    clock = FakeClock()
+    tracker = fleet(clock)
+    tracker.on_bridge("north", "0")
+    out = FleetOut.of(tracker.nodes(), True, clock.now, lambda _n: None, tracker.bridges())
+    assert out.counts.unreachable == 2 and out.counts.online == 2
+    assert out.sites == {"north": False, "south": True}
+    n1 = next(n for n in out.nodes if n.node_id == "n1")
+    assert (n1.state, n1.site) == (NodeState.UNREACHABLE, "north")
+    card = node_card(n1)
+    assert "state-unreachable" in card
+    assert "the bridge from its site's broker is down" in card
