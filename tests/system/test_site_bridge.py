@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support.conf_broker import ConfBroker
+from support.conf_broker import ConfBroker, mosquitto_binary
 from support.controllers import ControllerProcess, wait_summary
 from support.mqtt_watch import Watcher
 from support.nodes import NodeProcess
@@ -76,10 +76,12 @@ def node(rig_dir: Path, base: Path, node_id: str, tls_port: int, site: str | Non
     )
 
 
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
+@pytest.fixture(params=["2.0", "2.1"])
+def rig(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
+    """Central and site broker of one mosquitto version (Debian's 2.0, or 2.1)."""
+    binary = mosquitto_binary(request.param)
     secrets = tmp_path / "rig-secrets"
-    central = ConfBroker(secrets / "broker", tmp_path / "central")
+    central = ConfBroker(secrets / "broker", tmp_path / "central", binary=binary)
     proxy_port = free_port()
     init_broker_dir(
         secrets,
@@ -89,7 +91,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         sites=[SiteSpec(SITE, SITE_NODES, ("127.0.0.1",))],
         central_address=f"127.0.0.1:{proxy_port}",
     )
-    site = ConfBroker(secrets / "sites" / SITE / "broker", tmp_path / SITE)
+    site = ConfBroker(secrets / "sites" / SITE / "broker", tmp_path / SITE, binary=binary)
     central.start()
     bridge_link = TcpProxy(proxy_port, central.tls_port).start()
     controller: ControllerProcess | None = None
