@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 
 PRODUCTION_ROOT = "pepi/v1"
@@ -34,12 +34,40 @@ def node_section(root: str, node: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_acl(root: str, anonymous_access: bool, nodes: Iterable[str] = ()) -> str:
-    """The production ACL for ``root`` with a section per node in ``nodes``.
+def bridge_user(site: str) -> str:
+    """The central broker's login for a site's bridge."""
+    return f"bridge-{site}"
+
+
+def bridge_section(root: str, site: str, nodes: Sequence[str]) -> str:
+    """The central broker's ``user`` section for a site's bridge: exactly what each of the
+    site's nodes may read and write (the shipped ``%u`` patterns, spelled out per node),
+    and the site's bridge state (its notification topic)."""
+    rules = []
+    for line in production_acl().splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "pattern" and "%u" in words[2]:
+            rules.append((words[1], words[2].replace(PRODUCTION_ROOT + "/", root + "/")))
+    lines = [f"user {bridge_user(site)}", f"topic write {root}/sites/{site}/bridge"]
+    lines += [f"topic read {topic.format(root=root)}" for topic in NODE_READS]
+    for node in nodes:
+        lines += [f"topic {access} {topic.replace('%u', node)}" for access, topic in rules]
+    return "\n".join(lines) + "\n"
+
+
+def render_acl(
+    root: str,
+    anonymous_access: bool,
+    nodes: Iterable[str] = (),
+    sites: Mapping[str, Sequence[str]] | None = None,
+) -> str:
+    """The production ACL for ``root`` with a section per node in ``nodes`` and one per
+    bridged site in ``sites`` (site -> the nodes on its broker).
 
     With ``anonymous_access`` a section comes first that lets anonymous clients read
     everything under the root and publish the trigger topics (the loopback demo and tests).
     """
+    nodes = list(nodes)
     body = production_acl().replace(PRODUCTION_ROOT + "/", root + "/")
     named = set(named_users(body))
     clash = sorted(named.intersection(nodes))
@@ -49,6 +77,10 @@ def render_acl(root: str, anonymous_access: bool, nodes: Iterable[str] = ()) -> 
     if sections:
         body += "\n# one section per node: the trigger topics and Home Assistant's birth\n"
         body += "\n".join(sections)
+    bridges = [bridge_section(root, site, site_nodes) for site, site_nodes in (sites or {}).items()]
+    if bridges:
+        body += "\n# one section per site broker's bridge: its nodes' topics, its bridge state\n"
+        body += "\n".join(bridges)
     if not anonymous_access:
         return body
     anon = (

@@ -58,6 +58,9 @@ class CaptureSetView:
     completed_at: float | None
     parts: tuple[NodePart, ...]
     cameras: Mapping[str, tuple[int, ...]] | None = None  # per node, where known at trigger
+    unreachable: frozenset[str] = frozenset()
+    """Nodes the trigger could not reach (their site's bridge was down): not waited for,
+    named missing in the summary."""
 
     @property
     def answered(self) -> frozenset[str]:
@@ -89,6 +92,7 @@ class CaptureSetView:
             at=self.at,
             fire_tolerance_s=fire_tolerance_s,
             cameras=self.cameras,
+            unreachable=self.unreachable,
         )
 
 
@@ -104,6 +108,7 @@ def build_summary(
     at: float | None = None,
     fire_tolerance_s: float = DEFAULT_FIRE_TOLERANCE_S,
     cameras: Mapping[str, Sequence[int]] | None = None,
+    unreachable: Iterable[str] = (),
 ) -> CaptureSetSummary:
     """A set's summary from each node's (kept) result; also used to rebuild it from the ledger.
 
@@ -111,8 +116,16 @@ def build_summary(
     (see ``set_quality.assess``); ``problems`` says what an incomplete set lacks.
     """
     expected = frozenset(expected)
-    verdict = assess(expected, results, at=at, tolerance_s=fire_tolerance_s, cameras=cameras)
-    outcomes = [_outcome(n, results.get(n), verdict) for n in sorted(expected | results.keys())]
+    verdict = assess(
+        expected,
+        results,
+        at=at,
+        tolerance_s=fire_tolerance_s,
+        cameras=cameras,
+        unreachable=unreachable,
+    )
+    named = expected | results.keys() | set(verdict.missing)
+    outcomes = [_outcome(n, results.get(n), verdict) for n in sorted(named)]
     return CaptureSetSummary(
         capture_id=set_id,
         triggered_at=triggered_at,
@@ -213,13 +226,19 @@ class CaptureSetBook:
         *,
         at: float | None = None,
         cameras: Mapping[str, Sequence[int]] | None = None,
+        unreachable: Iterable[str] = (),
     ) -> CaptureSetView:
         """Open (or, for a repeated explicit id, reopen) the set for one trigger.
 
         ``expected``: nodes online at trigger time; a per-node trigger expects only
-        ``target_node``. An id-less trigger gets ``auto-<UTC ms of triggered_at>``.
+        ``target_node``. ``unreachable``: nodes the trigger cannot reach (their site's
+        bridge is down): not waited for, named missing. An id-less trigger gets
+        ``auto-<UTC ms of triggered_at>``.
         """
-        nodes = frozenset({target_node} if target_node else expected)
+        cut_off = frozenset(unreachable)
+        if target_node:
+            cut_off &= {target_node}
+        nodes = frozenset({target_node} if target_node else expected) - cut_off
         wanted = {n: tuple(c) for n, c in (cameras or {}).items() if n in nodes} or None
         deadline = max(triggered_at, at if at is not None else triggered_at) + self._timeout_s
         with self._lock:
@@ -235,6 +254,7 @@ class CaptureSetBook:
                     deadline=max(old.deadline, deadline),
                     completed_at=None,
                     cameras={**(old.cameras or {}), **(wanted or {})} or None,
+                    unreachable=(old.unreachable | cut_off) - old.expected - nodes,
                 )
                 self._complete_if_answered(existing)
                 return existing.view
@@ -244,7 +264,17 @@ class CaptureSetBook:
             if capture_id and set_id in self._sets:  # an auto set of that name: keep apart
                 set_id = self._unique(capture_id)
             view = CaptureSetView(
-                set_id, kind, triggered_at, at, nodes, target_node, deadline, None, (), wanted
+                set_id,
+                kind,
+                triggered_at,
+                at,
+                nodes,
+                target_node,
+                deadline,
+                None,
+                (),
+                wanted,
+                cut_off,
             )
             auto_ref = triggered_at if kind is SetKind.AUTO else None
             self._sets[set_id] = _Set(view, auto_ref)

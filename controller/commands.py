@@ -21,7 +21,8 @@ from pepi_fleet.controller.config import DEFAULT_CLOCK_TOLERANCE_S, ControllerCo
 from pepi_fleet.controller.forget import forget_node
 from pepi_fleet.controller.node_report import NODE_LIST, NodeOut, node_reports
 from pepi_fleet.controller.oneshot import BrokerLogin, drain, session
-from pepi_fleet.controller.presence_feed import tracker_from_messages
+from pepi_fleet.controller.presence import NodeState
+from pepi_fleet.controller.presence_feed import presence_subscriptions, tracker_from_messages
 from pepi_fleet.controller.service import Controller, new_capture_id
 from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
 from pepi_fleet.core.frame_grid import align_to_frame_grid
@@ -332,7 +333,7 @@ def nodes_command(
 def node_table(nodes: list[NodeOut]) -> list[str]:
     """The ``pepi nodes`` table: a header line, then one line per node."""
     lines = [
-        f"{'NODE':<20} {'STATE':<8} {'ADDRESS':<22} {'CAMERAS':<16} {'AGE':>6} "
+        f"{'NODE':<20} {'STATE':<11} {'ADDRESS':<22} {'CAMERAS':<16} {'AGE':>6} "
         f"{'CAPTURES':>8} {'OFFSET':>10} {'RTT':>8} SYNCED"
     ]
     for n in nodes:
@@ -341,13 +342,15 @@ def node_table(nodes: list[NodeOut]) -> list[str]:
         captures = "-" if n.store is None else str(n.store.captures)
         synced = "?" if n.clock is None else "yes" if n.clock.synced else "no"
         lines.append(
-            f"{n.node_id:<20} {n.state:<8} {n.address or '-':<22} {cams:<16} {age:>6} "
+            f"{n.node_id:<20} {n.state:<11} {n.address or '-':<22} {cams:<16} {age:>6} "
             f"{captures:>8} {_ms(n.clock_offset_s):>10} {_ms(n.clock_rtt_s):>8} {synced}"
         )
         if n.health and n.health != "ok":
             lines.append(f"  ! {n.node_id}: {n.health}")
         if n.conflict:
             lines.append(f"  ! {n.node_id}: {n.conflict}")
+        if n.state is NodeState.UNREACHABLE:
+            lines.append(f"  ! {n.node_id}: the bridge from site {n.site}'s broker is down")
     return lines
 
 
@@ -388,7 +391,7 @@ def probe_clocks(
 
 def fleet_subscriptions(topics: Topics) -> list[str]:
     """What a CLI session reads to list the nodes and measure their clocks."""
-    return [topics.all_nodes(leaf) for leaf in ("availability", "status", "clock/pong")]
+    return [*presence_subscriptions(topics), topics.all_nodes("clock/pong")]
 
 
 def _require_online(online: set[str], node_id: str | None, root: str, broker: str) -> None:

@@ -49,6 +49,11 @@ class NodeOut(BaseModel):
     conflict: str | None = Field(
         default=None, description="set when two machines seem to use this node id"
     )
+    site: str | None = Field(
+        default=None,
+        description="the site whose bridged broker the node uses; 'unreachable' while that "
+        "site's bridge is down",
+    )
 
     @classmethod
     def of(cls, view: NodeView, now: float, measured: ClockEstimate | None = None) -> NodeOut:
@@ -74,6 +79,7 @@ class NodeOut(BaseModel):
             changed_at=view.changed_at,
             health=status.health if status else None,
             conflict=view.conflict,
+            site=view.site,
         )
 
 
@@ -85,6 +91,7 @@ class NodeCounts(BaseModel):
     online: int = 0
     stale: int = 0
     offline: int = 0
+    unreachable: int = 0
     removed: int = 0
 
 
@@ -96,6 +103,10 @@ class FleetOut(BaseModel):
     broker_connected: bool
     counts: NodeCounts
     nodes: list[NodeOut]
+    sites: dict[str, bool] = Field(
+        default_factory=dict,
+        description="each bridged site whose bridge state is known: true while it is up",
+    )
 
     @classmethod
     def of(
@@ -104,8 +115,10 @@ class FleetOut(BaseModel):
         broker_connected: bool,
         now: float,
         clock_of: Callable[[str], ClockEstimate | None],
+        sites: dict[str, bool] | None = None,
     ) -> FleetOut:
-        """Build from presence snapshots and the reporter's clock estimates."""
+        """Build from presence snapshots, the reporter's clock estimates and the sites'
+        bridge states."""
         counts = {s.value: 0 for s in NodeState}
         for view in views:
             counts[view.state.value] += 1
@@ -113,6 +126,7 @@ class FleetOut(BaseModel):
             broker_connected=broker_connected,
             counts=NodeCounts(**counts),
             nodes=node_reports(views, now, clock_of),
+            sites=sites or {},
         )
 
 

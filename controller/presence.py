@@ -27,6 +27,9 @@ class NodeState(StrEnum):
     ONLINE = "online"
     STALE = "stale"
     OFFLINE = "offline"
+    UNREACHABLE = "unreachable"
+    """The node's site broker is cut off from ours (its bridge is down): the node may be fine,
+    but no trigger reaches it and its retained ``online`` here is stale."""
     REMOVED = "removed"
 
 
@@ -49,6 +52,20 @@ class NodeView:
     changed_at: float
     conflict: str | None = None
     """Why two machines seem to use this node id (their statuses alternate addresses)."""
+
+    @property
+    def site(self) -> str | None:
+        """The site whose bridged broker the node uses (from its status), if any."""
+        return self.status.site if self.status is not None else None
+
+
+@dataclass
+class _Bridge:
+    """What the controller knows of one site's bridge (its notification topic)."""
+
+    up: bool
+    up_at: float | None = None
+    """When it came back after being seen down; None if never seen down."""
 
 
 @dataclass
@@ -86,6 +103,8 @@ class PresenceTracker:
         self._nodes: dict[str, _Node] = {}
         self._deadlines: list[tuple[float, str]] = []  # (stale deadline, node id), a heap
         self._states: dict[NodeState, set[str]] = {state: set() for state in NodeState}
+        self._bridges: dict[str, _Bridge] = {}  # site -> its bridge's last known state
+        self._site_nodes: dict[str, set[str]] = {}  # site -> nodes whose status names it
         self._unreported: list[StateChange] = []
         self._lock = threading.Lock()
 
@@ -99,6 +118,48 @@ class PresenceTracker:
             node = self._nodes.setdefault(node_id, _Node(node_id))
             node.availability = value or None
             return self._judge_and_drain(node)
+
+    def on_bridge(
+        self, site: str, payload: str, received_at: float | None = None
+    ) -> list[StateChange]:
+        """Handle ``sites/<site>/bridge``: ``1`` (up), ``0`` (down) or empty (cleared).
+
+        mosquitto publishes it, retained, as the site bridge's notification topic; the
+        central broker sets ``0`` as the bridge's will, so it also says when the link died.
+        While it is down, the site's nodes are ``unreachable`` whatever their retained
+        ``online`` says (mosquitto forwards no retained change made during the outage).
+        When it is back, each waits for a heartbeat heard since then, for as long as it
+        would take to turn stale, before it is ``online`` again.
+        """
+        value = payload.strip()
+        if value not in ("0", "1", ""):
+            logger.warning("ignoring bridge state %r of site %s", payload[:40], site)
+            return self.tick()
+        with self._lock:
+            now = self._clock()
+            heard = now if received_at is None else received_at
+            old = self._bridges.get(site)
+            if value == "":
+                self._bridges.pop(site, None)
+            elif value == "1":
+                came_back = old is not None and not old.up
+                up_at = heard if came_back else (old.up_at if old is not None else None)
+                self._bridges[site] = _Bridge(True, up_at)
+            else:
+                self._bridges[site] = _Bridge(False)
+            logger.info("site %s: bridge %s", site, {"1": "up", "0": "down"}.get(value, "unknown"))
+            for node_id in self._site_nodes.get(site, set()):
+                node = self._nodes[node_id]
+                if value == "1" and node.last_heartbeat_at is not None:
+                    heapq.heappush(self._deadlines, (self._deadline(node), node_id))
+                self._judge(node, now)
+            self._expire(now)
+            return self._drain()
+
+    def bridges(self) -> dict[str, bool]:
+        """Each site whose bridge state is known: True while its bridge is up."""
+        with self._lock:
+            return {site: bridge.up for site, bridge in sorted(self._bridges.items())}
 
     def on_status(
         self, node_id: str, status: NodeStatus | None, received_at: float | None = None
@@ -116,6 +177,7 @@ class PresenceTracker:
             return self.tick()
         with self._lock:
             node = self._nodes.setdefault(node_id, _Node(node_id))
+            self._note_site(node, status.site if status is not None else None)
             if status is None:
                 node.removed = node.state is not None
                 node.status = None
@@ -129,6 +191,15 @@ class PresenceTracker:
                 if len(self._deadlines) > 4 * len(self._nodes) + 64:
                     self._compact()
             return self._judge_and_drain(node)
+
+    def _note_site(self, node: _Node, site: str | None) -> None:
+        old = node.status.site if node.status is not None else None
+        if old == site:
+            return
+        if old is not None:
+            self._site_nodes.get(old, set()).discard(node.node_id)
+        if site is not None:
+            self._site_nodes.setdefault(site, set()).add(node.node_id)
 
     @staticmethod
     def _note_address(node: _Node, status: NodeStatus, at: float) -> None:
@@ -204,8 +275,14 @@ class PresenceTracker:
         return NodeView(n.node_id, n.state, n.status, n.last_heartbeat_at, n.changed_at, conflict)
 
     def _deadline(self, node: _Node) -> float:
+        """When the node turns stale without news: heartbeat periods after its last status,
+        or after its site's bridge came back if that was later."""
         assert node.status is not None and node.last_heartbeat_at is not None
-        return node.last_heartbeat_at + self._stale_after * node.status.heartbeat_s
+        since = node.last_heartbeat_at
+        bridge = self._bridges.get(node.status.site) if node.status.site else None
+        if bridge is not None and bridge.up_at is not None:
+            since = max(since, bridge.up_at)
+        return since + self._stale_after * node.status.heartbeat_s
 
     def _compact(self) -> None:
         """One deadline per node: statuses far more often than their period left many."""
@@ -255,6 +332,16 @@ class PresenceTracker:
             return None if node.state is None else node.state
         if node.availability == OFFLINE.decode():
             return NodeState.OFFLINE
-        if now - node.last_heartbeat_at >= self._stale_after * node.status.heartbeat_s:
+        stale_after = self._stale_after * node.status.heartbeat_s
+        bridge = self._bridges.get(node.status.site) if node.status.site else None
+        if bridge is not None:
+            if not bridge.up:
+                return NodeState.UNREACHABLE
+            if bridge.up_at is not None and node.last_heartbeat_at < bridge.up_at:
+                # nothing heard from it since its site came back: not yet online, not yet stale
+                return (
+                    NodeState.UNREACHABLE if now - bridge.up_at < stale_after else NodeState.STALE
+                )
+        if now - node.last_heartbeat_at >= stale_after:
             return NodeState.STALE
         return NodeState.ONLINE

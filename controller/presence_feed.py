@@ -22,6 +22,25 @@ logger = logging.getLogger(__name__)
 
 MAX_STATUS_BYTES = 64 * 1024
 PRESENCE_KINDS = frozenset({TopicKind.AVAILABILITY, TopicKind.STATUS})
+MAX_BRIDGE_BYTES = 16
+
+
+def presence_subscriptions(topics: Topics) -> list[str]:
+    """What a presence reader subscribes to, sites' bridge states first: at start-up the
+    broker hands out retained messages in this order, so a site known to be down is known
+    before its nodes' last retained ``online`` arrives."""
+    return [topics.all_site_bridges(), topics.all_nodes("availability"), topics.all_nodes("status")]
+
+
+def apply_bridge_state(
+    tracker: PresenceTracker, site: str, msg: InboundMessage
+) -> list[StateChange]:
+    """Hand a site bridge's notification (``1``/``0``; empty when cleared) to ``tracker``."""
+    if len(msg.payload) > MAX_BRIDGE_BYTES:
+        logger.warning("ignoring an oversized bridge state of site %s", site)
+        return tracker.tick()
+    text = msg.payload.decode("utf-8", "replace")
+    return tracker.on_bridge(site, text, msg.received_at)
 
 
 @dataclass(frozen=True)
@@ -62,6 +81,9 @@ def tracker_from_messages(
     tracker = PresenceTracker(clock)
     for msg in messages:
         parsed = topics.parse(msg.topic)
+        if parsed is not None and parsed.kind is TopicKind.SITE_BRIDGE and parsed.site:
+            apply_bridge_state(tracker, parsed.site, msg)
+            continue
         if parsed is None or parsed.node_id is None or parsed.kind not in PRESENCE_KINDS:
             continue
         try:

@@ -21,7 +21,11 @@ from pepi_fleet.controller.home_assistant import HomeAssistantBridge
 from pepi_fleet.controller.ledger import Ledger, SetDetail
 from pepi_fleet.controller.node_client import Endpoint, NodeClient, NodeClientFactory
 from pepi_fleet.controller.presence import NodeState, NodeView, PresenceTracker, StateChange
-from pepi_fleet.controller.presence_feed import PRESENCE_KINDS, PresenceMessage
+from pepi_fleet.controller.presence_feed import (
+    PRESENCE_KINDS,
+    PresenceMessage,
+    apply_bridge_state,
+)
 from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
 from pepi_fleet.controller.thrift_node_client import ThriftNodeClient
 from pepi_fleet.core.availability import OFFLINE, ONLINE
@@ -131,6 +135,8 @@ class Controller:
                 subscriptions=(
                     (t.capture(), 1),
                     (t.all_nodes("capture"), 1),
+                    # before the nodes' topics: a site known down before its retained online
+                    (t.all_site_bridges(), 1),
                     (t.all_nodes("availability"), 1),
                     # QoS 0: a clean session gains nothing from QoS 1 within a connection
                     # (TCP is in order and lossless), and a heartbeat every few seconds from
@@ -206,6 +212,11 @@ class Controller:
         """Every node the controller knows, with state and last status (thread-safe)."""
         with self._lock:
             return self.presence.nodes()
+
+    def bridges(self) -> dict[str, bool]:
+        """Each bridged site whose bridge state is known: True while it is up."""
+        with self._lock:
+            return self.presence.bridges()
 
     def node(self, node_id: str) -> NodeView | None:
         with self._lock:
@@ -287,6 +298,10 @@ class Controller:
             self._on_trigger(msg, parsed.node_id)
         elif parsed.kind in PRESENCE_KINDS and parsed.node_id:
             self._on_presence(parsed.kind, parsed.node_id, msg)
+        elif parsed.kind is TopicKind.SITE_BRIDGE and parsed.site:
+            with self._lock:
+                changes = apply_bridge_state(self.presence, parsed.site, msg)
+            self._presence_changed(changes)
         elif parsed.kind is TopicKind.RESULT and parsed.node_id:
             self._on_result(parsed.node_id, msg)
         elif parsed.kind is TopicKind.CLOCK_PONG and parsed.node_id:
@@ -316,8 +331,11 @@ class Controller:
             logger.info("trigger on %s not a capture command (%s); nodes report it", msg.topic, exc)
             return
         with self._lock:
-            online = [v for v in self.presence.nodes() if v.state is NodeState.ONLINE]
+            views = self.presence.nodes()
+            online = [v for v in views if v.state is NodeState.ONLINE]
             expected = {v.node_id for v in online}
+            # behind a bridge that is down: not waited for, named missing in the summary
+            unreachable = {v.node_id for v in views if v.state is NodeState.UNREACHABLE}
             cameras = {
                 v.node_id: command.cameras or [c.index for c in v.status.cameras]
                 for v in online
@@ -330,6 +348,7 @@ class Controller:
                 target,
                 at=command.at,
                 cameras=cameras,
+                unreachable=unreachable,
             )
         self.ledger.record_set(
             view.set_id,

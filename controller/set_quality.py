@@ -37,8 +37,12 @@ def assess(
     at: float | None = None,
     tolerance_s: float = DEFAULT_FIRE_TOLERANCE_S,
     cameras: Mapping[str, Sequence[int]] | None = None,
+    unreachable: Iterable[str] = (),
 ) -> Assessment:
     """Judge one set from each node's kept result.
+
+    ``unreachable``: nodes the trigger could not reach (their site's bridge was down), not
+    waited for but missing all the same, unless they answered after all.
 
     The reference time is ``at`` for a scheduled set (each node should fire then on its own
     clock), else the median ``fired_at`` of the nodes that fired. ``cameras``: the camera
@@ -47,12 +51,16 @@ def assess(
     expected = sorted(set(expected))
     ok = {n: r for n, r in results.items() if r.status is CaptureStatus.OK}
     a = Assessment()
-    if not expected and not results:
+    cut_off = sorted(set(unreachable) - set(expected) - set(results))
+    if not expected and not results and not cut_off:
         a.problems.append("no node was online to capture")
     for node in expected:
         if node not in results:
             a.missing.append(node)
             a.problems.append(f"{node} never answered")
+    for node in cut_off:
+        a.missing.append(node)
+        a.problems.append(f"{node} was unreachable (its site's bridge was down): not triggered")
     for node in sorted(results):
         result = results[node]
         if result.status is not CaptureStatus.OK:

@@ -245,14 +245,16 @@ class NodeAgent:
             clock=ClockInfo(synced=clock_synchronised()),
             health=self.watchdog.health.summary[:500],
             last_capture_at=self._last_capture_at,
+            site=self.config.site,
         )
 
     # -- publishing -----------------------------------------------------------------------------
 
     def publish_status(self) -> None:
-        self.link.publish(
-            self.topics.status(self.config.node_id), self.status().model_dump_json(), retain=True
-        )
+        status = self.status()
+        # without a site the payload is what controllers before sites know (extra="forbid")
+        payload = status.model_dump_json(exclude={"site"} if status.site is None else None)
+        self.link.publish(self.topics.status(self.config.node_id), payload, retain=True)
 
     def _publish_result(self, result: CaptureResult) -> None:
         self.link.publish(self.topics.result(self.config.node_id), result.model_dump_json())

@@ -259,6 +259,14 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     "exactly one node) or follow it (client); auto = client if a server is heard, else server.",
 )
 @_opt(
+    "--site",
+    env="SITE",
+    default=None,
+    help="The site whose broker this node uses, when that broker is bridged to the "
+    "controller's (pepi broker init --site): the controller then shows the node unreachable "
+    "while the site's bridge is down.",
+)
+@_opt(
     "--heartbeat",
     "heartbeat_s",
     env="HEARTBEAT",
@@ -400,6 +408,8 @@ def node_config(password_file: Path | None, options: dict[str, Any]) -> NodeConf
         return NodeConfig.model_validate(options)
     except ValidationError as exc:
         raise click.UsageError(describe_validation_error(exc)) from exc
+    except PepiError as exc:  # an id validator's own error (node id, site)
+        raise click.UsageError(str(exc)) from exc
 
 
 def run_node(config: NodeConfig, camera: Camera | None = None) -> None:

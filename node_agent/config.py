@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from pepi_fleet.schemas.capture import DEFAULT_SCHEDULE_HORIZON_S
-from pepi_fleet.schemas.ids import validate_node_id
+from pepi_fleet.schemas.ids import validate_node_id, validate_site_id
 from pepi_fleet.schemas.status import CaptureResolution, FrameRate, JpegQuality
 from pepi_fleet.schemas.topics import DEFAULT_ROOT
 
@@ -24,6 +24,8 @@ class NodeConfig(BaseModel):
     ca_file: Path | None = None
     node_id: Annotated[str, AfterValidator(validate_node_id)]
     topic_root: str = DEFAULT_ROOT
+    site: Annotated[str, AfterValidator(validate_site_id)] | None = None
+    """The site whose bridged broker this node uses (reported in its status)."""
     data_dir: Path
     thrift_host: str = "0.0.0.0"
     thrift_port: int = Field(default=6000, ge=0, lt=65536)

@@ -22,6 +22,16 @@ def validate_node_id(value: str) -> str:
     return value
 
 
+def validate_site_id(value: str) -> str:
+    """Return ``value`` if it is a valid site id (a topic level and a broker login's suffix)."""
+    if not _NODE_ID.fullmatch(value):
+        raise PayloadError(
+            f"invalid site id {value[:40]!r}: "
+            "use 1-32 of a-z 0-9 _ - starting with a letter or digit"
+        )
+    return value
+
+
 def validate_capture_id(value: str) -> str:
     """Return ``value`` if it is a safe capture id (it becomes a file name), else raise."""
     if not _CAPTURE_ID.fullmatch(value) or value.endswith((".", "..")):

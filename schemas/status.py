@@ -8,7 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from pepi_fleet.schemas.camera import CameraControls, CameraSync
 from pepi_fleet.schemas.camera import Resolution as Resolution  # re-exported
-from pepi_fleet.schemas.ids import validate_node_id
+from pepi_fleet.schemas.ids import validate_node_id, validate_site_id
 
 MIN_SIDE = 16
 MAX_SIDE = 20000
@@ -92,6 +92,11 @@ class NodeStatus(BaseModel):
         default=HEALTH_OK,
         max_length=500,
         description="'ok', or 'degraded: <reason>' when a worker of the node is not progressing",
+    )
+    site: Annotated[str, AfterValidator(validate_site_id)] | None = Field(
+        default=None,
+        description="the site whose broker the node uses, when that broker is bridged to a "
+        "central one: the controller marks the node unreachable while that bridge is down",
     )
 
 

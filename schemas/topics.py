@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from pepi_fleet.schemas.errors import PayloadError
-from pepi_fleet.schemas.ids import validate_node_id
+from pepi_fleet.schemas.ids import validate_node_id, validate_site_id
 
 DEFAULT_ROOT = "pepi/v1"
 DEFAULT_DISCOVERY_PREFIX = "homeassistant"
@@ -30,6 +30,7 @@ class TopicKind(StrEnum):
     CONTROLLER_CAPTURES = "controller_captures"
     CONTROLLER_STATE = "controller_state"
     CONTROLLER_COMMAND = "controller_command"
+    SITE_BRIDGE = "site_bridge"
 
 
 _NODE_LEAVES = {
@@ -52,6 +53,7 @@ class ParsedTopic:
 
     kind: TopicKind
     node_id: str | None = None
+    site: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,15 @@ class Topics:
         """Commands to the controller (Home Assistant buttons and numbers)."""
         return f"{self.root}/controller/command"
 
+    def site_bridge(self, site: str) -> str:
+        """A site broker's bridge state (``1`` up, ``0`` down; retained, published by
+        mosquitto as the bridge's ``notification_topic``)."""
+        return f"{self.root}/sites/{validate_site_id(site)}/bridge"
+
+    def all_site_bridges(self) -> str:
+        """Subscription filter for every site's bridge state."""
+        return f"{self.root}/sites/+/bridge"
+
     def discovery(self, object_id: str) -> str:
         """Home Assistant device-based discovery config topic."""
         return f"{self.discovery_prefix}/device/{object_id}/config"
@@ -143,6 +154,11 @@ class Topics:
         if rest == "controller/command":
             return ParsedTopic(TopicKind.CONTROLLER_COMMAND)
         parts = rest.split("/", 2)
+        if len(parts) == 3 and parts[0] == "sites" and parts[2] == "bridge":
+            try:
+                return ParsedTopic(TopicKind.SITE_BRIDGE, site=validate_site_id(parts[1]))
+            except PayloadError:
+                return None
         if len(parts) != 3 or parts[0] != "nodes":
             return None
         kind = _NODE_LEAVES.get(parts[2])

@@ -28,7 +28,7 @@ RETRY_MS = 2000
 EVENTS_DOC = """Server-Sent Events, one per controller event; ``event:`` is its type:
 
 * ``hello`` on connect: ``{broker_connected}``
-* ``presence``: ``{node_id, old, state}`` (online, stale, offline, removed)
+* ``presence``: ``{node_id, old, state}`` (online, stale, offline, unreachable, removed)
 * ``status``: ``{node_id, status}`` (each heartbeat)
 * ``set_opened``: ``{capture_id, expected, at}``
 * ``result``: ``{node_id, capture_id, status, error, frames}``

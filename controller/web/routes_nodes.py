@@ -17,9 +17,14 @@ router = APIRouter(prefix="/api", tags=["nodes"], responses=ERRORS)
 
 @router.get("/nodes", summary="List nodes")
 def list_nodes(controller: ControllerDep) -> FleetOut:
-    """Every node the controller knows, sorted by id, with the broker link state."""
+    """Every node the controller knows, sorted by id, with the broker link state and each
+    bridged site's bridge state."""
     return FleetOut.of(
-        controller.nodes(), controller.broker_connected, time.time(), controller.clock_of
+        controller.nodes(),
+        controller.broker_connected,
+        time.time(),
+        controller.clock_of,
+        controller.bridges(),
     )
 
 

@@ -48,6 +48,8 @@ UNREACHABLE = {
     "(power, network or its agent stopped).",
     NodeState.STALE: "No heartbeat since {t}: the node may be overloaded or cut off.",
     NodeState.REMOVED: "Removed {t}: its retained status was cleared.",
+    NodeState.UNREACHABLE: "Unreachable since {t}: the bridge from its site's broker is down; "
+    "triggers cannot reach it.",
 }
 
 

@@ -95,3 +95,19 @@ def test_node_config_unknown_key_is_a_one_line_error(tmp_path: Path, key: str, h
     assert f"unknown key '{key}'" in errors[0]
     assert f"did you mean '{hint}'" in errors[0]
     assert "valid keys: broker," in errors[0] and "node-id" in errors[0]
+
+
+def test_node_config_site_from_file_reaches_the_config(tmp_path: Path) -> None:
+    from pepi_fleet.node.cli import node_config
+
+    config = write(tmp_path, 'site = "north"\nnode-id = "cam05"\ndata-dir = "/srv/pepi"\n')
+    params = parse("--config", str(config))
+    assert node_config(params.pop("password_file"), params).site == "north"
+
+
+def test_node_config_bad_site_is_a_usage_error() -> None:
+    from pepi_fleet.node.cli import node_config
+
+    params = parse("--site", "North Wing", "--node-id", "cam05", "--data-dir", "/srv/pepi")
+    with pytest.raises(click.UsageError, match="invalid site id 'North Wing'"):
+        node_config(params.pop("password_file"), params)

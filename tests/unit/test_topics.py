@@ -135,3 +135,22 @@ def test_topics_longest_node_id_is_accepted() -> None:
     node_id = "n" * 32
     t = Topics()
     assert t.parse(t.status(node_id)) == ParsedTopic(TopicKind.STATUS, node_id)
+
+
+@pytest.mark.parametrize("root", ["pepi/v1", "site-b/rig2"])
+def test_topics_site_bridge_round_trips(root: str) -> None:
+    t = Topics(root)
+    assert t.site_bridge("north") == f"{root}/sites/north/bridge"
+    assert t.parse(t.site_bridge("north")) == ParsedTopic(TopicKind.SITE_BRIDGE, site="north")
+
+
+@pytest.mark.parametrize(
+    "topic", ["pepi/v1/sites/North/bridge", "pepi/v1/sites/+/bridge", "pepi/v1/sites/n/other"]
+)
+def test_topics_parse_bad_site_bridge_topic_is_none(topic: str) -> None:
+    assert Topics().parse(topic) is None
+
+
+def test_topics_site_bridge_refuses_a_bad_site() -> None:
+    with pytest.raises(PayloadError, match="invalid site id"):
+        Topics().site_bridge("a/b")
