@@ -15,24 +15,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from pepi_fleet.broker.runner import die_with_parent, find_mosquitto, free_port
 
 CONF_FILES = ("pepi.conf", "pepi-bridge.conf")
-
-
-def mosquitto_binary(version: str) -> str:
-    """mosquitto ``version``: "2.0" is Debian's; "2.1" the build ``./run.sh setup`` makes
-    (``PEPI_MOSQUITTO_21``, default ``~/.cache/pepi-fleet/mosquitto-2.1.2``), as the
-    production broker's tests use; skips the test when it is absent."""
-    if version == "2.0":
-        return find_mosquitto()
-    default = Path.home() / ".cache" / "pepi-fleet" / "mosquitto-2.1.2"
-    binary = Path(os.environ.get("PEPI_MOSQUITTO_21", default)) / "sbin" / "mosquitto"
-    if not os.access(binary, os.X_OK):
-        pytest.skip(f"mosquitto 2.1 not built at {binary} (./run.sh setup builds it)")
-    return str(binary)
 
 
 class ConfBroker:

@@ -16,8 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-from support.conf_broker import ConfBroker, mosquitto_binary
+from support.conf_broker import ConfBroker
 from support.controllers import ControllerProcess, wait_summary
+from support.debian_broker import broker_binary
 from support.mqtt_watch import Watcher
 from support.nodes import NodeProcess
 from support.tcp_proxy import TcpProxy
@@ -79,7 +80,7 @@ def node(rig_dir: Path, base: Path, node_id: str, tls_port: int, site: str | Non
 @pytest.fixture(params=["2.0", "2.1"])
 def rig(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
     """Central and site broker of one mosquitto version (Debian's 2.0, or 2.1)."""
-    binary = mosquitto_binary(request.param)
+    binary = broker_binary(request.param)
     secrets = tmp_path / "rig-secrets"
     central = ConfBroker(secrets / "broker", tmp_path / "central", binary=binary)
     proxy_port = free_port()
