@@ -30,7 +30,6 @@ import secrets
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,7 +48,6 @@ from bench.report import fmt_ratio, machine_line, ratio, table
 from pepi_fleet import __version__
 from pepi_fleet.broker.runner import EmbeddedBroker, die_with_parent
 from pepi_fleet.controller.preview_upstream import UpstreamError, pull_mjpeg
-from pepi_fleet.controller.web.preview_wire import decode_frame
 from pepi_fleet.core.availability import ONLINE
 from pepi_fleet.schemas.status import (
     CameraInfo,
@@ -145,44 +143,106 @@ def announce(broker: EmbeddedBroker, password: str, ports: list[int]) -> mqtt.Cl
 
 @dataclass
 class Tally:
-    """What one viewer received."""
+    """What one viewer received within the measured window."""
 
     frames: int = 0
     bytes: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
+    dropped: int = 0
+    """Frames the relay dropped for this viewer within the window (relay mode)."""
 
 
-async def direct_viewer(ports: list[int], tally: Tally, stop: asyncio.Event) -> None:
+class Window:
+    """The measured stretch, in wall-clock time, set by the main process once every viewer
+    sees every camera: all processes count the same one."""
+
+    def __init__(self, cameras: int) -> None:
+        self.start: float | None = None
+        self.end = 0.0
+        self._cameras = cameras
+        self._seen: set[object] = set()
+
+    def saw(self, camera: object) -> None:
+        """A frame of ``camera`` arrived; say ``ready`` once every camera sent one."""
+        if len(self._seen) < self._cameras:
+            self._seen.add(camera)
+            if len(self._seen) == self._cameras:
+                print("ready", flush=True)
+
+    def status(self) -> int:
+        """-1 before (or not set yet), 0 within, 1 after."""
+        now = time.time()
+        if self.start is None or now < self.start:
+            return -1
+        return 0 if now < self.end else 1
+
+    async def wait_set(self) -> None:
+        """Read ``start end`` from stdin (the main process writes it)."""
+        line = await asyncio.to_thread(sys.stdin.readline)
+        start, end = (float(v) for v in line.split())
+        self.start, self.end = start, end
+
+
+async def direct_viewer(ports: list[int], window: Window) -> Tally:
     """One viewer the old way: an MJPEG connection per camera, straight to it."""
+    tally = Tally()
 
     async def one(port: int) -> None:
         try:
             async for frame in pull_mjpeg(f"http://127.0.0.1:{port}/stream/0.mjpeg"):
-                tally.frames += 1
-                tally.bytes += len(frame.jpeg)
-                if stop.is_set():
+                window.saw(port)
+                where = window.status()
+                if where == 0:
+                    tally.frames += 1
+                    tally.bytes += len(frame.jpeg)
+                elif where > 0:
                     return
         except UpstreamError as exc:
             print(f"direct viewer: {exc}", file=sys.stderr)
 
-    await asyncio.gather(*(one(p) for p in ports))
+    await asyncio.gather(window.wait_set(), *(one(p) for p in ports))
+    return tally
 
 
-async def relay_viewer(url: str, keys: list[str], tally: Tally, stop: asyncio.Event) -> None:
+async def relay_viewer(url: str, keys: list[str], window: Window) -> Tally:
     """One viewer the relay's way: one WebSocket watching every camera."""
+    tally = Tally()
+    dropped_at_start: dict[str, int] = {}
+    dropped: dict[str, int] = {}
+    setting = asyncio.ensure_future(window.wait_set())
     async with connect(url, max_size=None) as ws:
         await ws.send(json.dumps({"watch": keys}))
-        while not stop.is_set():
+        while (where := window.status()) <= 0:
             try:
                 async with asyncio.timeout(0.5):
                     message = await ws.recv()
             except TimeoutError:
                 continue
-            if isinstance(message, bytes):
-                header, jpeg = decode_frame(message)
-                tally.frames += 1
-                tally.bytes += len(jpeg)
-                tally.dropped[header.key] = header.dropped
+            if not isinstance(message, bytes):
+                continue
+            length = int.from_bytes(message[:2], "big")
+            header = json.loads(message[2 : 2 + length])
+            window.saw(header["key"])
+            if where < 0:
+                dropped_at_start[header["key"]] = header["dropped"]
+                continue
+            tally.frames += 1
+            tally.bytes += len(message) - 2 - length
+            dropped[header["key"]] = header["dropped"]
+    tally.dropped = sum(n - dropped_at_start.get(k, 0) for k, n in dropped.items())
+    await setting
+    return tally
+
+
+def view(args: argparse.Namespace) -> None:
+    """A viewer process: watch, count within the window, print the tally as JSON."""
+    window = Window(args.cameras)
+    if args.view == "direct":
+        ports = [int(p) for p in args.target.split(",")]
+        tally = asyncio.run(direct_viewer(ports, window))
+    else:
+        keys = [f"{node_id(i)}/0" for i in range(args.cameras)]
+        tally = asyncio.run(relay_viewer(args.target, keys, window))
+    print(json.dumps(tally.__dict__), flush=True)
 
 
 @dataclass
@@ -202,55 +262,77 @@ class Phase:
         return self.node_cpu_s / self.seconds * 100
 
     @property
+    def frames(self) -> int:
+        return sum(t.frames for t in self.tallies)
+
+    @property
     def fps_per_viewer(self) -> float:
-        return sum(t.frames for t in self.tallies) / len(self.tallies) / self.seconds
+        return self.frames / len(self.tallies) / self.seconds
+
+    @property
+    def node_ms_per_frame(self) -> float:
+        """Node CPU per frame a viewer got: fair when the viewers, not the node, set the pace."""
+        return self.node_cpu_s * 1000 / max(self.frames, 1)
 
 
 def run_phase(
     phase: Phase,
-    viewers: Callable[[list[Tally], asyncio.Event], list[asyncio.Future[None]]],
-    count: int,
+    viewer_args: list[str],
+    args: argparse.Namespace,
     cameras: Proc,
     controller: Proc | None,
-    seconds: float,
     relay_stats: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> Phase:
-    """Start ``count`` viewers, let them settle, then measure for ``seconds`` (and the relay's
-    sources at both ends of the window, while the viewers still watch)."""
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        phase.tallies = [Tally() for _ in range(count)]
-        running = viewers(phase.tallies, stop)
-        await asyncio.sleep(SETTLE_S)
-        for tally in phase.tallies:
-            tally.frames = tally.bytes = 0
-        before = await asyncio.to_thread(relay_stats) if relay_stats else []
+    """``args.viewers`` viewer processes; settle, then measure for ``args.seconds`` (and the
+    relay's sources at both ends of the window, while the viewers still watch)."""
+    command = [sys.executable, "-m", "bench.preview_relay", "--cameras", str(args.cameras),
+               *viewer_args]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=die_with_parent(os.getpid()),
+        )
+        for _ in range(args.viewers)
+    ]
+    try:
+        for proc in procs:  # every viewer sees every camera
+            assert proc.stdout is not None and proc.stdin is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise SystemExit(f"a {phase.name} viewer failed before seeing every camera")
+        start = time.time() + SETTLE_S
+        end = start + args.seconds
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(f"{start!r} {end!r}\n")
+            proc.stdin.flush()
+        time.sleep(max(0.0, start - time.time()))
+        before = relay_stats() if relay_stats else []
         node0 = cameras.cpu_s()
         ctl0 = controller.cpu_s() if controller else 0.0
-        t0 = time.monotonic()
         rss = 0.0
-        while time.monotonic() - t0 < seconds:
-            await asyncio.sleep(0.5)
+        while time.time() < end:
+            time.sleep(min(0.5, max(0.0, end - time.time())))
             if controller is not None:
                 rss = max(rss, controller.rss_mb())
-        phase.seconds = time.monotonic() - t0
+        phase.seconds = args.seconds
         phase.node_cpu_s = cameras.cpu_s() - node0
-        frames = [t.frames for t in phase.tallies]
         if controller is not None:
             phase.controller_cpu_s = controller.cpu_s() - ctl0
             phase.controller_rss_mb = rss
         if relay_stats is not None:
-            phase.relay_sources = await asyncio.to_thread(relay_stats)
+            phase.relay_sources = relay_stats()
             phase.relay_frames_in = sum(s["frames_in"] for s in phase.relay_sources) - sum(
                 s["frames_in"] for s in before
             )
-        stop.set()
-        await asyncio.gather(*running, return_exceptions=True)
-        for tally, n in zip(phase.tallies, frames, strict=True):
-            tally.frames = n
-
-    asyncio.run(main())
+        for proc in procs:
+            out, _ = proc.communicate(timeout=60)
+            phase.tallies.append(Tally(**json.loads(out)))
+    finally:
+        for proc in procs:
+            terminate(proc)
     return phase
 
 
@@ -265,8 +347,13 @@ def main() -> None:
     parser.add_argument("--size", default="320x240", help="preview size (synthetic camera)")
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window per phase")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--view", choices=("direct", "relay"), help=argparse.SUPPRESS)
+    parser.add_argument("--target", help=argparse.SUPPRESS)
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
+    if args.view:
+        view(args)
+        return
     if args.serve:
         serve_cameras(args.cameras, args.fps, (width, height))
         return
@@ -308,27 +395,17 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         idle_cpu_pct = (controller.cpu_s() - idle_cpu0) / (time.monotonic() - t0) * 100
         idle_rss = controller.rss_mb()
 
+        targets = ",".join(str(p) for p in ports)
         direct = run_phase(
-            Phase("direct"),
-            lambda tallies, stop: [
-                asyncio.ensure_future(direct_viewer(ports, t, stop)) for t in tallies
-            ],
-            args.viewers,
-            cameras,
-            None,
-            args.seconds,
+            Phase("direct"), ["--view", "direct", "--target", targets], args, cameras, None
         )
         ws_url = ctl.url.replace("http://", "ws://") + "/api/previews/ws"
-        keys = [f"{node_id(i)}/0" for i in range(args.cameras)]
         relayed = run_phase(
             Phase("relay"),
-            lambda tallies, stop: [
-                asyncio.ensure_future(relay_viewer(ws_url, keys, t, stop)) for t in tallies
-            ],
-            args.viewers,
+            ["--view", "relay", "--target", ws_url],
+            args,
             cameras,
             controller,
-            args.seconds,
             lambda: list(http.get("/api/previews/stats").json()["sources"]),
         )
         report(args, direct, relayed, idle_rss, idle_cpu_pct)
@@ -351,11 +428,11 @@ def report(
     idle_rss: float,
     idle_cpu_pct: float,
 ) -> None:
-    dropped = [sum(t.dropped.values()) for t in relayed.tallies]
     rows = [
         [
             p.name,
             f"{p.node_cpu_pct:.1f}",
+            f"{p.node_ms_per_frame:.2f}",
             f"{p.fps_per_viewer:.1f}",
             f"{p.fps_per_viewer / args.cameras:.2f}",
             str(args.viewers * args.cameras if p is direct else args.cameras),
@@ -364,19 +441,21 @@ def report(
         ]
         for p in (direct, relayed)
     ]
-    header = ["mode", "node CPU %", "frames/s per viewer", "per camera", "node connections",
-              "controller CPU %", "controller RSS MB"]  # fmt: skip
+    header = ["mode", "node CPU %", "node ms/frame seen", "frames/s per viewer", "per camera",
+              "node connections", "controller CPU %", "controller RSS MB"]  # fmt: skip
     print(table(header, rows))
-    cut = ratio(direct.node_cpu_s / direct.seconds, relayed.node_cpu_s / relayed.seconds)
+    cut = ratio(direct.node_cpu_s, relayed.node_cpu_s)
+    per_frame = ratio(direct.node_ms_per_frame, relayed.node_ms_per_frame)
     print(
-        f"node-side preview CPU, direct / relay: {fmt_ratio(cut, direct.node_cpu_pct)} "
-        f"(relay delivers {relayed.fps_per_viewer / max(direct.fps_per_viewer, 1e-9):.2f}x "
-        "the frames per viewer of direct)"
+        f"node-side preview CPU, direct / relay: {fmt_ratio(cut, direct.node_cpu_pct)}; "
+        f"per frame a viewer saw: {fmt_ratio(per_frame, direct.node_ms_per_frame)} "
+        f"(viewers saw {relayed.fps_per_viewer / max(direct.fps_per_viewer, 1e-9):.2f}x "
+        "the frames through the relay)"
     )
     assert relayed.controller_rss_mb is not None
     print(
         f"controller with no viewer: RSS {idle_rss:.1f} MB, CPU {idle_cpu_pct:.1f} %; "
-        f"relaying: RSS {relayed.controller_rss_mb:.1f} MB "
+        f"relaying: peak RSS {relayed.controller_rss_mb:.1f} MB "
         f"(+{relayed.controller_rss_mb - idle_rss:.1f} MB for {args.cameras} cameras x "
         f"{args.viewers} viewers)"
     )
@@ -385,11 +464,11 @@ def report(
     print(
         f"relay: {len(sources)} cameras pulled at {pulled:.2f} frames/s each, at most "
         f"{max((s['connects'] for s in sources), default=0)} connection(s) opened per camera; "
-        f"frames each viewer missed (cumulative): {', '.join(str(d) for d in dropped)}"
+        f"frames each viewer missed in the window: "
+        f"{', '.join(str(t.dropped) for t in relayed.tallies)}"
     )
     print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":
-    threading.current_thread().name = "bench"
     main()

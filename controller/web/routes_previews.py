@@ -92,15 +92,17 @@ async def preview_stream(
     stopping: threading.Event = request.app.state.stopping
     user = _user(getattr(request.state, "principal", None))
     return StreamingResponse(
-        _mjpeg(request, relay, key, user, stopping),
+        _mjpeg(relay, key, user, stopping),
         media_type=CONTENT_TYPE,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
 async def _mjpeg(
-    request: Request, relay: PreviewRelay, key: str, user: str | None, stopping: threading.Event
+    relay: PreviewRelay, key: str, user: str | None, stopping: threading.Event
 ) -> AsyncIterator[bytes]:
+    # Joins here, not in the route: the viewer exists only while the body is being sent, and
+    # Starlette cancels the body when the client disconnects, which runs the finally.
     viewer = relay.join("mjpeg", user)
     try:
         relay.watch(viewer, [key])
