@@ -14,7 +14,14 @@ import httpx
 import pytest
 from support.controllers import ControllerProcess
 from support.nodes import NodeProcess, node_process
-from support.web import add_token, controller_process, wait_nodes, wait_ready, wait_until
+from support.web import (
+    add_token,
+    add_user,
+    controller_process,
+    wait_nodes,
+    wait_ready,
+    wait_until,
+)
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
@@ -24,6 +31,7 @@ from pepi_fleet.controller.web.preview_wire import decode_frame
 
 JPEG_START = b"\xff\xd8"
 LINGER_S = 1.0
+VIEWER_PASSWORD = "viewer-pass-1"
 
 
 @dataclass
@@ -276,6 +284,7 @@ def auth_rig(
     ctl, nodes = start_rig(broker, tmp_path_factory.mktemp("relay-auth"), "--auth", "on",
                            cameras=(1,))  # fmt: skip
     token = add_token(ctl.data_dir, "wall", "viewer")
+    add_user(ctl.data_dir, "vic", "viewer", VIEWER_PASSWORD)
     try:
         for node in nodes.values():
             node.start()
@@ -315,3 +324,22 @@ def test_relay_lets_viewers_watch_and_refuses_everyone_else(auth_rig: tuple[Rig,
     ):
         pass
     assert foreign.value.response.status_code == 403
+
+
+def test_relay_websocket_takes_a_viewers_session_from_the_page(auth_rig: tuple[Rig, str]) -> None:
+    """What the page does: log in as a viewer, then open the socket with the session cookie
+    from the page's own origin."""
+    rig, _token = auth_rig
+    key = f"{next(iter(rig.nodes))}/0"
+    with httpx.Client(base_url=rig.url, timeout=10) as client:
+        res = client.post(
+            "/api/login",
+            json={"username": "vic", "password": VIEWER_PASSWORD},
+            headers={"Origin": rig.url},
+        )
+        assert res.status_code == 200, res.text
+        cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+    with connect(rig.ws_url, additional_headers={"Cookie": cookie}, origin=Origin(rig.url)) as ws:
+        ws.send(json.dumps({"watch": [key]}))
+        header, jpeg = recv_frames(ws, {key})[key]
+        assert header.key == key and jpeg.startswith(JPEG_START)
