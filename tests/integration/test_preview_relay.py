@@ -3,7 +3,9 @@ a real mosquitto: MJPEG, snapshots and the multiplexed WebSocket, one pull per c
 
 from __future__ import annotations
 
+import itertools
 import json
+import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -343,3 +345,54 @@ def test_relay_websocket_takes_a_viewers_session_from_the_page(auth_rig: tuple[R
         ws.send(json.dumps({"watch": [key]}))
         header, jpeg = recv_frames(ws, {key})[key]
         assert header.key == key and jpeg.startswith(JPEG_START)
+
+
+def slow_socket(url: str) -> socket.socket:
+    """A connected TCP socket that takes little into its receive buffer: a viewer on a bad
+    link (once it stops reading, the controller's sends to it block within a few frames)."""
+    port = int(url.rsplit(":", 1)[1])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def viewer_stats(rig: Rig, kind: str, key: str) -> list[dict[str, Any]]:
+    return [v for v in rig.stats()["viewers"] if v["kind"] == kind and key in v["watching"]]
+
+
+def test_a_viewer_that_stops_reading_slows_neither_the_node_nor_other_viewers(rig: Rig) -> None:
+    node = first_node(rig, cameras=1)
+    key = f"{node.node_id}/0"
+    every = {f"{n}/{c}" for n, count in zip(rig.nodes, (2, 1), strict=True) for c in range(count)}
+    with (
+        connect(rig.ws_url, sock=slow_socket(rig.url), max_queue=1, ping_interval=None) as slow,
+        connect(rig.ws_url) as fast,
+    ):
+        slow.send(json.dumps({"watch": sorted(every)}))  # every camera: its buffers fill sooner
+        fast.send(json.dumps({"watch": [key]}))
+        recv_frames(slow, every)
+        recv_frames(fast, {key})
+        # the slow viewer reads nothing from here on; the fast one goes on reading
+        wait_until(
+            lambda: any(v["dropped"].get(key, 0) >= 5 for v in viewer_stats(rig, "ws", key)),
+            90,
+            "the relay to drop frames for the viewer that stopped reading",
+        )
+        first = recv_frames(fast, {key})[key][0]
+        frames_in = rig.source(key)["frames_in"]  # type: ignore[index]
+        later = first
+        for _ in range(8):
+            later = recv_frames(fast, {key})[key][0]
+        assert later.seq >= first.seq + 8  # the fast viewer keeps getting the node's frames
+        assert later.dropped - first.dropped < 8  # ... and misses few if any of them
+        assert rig.source(key)["frames_in"] > frames_in  # type: ignore[index]
+        # reading again, the stalled viewer gets what the network still held, then the
+        # newest frames: the relay kept only the newest for it, and skipped the rest
+        newest = rig.source(key)["frames_in"]  # type: ignore[index]
+        seqs: list[int] = []
+        while not seqs or seqs[-1] < newest:
+            header = decode_frame(_binary(slow, 1)[0])[0]
+            if header.key == key:
+                seqs.append(header.seq)
+        assert max(b - a for a, b in itertools.pairwise(seqs)) > 1, seqs
