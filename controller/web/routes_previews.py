@@ -163,7 +163,7 @@ async def previews_ws(ws: WebSocket) -> None:
     finally:
         relay.leave(viewer)
         if ws.application_state is WebSocketState.CONNECTED:
-            with contextlib.suppress(RuntimeError, OSError):
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):  # already gone
                 await ws.close(1001 if stopping.is_set() else 1000)
 
 
