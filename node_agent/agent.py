@@ -20,6 +20,7 @@ from pepi_fleet.node.config import NodeConfig
 from pepi_fleet.node.health import Health, Vital, Watchdog
 from pepi_fleet.node.home_assistant import NodeAnnouncer
 from pepi_fleet.node.secret import load_or_create_secret
+from pepi_fleet.node.settings import NodeSettingsApplier
 from pepi_fleet.node.store import CaptureStore
 from pepi_fleet.node.stream import MjpegServer
 from pepi_fleet.node.taken_ids import DAY_S, TAKEN_IDS_FILE, TakenIds
@@ -33,6 +34,7 @@ from pepi_fleet.schemas.capture import (
 )
 from pepi_fleet.schemas.clock import ClockPing, ClockPong
 from pepi_fleet.schemas.errors import PayloadError, PepiError
+from pepi_fleet.schemas.exposure import MeterRequest
 from pepi_fleet.schemas.ids import is_capture_id
 from pepi_fleet.schemas.nesting import check_nesting
 from pepi_fleet.schemas.secret import NodeSecret
@@ -84,6 +86,9 @@ class NodeAgent:
             ),
             clock,
             taken=self.taken,
+        )
+        self.settings = NodeSettingsApplier(
+            config.node_id, camera, self.captures.set_jpeg_quality, self.stopped
         )
         self.stream: MjpegServer | None = None
         if config.stream_port >= 0:
@@ -143,7 +148,10 @@ class NodeAgent:
                 subscriptions=(
                     (self.topics.capture(), 1),
                     (self.topics.node_capture(node), 1),
+                    # retained: a node that starts after the fleet was set gets the settings
+                    (self.topics.fleet_settings(), 1),
                     (self.topics.settings(node), 1),
+                    (self.topics.meter(node), 1),
                     (self.topics.clock_ping(node), 0),
                     *([(self.announcer.birth_topic, 1)] if self.announcer else []),
                 ),
@@ -243,6 +251,7 @@ class NodeAgent:
             stream_urls=self.stream_urls(),
             store=self.store.info(),
             clock=ClockInfo(synced=clock_synchronised()),
+            jpeg_quality=self.captures.settings.jpeg_quality,
             health=self.watchdog.health.summary[:500],
             last_capture_at=self._last_capture_at,
         )
@@ -308,8 +317,10 @@ class NodeAgent:
             return
         if parsed.kind in (TopicKind.CAPTURE, TopicKind.NODE_CAPTURE):
             self._on_capture(msg)
-        elif parsed.kind is TopicKind.SET:
+        elif parsed.kind in (TopicKind.SET, TopicKind.FLEET_SETTINGS):
             self._control.submit(self._apply_settings, msg, what=f"settings on {msg.topic}")
+        elif parsed.kind is TopicKind.METER and not msg.retain:
+            self._control.submit(self._meter, msg, what="metering for an exposure lock")
         elif parsed.kind is TopicKind.CLOCK_PING:
             self._on_clock_ping(msg)
 
@@ -363,44 +374,36 @@ class NodeAgent:
 
     def _apply_settings(self, msg: InboundMessage) -> None:
         """Apply all of a settings payload or none of it (control thread)."""
+        if not msg.payload and msg.topic == self.topics.fleet_settings():
+            logger.info("fleet settings cleared; the cameras keep what they have")
+            return
         try:
             settings = decode(NodeSettings, msg.payload, MAX_SETTINGS_BYTES)
         except PayloadError as exc:
             logger.error("bad settings on %s: %s; nothing applied", msg.topic, exc)
             return
         try:
-            self._apply_camera_settings(settings)
+            self.settings.apply(settings)
         except PepiError as exc:
             logger.error("settings on %s not applied: %s", msg.topic, exc)
             return
         except Exception:
             logger.exception("settings on %s failed; the camera may be left as it was", msg.topic)
             return
-        if settings.jpeg_quality is not None:
-            self.captures.set_jpeg_quality(settings.jpeg_quality)
         logger.info("settings applied: %s", settings.model_dump(exclude_none=True))
         self.publish_status()
 
-    def _apply_camera_settings(self, settings: NodeSettings) -> None:
-        infos = self.camera.infos()
-        if settings.resolution is not None:
-            width, height = settings.resolution
-            for info in infos:
-                max_w, max_h = info.max_resolution
-                if width > max_w or height > max_h:
-                    raise PayloadError(
-                        f"resolution {width}x{height} exceeds camera {info.index}'s "
-                        f"{max_w}x{max_h}; nothing applied"
-                    )
-            self.camera.set_resolution(width, height)
-        if settings.fps is None:
-            return
+    def _meter(self, msg: InboundMessage) -> None:
+        """Meter for a lock and publish the reading (control thread)."""
         try:
-            self.camera.set_fps(settings.fps)
-        except Exception:
-            if settings.resolution is not None and infos:
-                self.camera.set_resolution(*infos[0].resolution)  # all or nothing
-            raise
+            request = decode(MeterRequest, msg.payload, MAX_SETTINGS_BYTES)
+        except PayloadError as exc:
+            logger.error("bad meter request on %s: %s", msg.topic, exc)
+            return
+        reading = self.settings.meter(request)
+        node = self.config.node_id
+        self.link.publish(self.topics.meter_reading(node), reading.model_dump_json())
+        self.publish_status()
 
 
 def _salvage_capture_id(payload: bytes) -> str | None:

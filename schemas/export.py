@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pepi_fleet.schemas.capture import CaptureCommand, CaptureResult
 from pepi_fleet.schemas.clock import ClockPing, ClockPong
 from pepi_fleet.schemas.controller import CaptureSetSummary
+from pepi_fleet.schemas.exposure import MeterReading, MeterRequest
 from pepi_fleet.schemas.secret import NodeSecret
 from pepi_fleet.schemas.status import NodeSettings, NodeStatus
 
@@ -22,6 +23,8 @@ PAYLOAD_MODELS: tuple[type[BaseModel], ...] = (
     ClockPong,
     CaptureSetSummary,
     NodeSecret,
+    MeterRequest,
+    MeterReading,
 )
 
 

@@ -23,6 +23,9 @@ class TopicKind(StrEnum):
     PREVIEW = "preview"
     LIVE = "live"
     SET = "set"
+    FLEET_SETTINGS = "fleet_settings"
+    METER = "meter"
+    METER_READING = "meter_reading"
     CLOCK_PING = "clock_ping"
     CLOCK_PONG = "clock_pong"
     SECRET = "secret"
@@ -40,6 +43,8 @@ _NODE_LEAVES = {
     "preview": TopicKind.PREVIEW,
     "live": TopicKind.LIVE,
     "set": TopicKind.SET,
+    "meter": TopicKind.METER,
+    "meter/reading": TopicKind.METER_READING,
     "clock/ping": TopicKind.CLOCK_PING,
     "clock/pong": TopicKind.CLOCK_PONG,
     "secret": TopicKind.SECRET,
@@ -94,6 +99,18 @@ class Topics:
     def settings(self, node_id: str) -> str:
         return self.node(node_id, "set")
 
+    def fleet_settings(self) -> str:
+        """Settings for every node (retained: a node that starts later gets them too)."""
+        return f"{self.root}/settings"
+
+    def meter(self, node_id: str) -> str:
+        """Ask a node to let its cameras settle auto exposure and report them (lock exposure)."""
+        return self.node(node_id, "meter")
+
+    def meter_reading(self, node_id: str) -> str:
+        """A node's answer to ``meter``: what its camera settled on."""
+        return self.node(node_id, "meter/reading")
+
     def clock_ping(self, node_id: str) -> str:
         return self.node(node_id, "clock/ping")
 
@@ -134,6 +151,8 @@ class Topics:
         rest = topic[len(prefix) :]
         if rest == "capture":
             return ParsedTopic(TopicKind.CAPTURE)
+        if rest == "settings":
+            return ParsedTopic(TopicKind.FLEET_SETTINGS)
         if rest == "controller/availability":
             return ParsedTopic(TopicKind.CONTROLLER_AVAILABILITY)
         if rest == "controller/captures":

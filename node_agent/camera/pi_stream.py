@@ -28,7 +28,6 @@ from pepi_fleet.node.camera.base import CapturedFrame, RGBArray
 from pepi_fleet.node.camera.pi_controls import (
     controls_from_metadata,
     frame_duration_us,
-    merge_settings,
     settings_controls,
 )
 from pepi_fleet.node.camera.pi_preview import PreviewHub
@@ -44,7 +43,7 @@ from pepi_fleet.node.camera.pi_timing import (
     wall_minus_monotonic_ns,
 )
 from pepi_fleet.node.camera.sensors import scaler_crop
-from pepi_fleet.schemas.camera import CameraControls, CameraSettings, SyncMode
+from pepi_fleet.schemas.camera import CameraControls, CameraSettings, SyncMode, merge_settings
 from pepi_fleet.schemas.errors import CameraError
 from pepi_fleet.schemas.status import CameraInfo
 

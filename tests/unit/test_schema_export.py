@@ -19,6 +19,8 @@ EXPECTED = {
     "ClockPong",
     "CaptureSetSummary",
     "NodeSecret",
+    "MeterRequest",
+    "MeterReading",
 }
 
 
