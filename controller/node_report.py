@@ -49,6 +49,7 @@ class NodeOut(BaseModel):
     conflict: str | None = Field(
         default=None, description="set when two machines seem to use this node id"
     )
+    jpeg_quality: int | None = Field(default=None, description="JPEG quality the node applies")
 
     @classmethod
     def of(cls, view: NodeView, now: float, measured: ClockEstimate | None = None) -> NodeOut:
@@ -74,6 +75,7 @@ class NodeOut(BaseModel):
             changed_at=view.changed_at,
             health=status.health if status else None,
             conflict=view.conflict,
+            jpeg_quality=status.jpeg_quality if status else None,
         )
 
 

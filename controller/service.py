@@ -11,13 +11,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pepi_fleet import __version__
+from pepi_fleet.controller.camera_settings import (
+    CameraSettingsDesk,
+    LockError,
+    Reference,
+    choose_reference,
+)
 from pepi_fleet.controller.capture_sets import CaptureSetBook, build_summary
 from pepi_fleet.controller.clock_check import clock_warnings
 from pepi_fleet.controller.clock_probe import ClockBook, ClockEstimate, ProbeRotation
 from pepi_fleet.controller.config import ControllerConfig
 from pepi_fleet.controller.downloader import RECONCILE_BUDGET_PER_S, Downloader
 from pepi_fleet.controller.events import EventHub
-from pepi_fleet.controller.home_assistant import HomeAssistantBridge
+from pepi_fleet.controller.home_assistant import HomeAssistantBridge, LockExposure
 from pepi_fleet.controller.ledger import Ledger, SetDetail
 from pepi_fleet.controller.node_client import Endpoint, NodeClient, NodeClientFactory
 from pepi_fleet.controller.presence import NodeState, NodeView, PresenceTracker, StateChange
@@ -38,6 +44,7 @@ from pepi_fleet.schemas.controller import CaptureSetSummary
 from pepi_fleet.schemas.discovery import ha_status_topic
 from pepi_fleet.schemas.errors import PayloadError
 from pepi_fleet.schemas.secret import NodeSecret
+from pepi_fleet.schemas.status import NodeSettings
 from pepi_fleet.schemas.topics import TopicKind, Topics
 
 logger = logging.getLogger(__name__)
@@ -120,6 +127,10 @@ class Controller:
             clock,
             enabled=config.discovery,
         )
+        self.camera_settings = CameraSettingsDesk(
+            t,
+            lambda topic, payload, retain: self.link.publish(topic, payload, retain=retain),
+        )
         self.link = MqttLink(
             BrokerAddress.parse(config.broker),
             LinkOptions(
@@ -141,6 +152,7 @@ class Controller:
                     (t.all_nodes("clock/pong"), 0),
                     (t.all_nodes("secret"), 1),
                     *self.ha.subscriptions(),
+                    *self.camera_settings.subscriptions(),
                 ),
             ),
             on_message=self.receive,
@@ -195,8 +207,42 @@ class Controller:
     # -- queries and commands (any thread) -----------------------------------------------------
 
     def receive(self, msg: InboundMessage) -> None:
-        """Hand one inbound message to the worker thread (paho's callback; nothing blocks)."""
+        """Hand one inbound message to the worker thread (paho's callback; nothing blocks).
+
+        Fleet settings and meter readings are only recorded, here: a lock waiting for a
+        reading must not wait behind the worker's queue."""
+        try:
+            if self.camera_settings.on_message(msg):
+                return
+        except PayloadError as exc:
+            logger.warning("bad payload on %s ignored: %s", msg.topic, exc)
+            return
         self._inbox.put(msg)
+
+    def set_camera_settings(self, change: NodeSettings, node_id: str | None = None) -> NodeSettings:
+        """Apply ``change`` to one node, or merge it into the fleet's retained settings.
+
+        Returns what the fleet (or that node, for this change) is now asked for."""
+        if node_id is not None:
+            self.camera_settings.set_node(node_id, change)
+            return change
+        return self.camera_settings.set_fleet(change)
+
+    def lock_exposure(
+        self, reference: str | Reference | None = None, settle_s: float | None = None
+    ) -> tuple[Reference, NodeSettings]:
+        """Meter ``reference`` (default: first online node, camera 0), lock the fleet to it.
+
+        Blocks for the settle time and the node's answer; LockError when it cannot."""
+        online = [v.node_id for v in self.nodes() if v.state is NodeState.ONLINE]
+        chosen = choose_reference(reference, online)
+        if settle_s is None:
+            locked = self.camera_settings.lock(chosen)
+        else:
+            locked = self.camera_settings.lock(chosen, settle_s)
+        logger.info("exposure locked to %s: %s", chosen, locked.model_dump(exclude_none=True))
+        self.events.emit("settings", fleet=locked.model_dump(mode="json", exclude_none=True))
+        return chosen, locked
 
     @property
     def broker_connected(self) -> bool:
@@ -454,11 +500,23 @@ class Controller:
 
     def _on_command(self, msg: InboundMessage) -> None:
         scheduled = self.ha.on_command(msg.payload)
+        if isinstance(scheduled, LockExposure):
+            # metering takes seconds: not on the worker thread
+            threading.Thread(
+                target=self._lock_from_command, args=(scheduled,), name="lock", daemon=True
+            ).start()
+            return
         if scheduled is None:
             return
         at = align_to_frame_grid(self._clock() + scheduled.delay_s, self.config.align_fps)
         capture_id = self.trigger(at=at)
         logger.info("Home Assistant: capture %s scheduled at %.3f", capture_id, at)
+
+    def _lock_from_command(self, command: LockExposure) -> None:
+        try:
+            self.lock_exposure(command.reference)
+        except (LockError, PayloadError) as exc:
+            logger.error("lock exposure (MQTT command) failed: %s", exc)
 
     def _count_nodes(self) -> None:
         with self._lock:
