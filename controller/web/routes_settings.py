@@ -94,13 +94,18 @@ def _connected(controller: Controller) -> None:
         )
 
 
-@router.get("/settings", summary="Fleet camera settings")
+@router.get("/settings", summary="Fleet camera settings", response_model_exclude_none=True)
 def get_fleet_settings(controller: ControllerDep) -> FleetSettingsOut:
     """The settings every node gets (the applied values are in each node's cameras)."""
     return FleetSettingsOut(fleet=controller.camera_settings.fleet())
 
 
-@router.put("/settings", summary="Change fleet camera settings", openapi_extra=SETTINGS_BODY)
+@router.put(
+    "/settings",
+    summary="Change fleet camera settings",
+    openapi_extra=SETTINGS_BODY,
+    response_model_exclude_none=True,
+)
 async def put_fleet_settings(request: Request, controller: ControllerDep) -> FleetSettingsOut:
     """Merge the given fields into the fleet's settings and send the whole to every node.
 
@@ -112,7 +117,9 @@ async def put_fleet_settings(request: Request, controller: ControllerDep) -> Fle
     return FleetSettingsOut(fleet=controller.set_camera_settings(change))
 
 
-@router.delete("/settings", summary="Forget the fleet camera settings")
+@router.post(
+    "/settings/clear", summary="Forget the fleet camera settings", response_model_exclude_none=True
+)
 def clear_fleet_settings(controller: ControllerDep) -> FleetSettingsOut:
     """Clear the retained fleet settings: nodes keep what they have, new nodes get none."""
     _connected(controller)
@@ -121,7 +128,10 @@ def clear_fleet_settings(controller: ControllerDep) -> FleetSettingsOut:
 
 
 @router.put(
-    "/nodes/{node_id}/settings", summary="Change one node's settings", openapi_extra=SETTINGS_BODY
+    "/nodes/{node_id}/settings",
+    summary="Change one node's settings",
+    openapi_extra=SETTINGS_BODY,
+    response_model_exclude_none=True,
 )
 async def put_node_settings(
     node_id: NodeIdPath, request: Request, controller: ControllerDep
@@ -144,6 +154,7 @@ async def put_node_settings(
     "/settings/lock",
     summary="Lock every camera's exposure to a reference camera",
     responses={409: {"description": "No reference online, or it could not meter"}},
+    response_model_exclude_none=True,
 )
 def lock_exposure(
     controller: ControllerDep, request: Annotated[LockRequest | None, Body()] = None
