@@ -57,8 +57,8 @@ class Reference:
 
 def parse_reference(text: str) -> Reference:
     """``NODE`` or ``NODE:CAM``; PayloadError naming the expected form otherwise."""
-    node, _, camera = text.partition(":")
-    if camera and not camera.isdigit():
+    node, sep, camera = text.partition(":")
+    if sep and not camera.isdigit():
         raise PayloadError(f"reference {text!r}: give NODE or NODE:CAMERA, e.g. cam01:0")
     return Reference(validate_node_id(node), int(camera) if camera else 0)
 
