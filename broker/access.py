@@ -7,7 +7,12 @@ from importlib import resources
 
 PRODUCTION_ROOT = "pepi/v1"
 
-NODE_READS = ("{root}/capture", "{root}/settings", "homeassistant/status")
+NODE_READS = (
+    "{root}/capture",
+    "{root}/settings",
+    "{root}/sync/server",
+    "homeassistant/status",
+)
 """What every node reads besides its own subtree. These topics hold no ``%u``, and mosquitto
 2.0 warns about a ``pattern`` without ``%u``/``%c``, so each node gets them in a ``user``
 section of its own (``broker/acl`` says so where the patterns are)."""

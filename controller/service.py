@@ -29,6 +29,7 @@ from pepi_fleet.controller.node_client import Endpoint, NodeClient, NodeClientFa
 from pepi_fleet.controller.presence import NodeState, NodeView, PresenceTracker, StateChange
 from pepi_fleet.controller.presence_feed import PRESENCE_KINDS, PresenceMessage
 from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
+from pepi_fleet.controller.sync_election import SyncElection
 from pepi_fleet.controller.thrift_node_client import ThriftNodeClient
 from pepi_fleet.core.availability import OFFLINE, ONLINE
 from pepi_fleet.core.decode import decode
@@ -50,6 +51,8 @@ from pepi_fleet.schemas.topics import TopicKind, Topics
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.2
+ELECTION_S = 1.0
+"""How often the camera sync server election looks at the fleet."""
 RETRY_SWEEP_S = 5.0
 RECONCILES_PER_SWEEP = int(RECONCILE_BUDGET_PER_S * RETRY_SWEEP_S)
 RELEASES_PER_SWEEP = 100
@@ -131,6 +134,12 @@ class Controller:
             t,
             lambda topic, payload, retain: self.link.publish(topic, payload, retain=retain),
         )
+        self.sync_election = SyncElection(
+            t,
+            lambda topic, payload, retain: self.link.publish(topic, payload, retain=retain),
+            clock,
+        )
+        self._next_election = 0.0
         self.link = MqttLink(
             BrokerAddress.parse(config.broker),
             LinkOptions(
@@ -140,6 +149,8 @@ class Controller:
                 will_topic=t.controller_availability(),
                 ca_file=str(config.ca_file) if config.ca_file else None,
                 subscriptions=(
+                    # first: the retained election arrives before the statuses it is judged by
+                    (t.sync_server(), 1),
                     (t.capture(), 1),
                     (t.all_nodes("capture"), 1),
                     (t.all_nodes("availability"), 1),
@@ -324,6 +335,12 @@ class Controller:
             return
         parsed = self.topics.parse(msg.topic)
         if parsed is None:
+            return
+        if parsed.kind is TopicKind.SYNC_SERVER:
+            try:
+                self.sync_election.on_message(msg)
+            except PayloadError as exc:
+                logger.warning("bad camera sync election on %s ignored: %s", msg.topic, exc)
             return
         if parsed.kind is TopicKind.CONTROLLER_COMMAND:
             if self.ha.enabled and not msg.retain:
@@ -548,6 +565,11 @@ class Controller:
         self.downloader.flush_manifests()
         now = self._clock()
         self._probe_clocks(now)
+        if now >= self._next_election and self.link.connected.is_set():
+            self._next_election = now + ELECTION_S
+            with self._lock:
+                nodes = self.presence.nodes()
+            self.sync_election.update(nodes)
         while True:
             try:
                 self._await_from_ledger(self.downloader.recovered.get_nowait())

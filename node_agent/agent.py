@@ -13,7 +13,7 @@ from pepi_fleet.core.availability import OFFLINE, ONLINE
 from pepi_fleet.core.decode import decode
 from pepi_fleet.core.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
 from pepi_fleet.node import __version__
-from pepi_fleet.node.camera.base import Camera
+from pepi_fleet.node.camera.base import Camera, SyncableCamera
 from pepi_fleet.node.capture_service import CaptureRequest, CaptureService, CaptureSettings
 from pepi_fleet.node.clock_sync import clock_synchronised
 from pepi_fleet.node.config import NodeConfig
@@ -39,6 +39,7 @@ from pepi_fleet.schemas.ids import is_capture_id
 from pepi_fleet.schemas.nesting import check_nesting
 from pepi_fleet.schemas.secret import NodeSecret
 from pepi_fleet.schemas.status import ClockInfo, NodeSettings, NodeStatus, ThriftEndpoint
+from pepi_fleet.schemas.sync import SyncServer
 from pepi_fleet.schemas.topics import TopicKind, Topics
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,9 @@ class NodeAgent:
         self._last_capture_at: float | None = max(
             (c.fired_at for c in store.captures()), default=None
         )
+        self._syncs = config.frame_lock and isinstance(camera, SyncableCamera)
+        """Frame-locked with libcamera camera sync (its role in the status)."""
+        self._follows_election = self._syncs and config.sync_role == "elected"
         self.link = MqttLink(
             BrokerAddress.parse(config.broker),
             LinkOptions(
@@ -152,6 +156,7 @@ class NodeAgent:
                     (self.topics.fleet_settings(), 1),
                     (self.topics.settings(node), 1),
                     (self.topics.meter(node), 1),
+                    *([(self.topics.sync_server(), 1)] if self._follows_election else []),
                     (self.topics.clock_ping(node), 0),
                     *([(self.announcer.birth_topic, 1)] if self.announcer else []),
                 ),
@@ -252,6 +257,7 @@ class NodeAgent:
             store=self.store.info(),
             clock=ClockInfo(synced=clock_synchronised()),
             jpeg_quality=self.captures.settings.jpeg_quality,
+            sync_role=self.config.sync_role if self._syncs else None,
             health=self.watchdog.health.summary[:500],
             last_capture_at=self._last_capture_at,
         )
@@ -319,6 +325,8 @@ class NodeAgent:
             self._on_capture(msg)
         elif parsed.kind in (TopicKind.SET, TopicKind.FLEET_SETTINGS):
             self._control.submit(self._apply_settings, msg, what=f"settings on {msg.topic}")
+        elif parsed.kind is TopicKind.SYNC_SERVER:
+            self._control.submit(self._follow_election, msg, what="camera sync election")
         elif parsed.kind is TopicKind.METER and not msg.retain:
             self._control.submit(self._meter, msg, what="metering for an exposure lock")
         elif parsed.kind is TopicKind.CLOCK_PING:
@@ -391,6 +399,22 @@ class NodeAgent:
             logger.exception("settings on %s failed; the camera may be left as it was", msg.topic)
             return
         logger.info("settings applied: %s", settings.model_dump(exclude_none=True))
+        self.publish_status()
+
+    def _follow_election(self, msg: InboundMessage) -> None:
+        """Serve the rig's camera sync if elected, else follow it (control thread)."""
+        try:
+            elected = decode(SyncServer, msg.payload, MAX_SETTINGS_BYTES) if msg.payload else None
+        except PayloadError as exc:
+            logger.error("bad sync election on %s: %s", msg.topic, exc)
+            return
+        server = elected is not None and elected.node_id == self.config.node_id
+        if isinstance(self.camera, SyncableCamera):
+            try:
+                self.camera.set_sync_role("server" if server else "client")
+            except PepiError as exc:
+                logger.error("camera sync role not changed: %s", exc)
+                return
         self.publish_status()
 
     def _meter(self, msg: InboundMessage) -> None:

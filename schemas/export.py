@@ -13,6 +13,7 @@ from pepi_fleet.schemas.controller import CaptureSetSummary
 from pepi_fleet.schemas.exposure import MeterReading, MeterRequest
 from pepi_fleet.schemas.secret import NodeSecret
 from pepi_fleet.schemas.status import NodeSettings, NodeStatus
+from pepi_fleet.schemas.sync import SyncServer
 
 PAYLOAD_MODELS: tuple[type[BaseModel], ...] = (
     CaptureCommand,
@@ -25,6 +26,7 @@ PAYLOAD_MODELS: tuple[type[BaseModel], ...] = (
     NodeSecret,
     MeterRequest,
     MeterReading,
+    SyncServer,
 )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -87,6 +87,11 @@ class NodeStatus(BaseModel):
     clock: ClockInfo
     last_capture_at: float | None = Field(
         default=None, description="fired_at of the newest capture this node took or holds"
+    )
+    sync_role: Literal["server", "client", "auto", "elected"] | None = Field(
+        default=None,
+        description="frame-locked Pi cameras: how this node's sync role is chosen "
+        "('elected': it follows the controller's election on <root>/sync/server)",
     )
     jpeg_quality: int | None = Field(
         default=None, description="JPEG quality the node encodes at (as last applied)"

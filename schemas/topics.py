@@ -26,6 +26,7 @@ class TopicKind(StrEnum):
     FLEET_SETTINGS = "fleet_settings"
     METER = "meter"
     METER_READING = "meter_reading"
+    SYNC_SERVER = "sync_server"
     CLOCK_PING = "clock_ping"
     CLOCK_PONG = "clock_pong"
     SECRET = "secret"
@@ -103,6 +104,10 @@ class Topics:
         """Settings for every node (retained: a node that starts later gets them too)."""
         return f"{self.root}/settings"
 
+    def sync_server(self) -> str:
+        """The elected libcamera sync server (retained; ``--sync-role elected`` nodes follow)."""
+        return f"{self.root}/sync/server"
+
     def meter(self, node_id: str) -> str:
         """Ask a node to let its cameras settle auto exposure and report them (lock exposure)."""
         return self.node(node_id, "meter")
@@ -153,6 +158,8 @@ class Topics:
             return ParsedTopic(TopicKind.CAPTURE)
         if rest == "settings":
             return ParsedTopic(TopicKind.FLEET_SETTINGS)
+        if rest == "sync/server":
+            return ParsedTopic(TopicKind.SYNC_SERVER)
         if rest == "controller/availability":
             return ParsedTopic(TopicKind.CONTROLLER_AVAILABILITY)
         if rest == "controller/captures":

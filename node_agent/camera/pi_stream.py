@@ -239,6 +239,17 @@ class CameraStream:
         setup = dataclasses.replace(self._setup, resolution=(width, height))
         self._call(lambda: self._resize(setup))
 
+    def set_sync(self, mode: SyncMode) -> None:
+        """Restart the stream in sync ``mode`` (server or client); sync starts over."""
+        setup = dataclasses.replace(self._setup, sync=mode)
+        self._call(lambda: self._resize(setup))
+
+    @property
+    def sync_mode(self) -> SyncMode:
+        """The sync mode this camera was asked for (``info`` says what it got)."""
+        with self._lock:
+            return self._setup.sync
+
     def set_fps(self, fps: float) -> None:
         """Ask for a fixed frame rate (within what the sensor mode can do)."""
         self._call(lambda: self._set_fps(fps))

@@ -92,6 +92,7 @@ def test_render_acl_gives_each_node_the_trigger_settings_and_home_assistant_birt
         assert _section(acl, node) == [
             "topic read t/x/capture",
             "topic read t/x/settings",
+            "topic read t/x/sync/server",
             "topic read homeassistant/status",
         ]
     assert named_users(acl) == ["controller", "automation", "cam01", "cam02"]

@@ -24,6 +24,7 @@ from pepi_fleet.node.settings import NodeSettingsApplier
 from pepi_fleet.node.store import CaptureStore, StoreLimits
 from pepi_fleet.schemas.camera import locked_settings
 from pepi_fleet.schemas.capture import CaptureCommand, CaptureResult, CaptureStatus
+from pepi_fleet.schemas.errors import CameraError
 from pepi_fleet.schemas.exposure import MeterRequest
 from pepi_fleet.schemas.status import NodeSettings
 
@@ -124,3 +125,26 @@ def test_picamera2_meter_and_lock_give_every_camera_the_reference_values(
         assert read.auto_exposure is False
     statuses = [info.controls for info in camera.infos()]
     assert all(c is not None and c.exposure_time_us == settled.exposure_time_us for c in statuses)
+
+
+def test_picamera2_sync_role_changes_while_running(
+    fake: ModuleType, opened: list[Picamera2Camera]
+) -> None:
+    fake.install_rig(cameras=["imx477", "imx477"])
+    camera = open_camera(opened, count=2, frame_lock=True, sync_role="elected", sync_frames=3)
+    assert [s.controls["SyncMode"] for s in fake.RIG.opened] == [2, 2]  # clients at first
+    camera.set_sync_role("server")
+    assert [s.controls["SyncMode"] for s in fake.RIG.opened] == [1, 2]
+    sync = eventually(lambda: (s := camera.infos()[0].sync) and s.ready and s, what="SyncReady")
+    assert sync.mode == "server"
+    assert camera.capture([0], "served", None)[0].in_sync is True
+    camera.set_sync_role("client")
+    assert [i.sync.mode for i in camera.infos() if i.sync] == ["client", "client"]
+
+
+def test_picamera2_sync_role_needs_frame_lock(
+    fake: ModuleType, opened: list[Picamera2Camera]
+) -> None:
+    camera = open_camera(opened)
+    with pytest.raises(CameraError, match="--frame-lock"):
+        camera.set_sync_role("server")

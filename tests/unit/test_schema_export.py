@@ -21,6 +21,7 @@ EXPECTED = {
     "NodeSecret",
     "MeterRequest",
     "MeterReading",
+    "SyncServer",
 }
 
 
