@@ -106,6 +106,7 @@ class CameraSettingsDesk:
         self._fleet = NodeSettings()
         self._readings: dict[str, MeterReading] = {}
         self._waiting: set[str] = set()
+        self._echoes: dict[str, bytes] = {}  # topic -> last settings payload the broker sent us
 
     def subscriptions(self) -> list[tuple[str, int]]:
         """What ``on_message`` must see, at QoS 1."""
@@ -116,6 +117,11 @@ class CameraSettingsDesk:
         parsed = self.topics.parse(msg.topic)
         if parsed is None:
             return False
+        if parsed.kind is TopicKind.SET:
+            with self._lock:
+                self._echoes[msg.topic] = msg.payload
+                self._lock.notify_all()
+            return True
         if parsed.kind is TopicKind.FLEET_SETTINGS:
             fleet = (
                 NodeSettings()
@@ -124,6 +130,8 @@ class CameraSettingsDesk:
             )
             with self._lock:
                 self._fleet = fleet
+                self._echoes[msg.topic] = msg.payload
+                self._lock.notify_all()
             return True
         if parsed.kind is TopicKind.METER_READING:
             reading = decode(MeterReading, msg.payload, MAX_SETTINGS_BYTES)
@@ -133,6 +141,18 @@ class CameraSettingsDesk:
                     self._lock.notify_all()
             return True
         return False
+
+    def echoed(self, topic: str, payload: bytes, timeout: float) -> bool:
+        """Whether the broker delivers ``payload`` on ``topic`` back to us within ``timeout``:
+        it took the publish (a login the ACL denies gets nothing back). Needs a subscription."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._echoes.get(topic) != payload:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._lock.wait(left)
+        return True
 
     def fleet(self) -> NodeSettings:
         """The settings every node gets (what the broker retains)."""
@@ -144,6 +164,7 @@ class CameraSettingsDesk:
         with self._lock:
             merged = merge_settings(self._fleet, change)
             self._fleet = merged
+            self._echoes.pop(self.topics.fleet_settings(), None)
         self._publish(self.topics.fleet_settings(), merged.model_dump_json(exclude_none=True), True)
         return merged
 
@@ -151,11 +172,14 @@ class CameraSettingsDesk:
         """Forget the fleet settings (nodes keep what they have; new nodes get none)."""
         with self._lock:
             self._fleet = NodeSettings()
+            self._echoes.pop(self.topics.fleet_settings(), None)
         self._publish(self.topics.fleet_settings(), b"", True)
 
     def set_node(self, node_id: str, change: NodeSettings) -> None:
         """Send ``change`` to one node (not retained: the fleet's settings win after a restart)."""
         topic = self.topics.settings(validate_node_id(node_id))
+        with self._lock:
+            self._echoes.pop(topic, None)
         self._publish(topic, change.model_dump_json(exclude_none=True), False)
 
     def meter(
@@ -179,7 +203,8 @@ class CameraSettingsDesk:
                     if left <= 0:
                         raise LockError(
                             f"reference {reference} did not report its exposure within "
-                            f"{settle_s + answer_s:.0f} s: is the node online and up to date?"
+                            f"{settle_s + answer_s:.0f} s: is the node online and up to date, "
+                            "and may this login meter it (controller or automation user)?"
                         )
                     self._lock.wait(left)
                 reading = self._readings[request.request_id]

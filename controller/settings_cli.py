@@ -43,6 +43,8 @@ from pepi_fleet.schemas.ids import validate_node_id
 from pepi_fleet.schemas.status import NodeSettings
 from pepi_fleet.schemas.topics import Topics
 
+ECHO_S = 5.0
+"""How long a settings publish may take to come back from the broker."""
 AWB_CHOICES: list[str] = list(get_args(AwbMode))
 AF_CHOICES: list[str] = list(get_args(AfMode))
 
@@ -126,9 +128,11 @@ def settings_command(ctx: click.Context, /, **options: Any) -> None:
         except PepiError as exc:
             raise click.UsageError(str(exc)) from exc
     topics = Topics(topic_root)
-    with _desk(login, topics) as (desk, nodes):
+    extra = [topics.settings(node_id)] if node_id else []
+    with _desk(login, topics, extra) as (desk, nodes):
         if clear:
             desk.clear_fleet()
+            _confirm(desk, topics.fleet_settings(), b"")
             click.echo("fleet settings cleared; nodes keep what they have", err=True)
         elif not change.model_dump(exclude_none=True):
             _show(desk.fleet(), nodes)
@@ -136,9 +140,11 @@ def settings_command(ctx: click.Context, /, **options: Any) -> None:
             if node_id not in {v.node_id for v in nodes if v.state is NodeState.ONLINE}:
                 raise click.ClickException(f"node {node_id} is not online; nothing sent")
             desk.set_node(node_id, change)
+            _confirm(desk, topics.settings(node_id), _payload(change))
             click.echo(f"sent to {node_id}: {change.model_dump_json(exclude_none=True)}")
         else:
             fleet = desk.set_fleet(change)
+            _confirm(desk, topics.fleet_settings(), _payload(fleet))
             click.echo(f"fleet settings: {fleet.model_dump_json(exclude_none=True)}")
 
 
@@ -171,6 +177,18 @@ def lock_command(obj: dict[str, Any], reference: str | None, settle_s: float) ->
     click.echo(f"locked to {chosen}: {fleet.model_dump_json(exclude_none=True)}")
 
 
+def _payload(settings: NodeSettings) -> bytes:
+    return settings.model_dump_json(exclude_none=True).encode()
+
+
+def _confirm(desk: CameraSettingsDesk, topic: str, payload: bytes) -> None:
+    if not desk.echoed(topic, payload, ECHO_S):
+        raise click.ClickException(
+            f"the broker did not pass on {topic}: may this login set cameras? (the ACL lets "
+            "the controller and automation users do it; anonymous clients only watch)"
+        )
+
+
 def _login(options: dict[str, Any]) -> BrokerLogin:
     password = mqtt_password(options["password"], options["password_file"])
     return BrokerLogin(options["broker"], options["username"], password, options["ca_file"])
@@ -198,11 +216,12 @@ def _change(options: dict[str, Any]) -> NodeSettings:
 
 @contextmanager
 def _desk(
-    login: BrokerLogin, topics: Topics
+    login: BrokerLogin, topics: Topics, extra: list[str] | None = None
 ) -> Iterator[tuple[CameraSettingsDesk, list[NodeView]]]:
     """A connected settings desk fed by a session, and the fleet as the broker retains it."""
     subscriptions = [
         *settings_subscriptions(topics),
+        *(extra or []),
         topics.all_nodes("availability"),
         topics.all_nodes("status"),
     ]

@@ -138,6 +138,21 @@ def test_settings_refuses_bad_values_before_sending(
     assert not [s for s in watcher.messages if s.topic == f"{root}/settings"]
 
 
+def test_settings_from_a_login_the_acl_denies_is_an_error(
+    broker: EmbeddedBroker, root: str, watcher: Watcher, start_node: StartNode
+) -> None:
+    node = start_node("acl-a")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PEPI_")}
+    anonymous = [*PEPI, "settings", "--broker", broker.url, "--topic-root", root]
+    for extra in (["--exposure-us", "5000"], ["--node", node.node_id, "--gain", "2"]):
+        out = subprocess.run(
+            [*anonymous, *extra], capture_output=True, text=True, timeout=60, env=env
+        )
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert "may this login set cameras" in out.stderr
+    assert not [s for s in watcher.messages if s.topic == f"{root}/settings"]
+
+
 def test_settings_lock_makes_every_node_report_the_reference_values(
     broker: EmbeddedBroker, root: str, watcher: Watcher, start_node: StartNode
 ) -> None:
