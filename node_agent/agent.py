@@ -33,18 +33,15 @@ from pepi_fleet.schemas.capture import (
     parse_capture_command,
 )
 from pepi_fleet.schemas.clock import ClockPing, ClockPong
-from pepi_fleet.schemas.errors import PayloadError, PepiError
-from pepi_fleet.schemas.exposure import MeterRequest
+from pepi_fleet.schemas.errors import PayloadError
 from pepi_fleet.schemas.ids import is_capture_id
 from pepi_fleet.schemas.nesting import check_nesting
 from pepi_fleet.schemas.secret import NodeSecret
-from pepi_fleet.schemas.status import ClockInfo, NodeSettings, NodeStatus, ThriftEndpoint
-from pepi_fleet.schemas.sync import SyncServer
+from pepi_fleet.schemas.status import ClockInfo, NodeStatus, ThriftEndpoint
 from pepi_fleet.schemas.topics import TopicKind, Topics
 
 logger = logging.getLogger(__name__)
 
-MAX_SETTINGS_BYTES = 4096
 MAX_PING_BYTES = 1024
 MAX_SALVAGE_BYTES = 64 * 1024
 """A rejected command larger than this is not searched for its capture id (paho's thread)."""
@@ -89,7 +86,13 @@ class NodeAgent:
             taken=self.taken,
         )
         self.settings = NodeSettingsApplier(
-            config.node_id, camera, self.captures.set_jpeg_quality, self.stopped
+            config.node_id,
+            camera,
+            self.captures.set_jpeg_quality,
+            self.stopped,
+            self.topics,
+            lambda topic, payload: self.link.publish(topic, payload),
+            lambda: self.publish_status(),
         )
         self.stream: MjpegServer | None = None
         if config.stream_port >= 0:
@@ -324,11 +327,11 @@ class NodeAgent:
         if parsed.kind in (TopicKind.CAPTURE, TopicKind.NODE_CAPTURE):
             self._on_capture(msg)
         elif parsed.kind in (TopicKind.SET, TopicKind.FLEET_SETTINGS):
-            self._control.submit(self._apply_settings, msg, what=f"settings on {msg.topic}")
+            self._control.submit(self.settings.on_settings, msg, what=f"settings on {msg.topic}")
         elif parsed.kind is TopicKind.SYNC_SERVER:
-            self._control.submit(self._follow_election, msg, what="camera sync election")
+            self._control.submit(self.settings.on_sync_election, msg, what="camera sync election")
         elif parsed.kind is TopicKind.METER and not msg.retain:
-            self._control.submit(self._meter, msg, what="metering for an exposure lock")
+            self._control.submit(self.settings.on_meter, msg, what="metering for an exposure lock")
         elif parsed.kind is TopicKind.CLOCK_PING:
             self._on_clock_ping(msg)
 
@@ -379,55 +382,6 @@ class NodeAgent:
         self.link.publish(
             self.topics.clock_pong(self.config.node_id), pong.model_dump_json(), qos=0
         )
-
-    def _apply_settings(self, msg: InboundMessage) -> None:
-        """Apply all of a settings payload or none of it (control thread)."""
-        if not msg.payload and msg.topic == self.topics.fleet_settings():
-            logger.info("fleet settings cleared; the cameras keep what they have")
-            return
-        try:
-            settings = decode(NodeSettings, msg.payload, MAX_SETTINGS_BYTES)
-        except PayloadError as exc:
-            logger.error("bad settings on %s: %s; nothing applied", msg.topic, exc)
-            return
-        try:
-            self.settings.apply(settings)
-        except PepiError as exc:
-            logger.error("settings on %s not applied: %s", msg.topic, exc)
-            return
-        except Exception:
-            logger.exception("settings on %s failed; the camera may be left as it was", msg.topic)
-            return
-        logger.info("settings applied: %s", settings.model_dump(exclude_none=True))
-        self.publish_status()
-
-    def _follow_election(self, msg: InboundMessage) -> None:
-        """Serve the rig's camera sync if elected, else follow it (control thread)."""
-        try:
-            elected = decode(SyncServer, msg.payload, MAX_SETTINGS_BYTES) if msg.payload else None
-        except PayloadError as exc:
-            logger.error("bad sync election on %s: %s", msg.topic, exc)
-            return
-        server = elected is not None and elected.node_id == self.config.node_id
-        if isinstance(self.camera, SyncableCamera):
-            try:
-                self.camera.set_sync_role("server" if server else "client")
-            except PepiError as exc:
-                logger.error("camera sync role not changed: %s", exc)
-                return
-        self.publish_status()
-
-    def _meter(self, msg: InboundMessage) -> None:
-        """Meter for a lock and publish the reading (control thread)."""
-        try:
-            request = decode(MeterRequest, msg.payload, MAX_SETTINGS_BYTES)
-        except PayloadError as exc:
-            logger.error("bad meter request on %s: %s", msg.topic, exc)
-            return
-        reading = self.settings.meter(request)
-        node = self.config.node_id
-        self.link.publish(self.topics.meter_reading(node), reading.model_dump_json())
-        self.publish_status()
 
 
 def _salvage_capture_id(payload: bytes) -> str | None:

@@ -1,4 +1,5 @@
-"""Camera settings on a node: the fleet's and its own ``NodeSettings``, and metering for a lock.
+"""Camera settings on a node: the fleet's and its own ``NodeSettings``, metering for a lock,
+and following the controller's camera sync election.
 
 Runs on the agent's control thread. A payload is applied whole or not at all: a camera
 that cannot take a sensor setting, or a resolution larger than a sensor, refuses it before
@@ -11,14 +12,19 @@ import logging
 import threading
 from collections.abc import Callable
 
-from pepi_fleet.node.camera.base import AdjustableCamera, Camera
+from pepi_fleet.core.decode import decode
+from pepi_fleet.core.mqtt_link import InboundMessage
+from pepi_fleet.node.camera.base import AdjustableCamera, Camera, SyncableCamera
 from pepi_fleet.schemas.camera import CameraSettings
-from pepi_fleet.schemas.errors import PayloadError
+from pepi_fleet.schemas.errors import PayloadError, PepiError
 from pepi_fleet.schemas.exposure import MeterReading, MeterRequest
 from pepi_fleet.schemas.status import CameraInfo, NodeSettings
+from pepi_fleet.schemas.sync import SyncServer
+from pepi_fleet.schemas.topics import Topics
 
 logger = logging.getLogger(__name__)
 
+MAX_SETTINGS_BYTES = 4096
 AUTO_EXPOSURE = CameraSettings(exposure_time_us=0, analogue_gain=0, awb_mode="auto")
 """What a metering camera is put on: automatic exposure, gain and white balance."""
 
@@ -32,11 +38,72 @@ class NodeSettingsApplier:
         camera: Camera,
         set_jpeg_quality: Callable[[int], None],
         stopped: threading.Event,
+        topics: Topics | None = None,
+        publish: Callable[[str, str], object] | None = None,
+        changed: Callable[[], None] | None = None,
     ) -> None:
+        """``publish(topic, payload)`` sends meter readings; ``changed`` republishes the status
+        after the camera changed (both only needed by the ``on_*`` message handlers)."""
         self.node_id = node_id
         self.camera = camera
         self._set_jpeg_quality = set_jpeg_quality
         self._stopped = stopped
+        self._topics = topics or Topics()
+        self._publish = publish or (lambda topic, payload: None)
+        self._changed = changed or (lambda: None)
+
+    # -- messages (control thread) ------------------------------------------------------------
+
+    def on_settings(self, msg: InboundMessage) -> None:
+        """Apply all of a settings payload (the fleet's or this node's) or none of it."""
+        if not msg.payload and msg.topic == self._topics.fleet_settings():
+            logger.info("fleet settings cleared; the cameras keep what they have")
+            return
+        try:
+            settings = decode(NodeSettings, msg.payload, MAX_SETTINGS_BYTES)
+        except PayloadError as exc:
+            logger.error("bad settings on %s: %s; nothing applied", msg.topic, exc)
+            return
+        try:
+            self.apply(settings)
+        except PepiError as exc:
+            logger.error("settings on %s not applied: %s", msg.topic, exc)
+            return
+        except Exception:
+            logger.exception("settings on %s failed; the camera may be left as it was", msg.topic)
+            return
+        logger.info("settings applied: %s", settings.model_dump(exclude_none=True))
+        self._changed()
+
+    def on_meter(self, msg: InboundMessage) -> None:
+        """Meter for an exposure lock and publish the reading."""
+        try:
+            request = decode(MeterRequest, msg.payload, MAX_SETTINGS_BYTES)
+        except PayloadError as exc:
+            logger.error("bad meter request on %s: %s", msg.topic, exc)
+            return
+        reading = self.meter(request)
+        self._publish(self._topics.meter_reading(self.node_id), reading.model_dump_json())
+        self._changed()
+
+    def on_sync_election(self, msg: InboundMessage) -> None:
+        """Serve the rig's camera sync if the controller elected this node, else follow it."""
+        try:
+            elected = decode(SyncServer, msg.payload, MAX_SETTINGS_BYTES) if msg.payload else None
+        except PayloadError as exc:
+            logger.error("bad sync election on %s: %s", msg.topic, exc)
+            return
+        if not isinstance(self.camera, SyncableCamera):
+            return
+        server = elected is not None and elected.node_id == self.node_id
+        try:
+            self.camera.set_sync_role("server" if server else "client")
+        except PepiError as exc:
+            logger.error("camera sync role not changed: %s", exc)
+            return
+        self._changed()
+
+    # -- actions ------------------------------------------------------------------------------
 
     def apply(self, settings: NodeSettings) -> None:
         """Apply ``settings``; PepiError (nothing changed) if the camera refuses a value."""
