@@ -237,7 +237,17 @@ class Controller:
         if node_id is not None:
             self.camera_settings.set_node(node_id, change)
             return change
-        return self.camera_settings.set_fleet(change)
+        fleet = self.camera_settings.set_fleet(change)
+        self._fleet_settings_changed(fleet)
+        return fleet
+
+    def clear_camera_settings(self) -> None:
+        """Forget the fleet's retained camera settings (nodes keep what they have)."""
+        self.camera_settings.clear_fleet()
+        self._fleet_settings_changed(NodeSettings())
+
+    def _fleet_settings_changed(self, fleet: NodeSettings) -> None:
+        self.events.emit("settings", fleet=fleet.model_dump(mode="json", exclude_none=True))
 
     def lock_exposure(
         self, reference: str | Reference | None = None, settle_s: float | None = None
@@ -252,7 +262,7 @@ class Controller:
         else:
             locked = self.camera_settings.lock(chosen, settle_s)
         logger.info("exposure locked to %s: %s", chosen, locked.model_dump(exclude_none=True))
-        self.events.emit("settings", fleet=locked.model_dump(mode="json", exclude_none=True))
+        self._fleet_settings_changed(locked)
         return chosen, locked
 
     @property

@@ -123,7 +123,7 @@ async def put_fleet_settings(request: Request, controller: ControllerDep) -> Fle
 def clear_fleet_settings(controller: ControllerDep) -> FleetSettingsOut:
     """Clear the retained fleet settings: nodes keep what they have, new nodes get none."""
     _connected(controller)
-    controller.camera_settings.clear_fleet()
+    controller.clear_camera_settings()
     return FleetSettingsOut(fleet=controller.camera_settings.fleet())
 
 

@@ -164,3 +164,25 @@ def test_controller_command_lock_exposure_over_mqtt(
     finally:
         late.close()
     wait_controls(api, "rest-b", exposure_time_us=reference["exposure_time_us"])
+
+
+def test_api_fleet_setting_changes_are_events(api: httpx.Client) -> None:
+    fleets: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 30
+    with (
+        httpx.Client(base_url=str(api.base_url), timeout=httpx.Timeout(5, read=20)) as sse,
+        sse.stream("GET", "/api/events") as stream,
+    ):
+        kind = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: ") and kind == "hello":
+                assert api.put("/api/settings", json={"jpeg_quality": 75}).status_code == 200
+                assert api.post("/api/settings/clear", json={}).status_code == 200
+            elif line.startswith("data: ") and kind == "settings":
+                fleets.append(json.loads(line.removeprefix("data: "))["fleet"])
+                if len(fleets) == 2:
+                    break
+            assert time.monotonic() < deadline, fleets
+    assert fleets == [{"jpeg_quality": 75}, {}]
