@@ -104,6 +104,12 @@ def test_fleet_settings_reach_every_node_and_one_that_starts_later(
     status = wait_status(watcher, root, late, fixed(12000, 3.0, (1.8, 1.6)))
     assert status.jpeg_quality == 80
 
+    shown = pepi_settings(broker, root).stdout.splitlines()
+    assert shown[0].startswith("fleet settings (retained): {") and '"analogue_gain":3.0' in shown[0]
+    for node in ("set-a", "set-b", "set-c"):
+        (line,) = [s for s in shown if s.startswith(f"{node}:0 ")]
+        assert "exposure 12000 µs " in line and "gain 3.0 " in line and "1.80,1.60 " in line
+
 
 def test_node_settings_reach_only_that_node(
     broker: EmbeddedBroker, root: str, watcher: Watcher, start_node: StartNode
