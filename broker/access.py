@@ -7,7 +7,12 @@ from importlib import resources
 
 PRODUCTION_ROOT = "pepi/v1"
 
-NODE_READS = ("{root}/capture", "homeassistant/status")
+NODE_READS = (
+    "{root}/capture",
+    "{root}/settings",
+    "{root}/sync/server",
+    "homeassistant/status",
+)
 """What every node reads besides its own subtree. These topics hold no ``%u``, and mosquitto
 2.0 warns about a ``pattern`` without ``%u``/``%c``, so each node gets them in a ``user``
 section of its own (``broker/acl`` says so where the patterns are)."""
@@ -75,7 +80,7 @@ def render_acl(
         raise ValueError(f"node id {clash[0]!r} is taken by a broker user: rename the node")
     sections = [node_section(root, node) for node in nodes]
     if sections:
-        body += "\n# one section per node: the trigger topics and Home Assistant's birth\n"
+        body += "\n# one section per node: triggers, fleet settings, Home Assistant's birth\n"
         body += "\n".join(sections)
     bridges = [bridge_section(root, site, site_nodes) for site, site_nodes in (sites or {}).items()]
     if bridges:

@@ -55,8 +55,13 @@ class ControllerCommand(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    action: str = Field(pattern=r"^(capture_scheduled|set_schedule_delay)$")
+    action: str = Field(pattern=r"^(capture_scheduled|set_schedule_delay|lock_exposure)$")
     value: float | None = Field(default=None, allow_inf_nan=False)
+    reference: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,31}(:[0-9]{1,2})?$",
+        description="lock_exposure: NODE[:CAMERA]; absent = first online node, camera 0",
+    )
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,13 @@ class ScheduledCapture:
     """A command's outcome: trigger every node ``delay_s`` ahead, on the frame grid."""
 
     delay_s: float
+
+
+@dataclass(frozen=True)
+class LockExposure:
+    """A command's outcome: lock every camera's exposure to ``reference``'s (None: default)."""
+
+    reference: str | None = None
 
 
 class HomeAssistantBridge:
@@ -125,13 +137,15 @@ class HomeAssistantBridge:
             True,
         )
 
-    def on_command(self, payload: bytes) -> ScheduledCapture | None:
-        """A button press or number change; a scheduled capture to start, if asked for."""
+    def on_command(self, payload: bytes) -> ScheduledCapture | LockExposure | None:
+        """A button press or number change; a scheduled capture or a lock to start, if asked."""
         try:
             command = decode(ControllerCommand, payload, MAX_COMMAND_BYTES)
         except PayloadError as exc:
             logger.warning("controller command ignored: %s", exc)
             return None
+        if command.action == "lock_exposure":
+            return LockExposure(command.reference)
         if command.action == "set_schedule_delay":
             if command.value is None:
                 logger.warning("set_schedule_delay without a value ignored")

@@ -13,6 +13,7 @@ from pepi_fleet.controller.ledger import ImageState, SetDetail
 from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S, assess
 from pepi_fleet.core.atomic import write_atomic
 from pepi_fleet.schemas import CaptureStatus
+from pepi_fleet.schemas.camera import CameraControls
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,10 @@ class ManifestFrame(BaseModel):
     bytes: int
     sha256: str
     file: str | None
+    in_sync: bool | None = None
+    """Taken while frame-locked (libcamera SyncReady); None: the camera does not use sync."""
+    controls: CameraControls | None = None
+    """Exposure, gain, white balance and focus the camera applied to this frame."""
 
 
 class ManifestNode(BaseModel):

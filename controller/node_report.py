@@ -46,6 +46,7 @@ class NodeOut(BaseModel):
     health: str | None = Field(
         default=None, description="the node's own verdict: 'ok' or 'degraded: <reason>'"
     )
+    jpeg_quality: int | None = Field(default=None, description="JPEG quality the node applies")
     conflict: str | None = Field(
         default=None, description="set when two machines seem to use this node id"
     )
@@ -78,6 +79,7 @@ class NodeOut(BaseModel):
             heartbeat_age_s=None if last is None else max(now - last, 0.0),
             changed_at=view.changed_at,
             health=status.health if status else None,
+            jpeg_quality=status.jpeg_quality if status else None,
             conflict=view.conflict,
             site=view.site,
         )

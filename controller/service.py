@@ -11,13 +11,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pepi_fleet import __version__
+from pepi_fleet.controller.camera_settings import (
+    CameraSettingsDesk,
+    LockError,
+    Reference,
+    choose_reference,
+)
 from pepi_fleet.controller.capture_sets import CaptureSetBook, build_summary
 from pepi_fleet.controller.clock_check import clock_warnings
 from pepi_fleet.controller.clock_probe import ClockBook, ClockEstimate, ProbeRotation
 from pepi_fleet.controller.config import ControllerConfig
 from pepi_fleet.controller.downloader import RECONCILE_BUDGET_PER_S, Downloader
 from pepi_fleet.controller.events import EventHub
-from pepi_fleet.controller.home_assistant import HomeAssistantBridge
+from pepi_fleet.controller.home_assistant import HomeAssistantBridge, LockExposure
 from pepi_fleet.controller.ledger import Ledger, SetDetail
 from pepi_fleet.controller.node_client import Endpoint, NodeClient, NodeClientFactory
 from pepi_fleet.controller.presence import NodeState, NodeView, PresenceTracker, StateChange
@@ -27,6 +33,7 @@ from pepi_fleet.controller.presence_feed import (
     apply_bridge_state,
 )
 from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
+from pepi_fleet.controller.sync_election import SyncElection
 from pepi_fleet.controller.thrift_node_client import ThriftNodeClient
 from pepi_fleet.core.availability import OFFLINE, ONLINE
 from pepi_fleet.core.decode import decode
@@ -42,11 +49,14 @@ from pepi_fleet.schemas.controller import CaptureSetSummary
 from pepi_fleet.schemas.discovery import ha_status_topic
 from pepi_fleet.schemas.errors import PayloadError
 from pepi_fleet.schemas.secret import NodeSecret
+from pepi_fleet.schemas.status import NodeSettings
 from pepi_fleet.schemas.topics import TopicKind, Topics
 
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.2
+ELECTION_S = 1.0
+"""How often the camera sync server election looks at the fleet."""
 RETRY_SWEEP_S = 5.0
 RECONCILES_PER_SWEEP = int(RECONCILE_BUDGET_PER_S * RETRY_SWEEP_S)
 RELEASES_PER_SWEEP = 100
@@ -124,6 +134,16 @@ class Controller:
             clock,
             enabled=config.discovery,
         )
+        self.camera_settings = CameraSettingsDesk(
+            t,
+            lambda topic, payload, retain: self.link.publish(topic, payload, retain=retain),
+        )
+        self.sync_election = SyncElection(
+            t,
+            lambda topic, payload, retain: self.link.publish(topic, payload, retain=retain),
+            clock,
+        )
+        self._next_election = 0.0
         self.link = MqttLink(
             BrokerAddress.parse(config.broker),
             LinkOptions(
@@ -133,6 +153,8 @@ class Controller:
                 will_topic=t.controller_availability(),
                 ca_file=str(config.ca_file) if config.ca_file else None,
                 subscriptions=(
+                    # first: the retained election arrives before the statuses it is judged by
+                    (t.sync_server(), 1),
                     (t.capture(), 1),
                     (t.all_nodes("capture"), 1),
                     # before the nodes' topics: a site known down before its retained online
@@ -147,6 +169,7 @@ class Controller:
                     (t.all_nodes("clock/pong"), 0),
                     (t.all_nodes("secret"), 1),
                     *self.ha.subscriptions(),
+                    *self.camera_settings.subscriptions(),
                 ),
             ),
             on_message=self.receive,
@@ -201,8 +224,52 @@ class Controller:
     # -- queries and commands (any thread) -----------------------------------------------------
 
     def receive(self, msg: InboundMessage) -> None:
-        """Hand one inbound message to the worker thread (paho's callback; nothing blocks)."""
+        """Hand one inbound message to the worker thread (paho's callback; nothing blocks).
+
+        Fleet settings and meter readings are only recorded, here: a lock waiting for a
+        reading must not wait behind the worker's queue."""
+        try:
+            if self.camera_settings.on_message(msg):
+                return
+        except PayloadError as exc:
+            logger.warning("bad payload on %s ignored: %s", msg.topic, exc)
+            return
         self._inbox.put(msg)
+
+    def set_camera_settings(self, change: NodeSettings, node_id: str | None = None) -> NodeSettings:
+        """Apply ``change`` to one node, or merge it into the fleet's retained settings.
+
+        Returns what the fleet (or that node, for this change) is now asked for."""
+        if node_id is not None:
+            self.camera_settings.set_node(node_id, change)
+            return change
+        fleet = self.camera_settings.set_fleet(change)
+        self._fleet_settings_changed(fleet)
+        return fleet
+
+    def clear_camera_settings(self) -> None:
+        """Forget the fleet's retained camera settings (nodes keep what they have)."""
+        self.camera_settings.clear_fleet()
+        self._fleet_settings_changed(NodeSettings())
+
+    def _fleet_settings_changed(self, fleet: NodeSettings) -> None:
+        self.events.emit("settings", fleet=fleet.model_dump(mode="json", exclude_none=True))
+
+    def lock_exposure(
+        self, reference: str | Reference | None = None, settle_s: float | None = None
+    ) -> tuple[Reference, NodeSettings]:
+        """Meter ``reference`` (default: first online node, camera 0), lock the fleet to it.
+
+        Blocks for the settle time and the node's answer; LockError when it cannot."""
+        online = [v.node_id for v in self.nodes() if v.state is NodeState.ONLINE]
+        chosen = choose_reference(reference, online)
+        if settle_s is None:
+            locked = self.camera_settings.lock(chosen)
+        else:
+            locked = self.camera_settings.lock(chosen, settle_s)
+        logger.info("exposure locked to %s: %s", chosen, locked.model_dump(exclude_none=True))
+        self._fleet_settings_changed(locked)
+        return chosen, locked
 
     @property
     def broker_connected(self) -> bool:
@@ -289,6 +356,12 @@ class Controller:
             return
         parsed = self.topics.parse(msg.topic)
         if parsed is None:
+            return
+        if parsed.kind is TopicKind.SYNC_SERVER:
+            try:
+                self.sync_election.on_message(msg)
+            except PayloadError as exc:
+                logger.warning("bad camera sync election on %s ignored: %s", msg.topic, exc)
             return
         if parsed.kind is TopicKind.CONTROLLER_COMMAND:
             if self.ha.enabled and not msg.retain:
@@ -473,11 +546,23 @@ class Controller:
 
     def _on_command(self, msg: InboundMessage) -> None:
         scheduled = self.ha.on_command(msg.payload)
+        if isinstance(scheduled, LockExposure):
+            # metering takes seconds: not on the worker thread
+            threading.Thread(
+                target=self._lock_from_command, args=(scheduled,), name="lock", daemon=True
+            ).start()
+            return
         if scheduled is None:
             return
         at = align_to_frame_grid(self._clock() + scheduled.delay_s, self.config.align_fps)
         capture_id = self.trigger(at=at)
         logger.info("Home Assistant: capture %s scheduled at %.3f", capture_id, at)
+
+    def _lock_from_command(self, command: LockExposure) -> None:
+        try:
+            self.lock_exposure(command.reference)
+        except (LockError, PayloadError) as exc:
+            logger.error("lock exposure (MQTT command) failed: %s", exc)
 
     def _count_nodes(self) -> None:
         with self._lock:
@@ -509,6 +594,11 @@ class Controller:
         self.downloader.flush_manifests()
         now = self._clock()
         self._probe_clocks(now)
+        if now >= self._next_election and self.link.connected.is_set():
+            self._next_election = now + ELECTION_S
+            with self._lock:
+                nodes = self.presence.nodes()
+            self.sync_election.update(nodes)
         while True:
             try:
                 self._await_from_ledger(self.downloader.recovered.get_nowait())

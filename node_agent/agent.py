@@ -13,13 +13,14 @@ from pepi_fleet.core.availability import OFFLINE, ONLINE
 from pepi_fleet.core.decode import decode
 from pepi_fleet.core.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
 from pepi_fleet.node import __version__
-from pepi_fleet.node.camera.base import Camera
+from pepi_fleet.node.camera.base import Camera, SyncableCamera
 from pepi_fleet.node.capture_service import CaptureRequest, CaptureService, CaptureSettings
 from pepi_fleet.node.clock_sync import clock_synchronised
 from pepi_fleet.node.config import NodeConfig
 from pepi_fleet.node.health import Health, Vital, Watchdog
 from pepi_fleet.node.home_assistant import NodeAnnouncer
 from pepi_fleet.node.secret import load_or_create_secret
+from pepi_fleet.node.settings import NodeSettingsApplier
 from pepi_fleet.node.store import CaptureStore
 from pepi_fleet.node.stream import MjpegServer
 from pepi_fleet.node.taken_ids import DAY_S, TAKEN_IDS_FILE, TakenIds
@@ -32,16 +33,15 @@ from pepi_fleet.schemas.capture import (
     parse_capture_command,
 )
 from pepi_fleet.schemas.clock import ClockPing, ClockPong
-from pepi_fleet.schemas.errors import PayloadError, PepiError
+from pepi_fleet.schemas.errors import PayloadError
 from pepi_fleet.schemas.ids import is_capture_id
 from pepi_fleet.schemas.nesting import check_nesting
 from pepi_fleet.schemas.secret import NodeSecret
-from pepi_fleet.schemas.status import ClockInfo, NodeSettings, NodeStatus, ThriftEndpoint
+from pepi_fleet.schemas.status import ClockInfo, NodeStatus, ThriftEndpoint
 from pepi_fleet.schemas.topics import TopicKind, Topics
 
 logger = logging.getLogger(__name__)
 
-MAX_SETTINGS_BYTES = 4096
 MAX_PING_BYTES = 1024
 MAX_SALVAGE_BYTES = 64 * 1024
 """A rejected command larger than this is not searched for its capture id (paho's thread)."""
@@ -84,6 +84,15 @@ class NodeAgent:
             ),
             clock,
             taken=self.taken,
+        )
+        self.settings = NodeSettingsApplier(
+            config.node_id,
+            camera,
+            self.captures.set_jpeg_quality,
+            self.stopped,
+            self.topics,
+            lambda topic, payload: self.link.publish(topic, payload),
+            lambda: self.publish_status(),
         )
         self.stream: MjpegServer | None = None
         if config.stream_port >= 0:
@@ -132,6 +141,9 @@ class NodeAgent:
         self._last_capture_at: float | None = max(
             (c.fired_at for c in store.captures()), default=None
         )
+        self._syncs = config.frame_lock and isinstance(camera, SyncableCamera)
+        """Frame-locked with libcamera camera sync (its role in the status)."""
+        self._follows_election = self._syncs and config.sync_role == "elected"
         self.link = MqttLink(
             BrokerAddress.parse(config.broker),
             LinkOptions(
@@ -143,7 +155,11 @@ class NodeAgent:
                 subscriptions=(
                     (self.topics.capture(), 1),
                     (self.topics.node_capture(node), 1),
+                    # retained: a node that starts after the fleet was set gets the settings
+                    (self.topics.fleet_settings(), 1),
                     (self.topics.settings(node), 1),
+                    (self.topics.meter(node), 1),
+                    *([(self.topics.sync_server(), 1)] if self._follows_election else []),
                     (self.topics.clock_ping(node), 0),
                     *([(self.announcer.birth_topic, 1)] if self.announcer else []),
                 ),
@@ -243,6 +259,8 @@ class NodeAgent:
             stream_urls=self.stream_urls(),
             store=self.store.info(),
             clock=ClockInfo(synced=clock_synchronised()),
+            jpeg_quality=self.captures.settings.jpeg_quality,
+            sync_role=self.config.sync_role if self._syncs else None,
             health=self.watchdog.health.summary[:500],
             last_capture_at=self._last_capture_at,
             site=self.config.site,
@@ -310,8 +328,12 @@ class NodeAgent:
             return
         if parsed.kind in (TopicKind.CAPTURE, TopicKind.NODE_CAPTURE):
             self._on_capture(msg)
-        elif parsed.kind is TopicKind.SET:
-            self._control.submit(self._apply_settings, msg, what=f"settings on {msg.topic}")
+        elif parsed.kind in (TopicKind.SET, TopicKind.FLEET_SETTINGS):
+            self._control.submit(self.settings.on_settings, msg, what=f"settings on {msg.topic}")
+        elif parsed.kind is TopicKind.SYNC_SERVER:
+            self._control.submit(self.settings.on_sync_election, msg, what="camera sync election")
+        elif parsed.kind is TopicKind.METER and not msg.retain:
+            self._control.submit(self.settings.on_meter, msg, what="metering for an exposure lock")
         elif parsed.kind is TopicKind.CLOCK_PING:
             self._on_clock_ping(msg)
 
@@ -362,47 +384,6 @@ class NodeAgent:
         self.link.publish(
             self.topics.clock_pong(self.config.node_id), pong.model_dump_json(), qos=0
         )
-
-    def _apply_settings(self, msg: InboundMessage) -> None:
-        """Apply all of a settings payload or none of it (control thread)."""
-        try:
-            settings = decode(NodeSettings, msg.payload, MAX_SETTINGS_BYTES)
-        except PayloadError as exc:
-            logger.error("bad settings on %s: %s; nothing applied", msg.topic, exc)
-            return
-        try:
-            self._apply_camera_settings(settings)
-        except PepiError as exc:
-            logger.error("settings on %s not applied: %s", msg.topic, exc)
-            return
-        except Exception:
-            logger.exception("settings on %s failed; the camera may be left as it was", msg.topic)
-            return
-        if settings.jpeg_quality is not None:
-            self.captures.set_jpeg_quality(settings.jpeg_quality)
-        logger.info("settings applied: %s", settings.model_dump(exclude_none=True))
-        self.publish_status()
-
-    def _apply_camera_settings(self, settings: NodeSettings) -> None:
-        infos = self.camera.infos()
-        if settings.resolution is not None:
-            width, height = settings.resolution
-            for info in infos:
-                max_w, max_h = info.max_resolution
-                if width > max_w or height > max_h:
-                    raise PayloadError(
-                        f"resolution {width}x{height} exceeds camera {info.index}'s "
-                        f"{max_w}x{max_h}; nothing applied"
-                    )
-            self.camera.set_resolution(width, height)
-        if settings.fps is None:
-            return
-        try:
-            self.camera.set_fps(settings.fps)
-        except Exception:
-            if settings.resolution is not None and infos:
-                self.camera.set_resolution(*infos[0].resolution)  # all or nothing
-            raise
 
 
 def _salvage_capture_id(payload: bytes) -> str | None:

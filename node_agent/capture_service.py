@@ -303,6 +303,8 @@ class CaptureService:
                         format=fmt,
                         bytes=len(encoded.data),
                         sha256=encoded.sha256,
+                        in_sync=frame.in_sync,
+                        controls=frame.controls,
                     )
                 )
             capture = StoredCapture(

@@ -252,11 +252,12 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
 @_opt(
     "--sync-role",
     env="SYNC_ROLE",
-    type=click.Choice(["server", "client", "auto"]),
+    type=click.Choice(["server", "client", "auto", "elected"]),
     default="auto",
     show_default=True,
     help="With --frame-lock on picamera2: this node's cameras lead the rig's sync (server; "
-    "exactly one node) or follow it (client); auto = client if a server is heard, else server.",
+    "exactly one node) or follow it (client); auto = client if a server is heard, else server; "
+    "elected = the controller elects the server among such nodes (first online by id).",
 )
 @_opt(
     "--site",

@@ -46,7 +46,7 @@ class NodeConfig(BaseModel):
     resolution: CaptureResolution = (1920, 1080)
     fps: FrameRate = 30.0
     frame_lock: bool = False
-    sync_role: Literal["server", "client", "auto"] = "auto"
+    sync_role: Literal["server", "client", "auto", "elected"] = "auto"
     heartbeat_s: float = Field(default=5.0, gt=0, le=3600, allow_inf_nan=False)
     late_tolerance_s: float = Field(default=0.5, ge=0, allow_inf_nan=False)
     schedule_horizon_s: float = Field(

@@ -18,6 +18,7 @@ from PIL.TiffImagePlugin import IFDRational
 from pepi_fleet.core.camera_identity import camera_serial
 from pepi_fleet.node.camera.base import CapturedFrame, RGBArray
 from pepi_fleet.node.camera.sensors import Sensor, frame_optics, sensor_for
+from pepi_fleet.schemas.camera import CameraControls
 from pepi_fleet.schemas.capture import ImageFormat
 from pepi_fleet.schemas.errors import PayloadError
 
@@ -31,6 +32,9 @@ FOCAL_PLANE_UNIT_CM = 3
 """EXIF FocalPlaneResolutionUnit: centimetres (2 inches and 3 cm are the standard units)."""
 LENS_MAKE = "Raspberry Pi"
 RATIONAL_DENOMINATOR = 10_000
+ISO_PER_GAIN = 100
+USER_COMMENT_ASCII = b"ASCII\0\0\0"
+"""EXIF UserComment starts with its character code (8 bytes)."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,34 @@ def _capture_exif(frame: CapturedFrame, *, node_id: str, capture_id: str) -> Ima
     sensor = sensor_for(frame.model)
     if sensor is not None:
         _add_optics(exif_ifd, frame, sensor)
+    if frame.controls is not None:
+        _add_exposure(exif_ifd, frame.controls)
+    if frame.in_sync is not None or frame.controls is not None:
+        exif_ifd[Base.UserComment] = USER_COMMENT_ASCII + _comment(frame).encode("ascii")
     return exif
+
+
+def _add_exposure(exif_ifd: dict[int, Any], controls: CameraControls) -> None:
+    """What the camera applied: exposure time, gain as ISO, auto or manual modes."""
+    if controls.exposure_time_us is not None and controls.exposure_time_us > 0:
+        exif_ifd[Base.ExposureTime] = IFDRational(Fraction(controls.exposure_time_us, 1_000_000))
+    if controls.analogue_gain is not None:
+        # ISO 100 at unity gain: Raspberry Pi's convention (rpicam-apps' EXIF does the same)
+        exif_ifd[Base.ISOSpeedRatings] = max(1, round(controls.analogue_gain * ISO_PER_GAIN))
+    if controls.auto_exposure is not None:
+        exif_ifd[Base.ExposureMode] = 0 if controls.auto_exposure else 1
+    if controls.auto_white_balance is not None:
+        exif_ifd[Base.WhiteBalance] = 0 if controls.auto_white_balance else 1
+
+
+def _comment(frame: CapturedFrame) -> str:
+    """UserComment: frame sync and every applied control, for tools that read the file only."""
+    parts = ["pepi-fleet"]
+    if frame.in_sync is not None:
+        parts.append(f"in_sync={'yes' if frame.in_sync else 'no'}")
+    if frame.controls is not None:
+        parts.append("controls=" + frame.controls.model_dump_json(exclude_none=True))
+    return " ".join(parts)
 
 
 def _add_optics(exif_ifd: dict[int, Any], frame: CapturedFrame, sensor: Sensor) -> None:

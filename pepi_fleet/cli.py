@@ -22,6 +22,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "controller": "pepi_fleet.controller.commands:controller_command",
     "nodes": "pepi_fleet.controller.commands:nodes_command",
     "capture": "pepi_fleet.controller.commands:capture_command",
+    "settings": "pepi_fleet.controller.settings_cli:settings_command",
     "demo": "pepi_fleet.controller.demo:demo_command",
     "export": "pepi_fleet.controller.export_cli:export_command",
     "broker": "pepi_fleet.broker.cli:broker_group",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -56,6 +56,28 @@ class CameraSettings(BaseModel):
         if self.lens_position is not None and self.af_mode not in (None, "manual"):
             raise ValueError(f"lens_position needs af_mode 'manual', not {self.af_mode!r}")
         return self
+
+
+S = TypeVar("S", bound=CameraSettings)
+
+
+def merge_settings(applied: S, change: CameraSettings) -> S:
+    """``applied`` with the fields ``change`` gives; white balance and focus stay consistent.
+
+    Fixed colour gains replace an AWB mode and the other way round; a lens position means
+    manual focus, an automatic focus mode drops the lens position.
+    """
+    update = change.model_dump(exclude_none=True)
+    if change.awb_mode is not None:
+        update["colour_gains"] = None
+    if change.colour_gains is not None:
+        update["awb_mode"] = None
+    if change.lens_position is not None:
+        update["af_mode"] = "manual"
+    elif change.af_mode not in (None, "manual"):
+        update["lens_position"] = None
+    merged = {k: v for k, v in (applied.model_dump() | update).items() if v is not None}
+    return type(applied).model_validate(merged, strict=False)
 
 
 class CameraControls(BaseModel):

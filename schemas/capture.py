@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from pepi_fleet.schemas.camera import CameraControls
 from pepi_fleet.schemas.errors import PayloadError
 from pepi_fleet.schemas.ids import validate_capture_id, validate_node_id
 from pepi_fleet.schemas.nesting import check_nesting
@@ -97,6 +98,14 @@ class Frame(BaseModel):
     format: ImageFormat
     bytes: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    in_sync: bool | None = Field(
+        default=None,
+        description="taken while the camera was frame-locked (libcamera SyncReady); "
+        "null: the camera does not use frame sync",
+    )
+    controls: CameraControls | None = Field(
+        default=None, description="exposure, gain, white balance, focus applied to this frame"
+    )
 
 
 class CaptureResult(BaseModel):

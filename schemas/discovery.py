@@ -239,6 +239,16 @@ def controller_discovery(topics: Topics, version: str, url: str | None) -> Devic
             "payload_press": '{"action": "capture_scheduled"}',
             "icon": "mdi:camera-timer",
         },
+        "lock_exposure": {
+            "p": "button",
+            "unique_id": f"{oid}_lock_exposure",
+            "default_entity_id": f"button.{oid}_lock_exposure",
+            "name": "Lock exposure",
+            "command_topic": topics.controller_command(),
+            "payload_press": '{"action": "lock_exposure"}',
+            "icon": "mdi:camera-iris",
+            "entity_category": "config",
+        },
         "schedule_delay": {
             "p": "number",
             "unique_id": f"{oid}_schedule_delay",

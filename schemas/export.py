@@ -10,8 +10,10 @@ from pydantic import BaseModel
 from pepi_fleet.schemas.capture import CaptureCommand, CaptureResult
 from pepi_fleet.schemas.clock import ClockPing, ClockPong
 from pepi_fleet.schemas.controller import CaptureSetSummary
+from pepi_fleet.schemas.exposure import MeterReading, MeterRequest
 from pepi_fleet.schemas.secret import NodeSecret
 from pepi_fleet.schemas.status import NodeSettings, NodeStatus
+from pepi_fleet.schemas.sync import SyncServer
 
 PAYLOAD_MODELS: tuple[type[BaseModel], ...] = (
     CaptureCommand,
@@ -22,6 +24,9 @@ PAYLOAD_MODELS: tuple[type[BaseModel], ...] = (
     ClockPong,
     CaptureSetSummary,
     NodeSecret,
+    MeterRequest,
+    MeterReading,
+    SyncServer,
 )
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from pepi_fleet.schemas.camera import CameraControls, CameraSync
+from pepi_fleet.schemas.camera import CameraControls, CameraSettings, CameraSync
 from pepi_fleet.schemas.camera import Resolution as Resolution  # re-exported
 from pepi_fleet.schemas.ids import validate_node_id, validate_site_id
 
@@ -88,6 +88,14 @@ class NodeStatus(BaseModel):
     last_capture_at: float | None = Field(
         default=None, description="fired_at of the newest capture this node took or holds"
     )
+    sync_role: Literal["server", "client", "auto", "elected"] | None = Field(
+        default=None,
+        description="frame-locked Pi cameras: how this node's sync role is chosen "
+        "('elected': it follows the controller's election on <root>/sync/server)",
+    )
+    jpeg_quality: int | None = Field(
+        default=None, description="JPEG quality the node encodes at (as last applied)"
+    )
     health: str = Field(
         default=HEALTH_OK,
         max_length=500,
@@ -100,10 +108,13 @@ class NodeStatus(BaseModel):
     )
 
 
-class NodeSettings(BaseModel):
-    """Payload of ``nodes/<node>/set``; every field optional, only given ones change.
+class NodeSettings(CameraSettings):
+    """Payload of ``nodes/<node>/set`` and of the fleet's ``settings``; every field optional,
+    only given ones change.
 
-    Out-of-range values are refused as a whole: nothing of a refused payload is applied."""
+    The camera fields (exposure, gain, white balance, focus) are ``CameraSettings``'; a node
+    applies them to every camera it has. Out-of-range or inconsistent values are refused as a
+    whole: nothing of a refused payload is applied."""
 
     # strict: JSON true is not the number 1, "30" is not a frame rate
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -111,3 +122,23 @@ class NodeSettings(BaseModel):
     resolution: CaptureResolution | None = None
     jpeg_quality: JpegQuality | None = None
     fps: FrameRate | None = None
+
+    def camera_settings(self) -> CameraSettings:
+        """The sensor part (exposure, gain, white balance, focus), resolution left out."""
+        fields = self.model_dump(include=set(CAMERA_FIELDS), exclude_none=True)
+        return CameraSettings.model_validate(fields)
+
+    def has_camera_settings(self) -> bool:
+        """Whether any sensor field (exposure, gain, white balance, focus) is given."""
+        return any(getattr(self, name) is not None for name in CAMERA_FIELDS)
+
+
+CAMERA_FIELDS = (
+    "exposure_time_us",
+    "analogue_gain",
+    "awb_mode",
+    "colour_gains",
+    "af_mode",
+    "lens_position",
+)
+"""The ``NodeSettings`` fields a camera applies through ``apply_settings``."""

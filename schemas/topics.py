@@ -23,6 +23,10 @@ class TopicKind(StrEnum):
     PREVIEW = "preview"
     LIVE = "live"
     SET = "set"
+    FLEET_SETTINGS = "fleet_settings"
+    METER = "meter"
+    METER_READING = "meter_reading"
+    SYNC_SERVER = "sync_server"
     CLOCK_PING = "clock_ping"
     CLOCK_PONG = "clock_pong"
     SECRET = "secret"
@@ -41,6 +45,8 @@ _NODE_LEAVES = {
     "preview": TopicKind.PREVIEW,
     "live": TopicKind.LIVE,
     "set": TopicKind.SET,
+    "meter": TopicKind.METER,
+    "meter/reading": TopicKind.METER_READING,
     "clock/ping": TopicKind.CLOCK_PING,
     "clock/pong": TopicKind.CLOCK_PONG,
     "secret": TopicKind.SECRET,
@@ -96,6 +102,22 @@ class Topics:
     def settings(self, node_id: str) -> str:
         return self.node(node_id, "set")
 
+    def fleet_settings(self) -> str:
+        """Settings for every node (retained: a node that starts later gets them too)."""
+        return f"{self.root}/settings"
+
+    def sync_server(self) -> str:
+        """The elected libcamera sync server (retained; ``--sync-role elected`` nodes follow)."""
+        return f"{self.root}/sync/server"
+
+    def meter(self, node_id: str) -> str:
+        """Ask a node to let its cameras settle auto exposure and report them (lock exposure)."""
+        return self.node(node_id, "meter")
+
+    def meter_reading(self, node_id: str) -> str:
+        """A node's answer to ``meter``: what its camera settled on."""
+        return self.node(node_id, "meter/reading")
+
     def clock_ping(self, node_id: str) -> str:
         return self.node(node_id, "clock/ping")
 
@@ -145,6 +167,10 @@ class Topics:
         rest = topic[len(prefix) :]
         if rest == "capture":
             return ParsedTopic(TopicKind.CAPTURE)
+        if rest == "settings":
+            return ParsedTopic(TopicKind.FLEET_SETTINGS)
+        if rest == "sync/server":
+            return ParsedTopic(TopicKind.SYNC_SERVER)
         if rest == "controller/availability":
             return ParsedTopic(TopicKind.CONTROLLER_AVAILABILITY)
         if rest == "controller/captures":

@@ -28,6 +28,7 @@ from pepi_fleet.controller.web import (
     routes_nodes,
     routes_page,
     routes_previews,
+    routes_settings,
 )
 from pepi_fleet.controller.web.guard import default_allowed_hosts
 from pepi_fleet.controller.web.security import SecurityMiddleware, WebAccess
@@ -83,7 +84,15 @@ def create_app(controller: Controller, access: WebAccess | None = None) -> FastA
         linger_s=controller.config.preview_linger_s,
     )
     app.state.preview_max_watch = controller.config.preview_max_watch
-    modules = (routes_nodes, routes_captures, routes_files, routes_events, routes_page, routes_auth)
+    modules = (
+        routes_nodes,
+        routes_captures,
+        routes_settings,
+        routes_files,
+        routes_events,
+        routes_page,
+        routes_auth,
+    )
     for module in modules:
         app.include_router(module.router)
     app.include_router(routes_export.router)

@@ -34,6 +34,7 @@ EVENTS_DOC = """Server-Sent Events, one per controller event; ``event:`` is its 
 * ``result``: ``{node_id, capture_id, status, error, frames}``
 * ``set_complete``: ``{summary}`` (the CaptureSetSummary published on MQTT)
 * ``broker``: ``{connected, reason}``
+* ``settings``: ``{fleet}`` (the fleet's camera settings after a change, a lock or a clear)
 
 ``data:`` is JSON with ``type``, ``seq`` and ``time`` added. A comment line is sent
 every 15 s to keep proxies from closing the stream."""

@@ -8,6 +8,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 from string import Template
+from typing import get_args
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse
@@ -28,6 +29,7 @@ from pepi_fleet.controller.web.routes_deps import (
     unknown_capture,
 )
 from pepi_fleet.controller.web.routes_export import export_url
+from pepi_fleet.schemas.camera import MAX_EXPOSURE_US, AwbMode
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +251,19 @@ def static_version() -> str:
     return str(max(int(p.stat().st_mtime) for p in STATIC.iterdir()))
 
 
+def settings_section(controller: Controller, nodes: list[NodeOut]) -> Safe:
+    """The camera settings form and the lock-exposure button (``static/settings.js``)."""
+    fleet = controller.camera_settings.fleet().model_dump_json(exclude_none=True)
+    online = [n.node_id for n in nodes if n.state is NodeState.ONLINE]
+    return render(
+        "settings_form.html",
+        fleet="none" if fleet == "{}" else fleet,
+        node_options=join([tag("option", n, value=n) for n in online]),
+        awb_options=join([tag("option", f"auto: {m}", value=m) for m in get_args(AwbMode)]),
+        max_exposure=MAX_EXPOSURE_US,
+    )
+
+
 def page(controller: Controller, principal: Principal = OPEN) -> Safe:
     """The whole page as it is now, as ``principal`` may use it (a viewer has no capture
     buttons); the script keeps it current from then on."""
@@ -287,6 +302,7 @@ def page(controller: Controller, principal: Principal = OPEN) -> Safe:
         messages=messages,
         cards=join([node_card(n) for n in fleet.nodes]),
         no_nodes_hidden=" hidden" if fleet.nodes else "",
+        settings=settings_section(controller, fleet.nodes),
         captures=join([capture_set(d) for d in details]),
         no_captures_hidden=" hidden" if details else "",
     )

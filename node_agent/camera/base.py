@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -63,6 +63,15 @@ class Camera(Protocol):
 
     def close(self) -> None:
         """Release the hardware."""
+        ...
+
+
+@runtime_checkable
+class SyncableCamera(Camera, Protocol):
+    """Cameras whose libcamera sync role can change while running (the picamera2 backend)."""
+
+    def set_sync_role(self, role: Literal["server", "client"]) -> None:
+        """Lead the rig's camera sync, or follow it; CameraError when sync is off."""
         ...
 
 

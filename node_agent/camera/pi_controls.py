@@ -31,20 +31,6 @@ catch up by shortening frames, which a sensor already at its shortest frame cann
 while 33 fps locked)."""
 
 
-def merge_settings(applied: CameraSettings, change: CameraSettings) -> CameraSettings:
-    """``applied`` with the fields ``change`` gives; white balance and focus stay consistent."""
-    update = change.model_dump(exclude_none=True)
-    if change.awb_mode is not None:
-        update["colour_gains"] = None
-    if change.colour_gains is not None:
-        update["awb_mode"] = None
-    if change.lens_position is not None:
-        update["af_mode"] = "manual"
-    elif change.af_mode not in (None, "manual"):
-        update["lens_position"] = None
-    return CameraSettings.model_validate(applied.model_dump() | update)
-
-
 def settings_controls(settings: CameraSettings, advertised: Collection[str]) -> dict[str, Any]:
     """The libcamera controls that put a camera in ``settings`` (its resolution aside).
 

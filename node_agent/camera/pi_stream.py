@@ -28,7 +28,6 @@ from pepi_fleet.node.camera.base import CapturedFrame, RGBArray
 from pepi_fleet.node.camera.pi_controls import (
     controls_from_metadata,
     frame_duration_us,
-    merge_settings,
     settings_controls,
 )
 from pepi_fleet.node.camera.pi_preview import PreviewHub
@@ -44,7 +43,7 @@ from pepi_fleet.node.camera.pi_timing import (
     wall_minus_monotonic_ns,
 )
 from pepi_fleet.node.camera.sensors import scaler_crop
-from pepi_fleet.schemas.camera import CameraControls, CameraSettings, SyncMode
+from pepi_fleet.schemas.camera import CameraControls, CameraSettings, SyncMode, merge_settings
 from pepi_fleet.schemas.errors import CameraError
 from pepi_fleet.schemas.status import CameraInfo
 
@@ -239,6 +238,17 @@ class CameraStream:
         """Restart the stream at ``width`` x ``height`` (as before if the camera refuses)."""
         setup = dataclasses.replace(self._setup, resolution=(width, height))
         self._call(lambda: self._resize(setup))
+
+    def set_sync(self, mode: SyncMode) -> None:
+        """Restart the stream in sync ``mode`` (server or client); sync starts over."""
+        setup = dataclasses.replace(self._setup, sync=mode)
+        self._call(lambda: self._resize(setup))
+
+    @property
+    def sync_mode(self) -> SyncMode:
+        """The sync mode this camera was asked for (``info`` says what it got)."""
+        with self._lock:
+            return self._setup.sync
 
     def set_fps(self, fps: float) -> None:
         """Ask for a fixed frame rate (within what the sensor mode can do)."""

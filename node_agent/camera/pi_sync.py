@@ -28,7 +28,8 @@ AUTO_LISTEN_S = 3.0
 """How long ``--sync-role auto`` listens for a server before becoming one. The server
 multicasts every 30 frames, i.e. every second at 30 fps."""
 
-SyncRole = Literal["server", "client", "auto"]
+SyncRole = Literal["server", "client", "auto", "elected"]
+"""``elected``: start as a client and follow the controller's election (``<root>/sync/server``)."""
 NO_SYNC_DETAIL = (
     "this node's libcamera has no SyncMode control (software camera sync came with libcamera "
     "0.4.0+rpt20250127 and picamera2 0.3.25): run 'sudo apt full-upgrade'; frames are not "
@@ -61,11 +62,14 @@ def sync_server_heard(window_s: float, group: str = SYNC_GROUP, port: int = SYNC
 
 
 def resolve_role(role: SyncRole, heard: Callable[[float], bool]) -> Literal["server", "client"]:
-    """``server``/``client`` as configured; ``auto``: client if a server is heard, else server.
+    """``server``/``client`` as configured; ``auto``: client if a server is heard, else server;
+    ``elected``: client until the controller elects this node.
 
     ``auto`` is for small rigs and benches: nodes that start within the same few seconds can
     all hear silence and all become servers. Name one server in a fixed rig.
     """
+    if role == "elected":
+        return "client"
     if role != "auto":
         return role
     if heard(AUTO_LISTEN_S):

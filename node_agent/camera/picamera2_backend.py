@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from typing import Literal
 
 from pepi_fleet.node.camera.base import CapturedFrame
 from pepi_fleet.node.camera.pi_preview import PreviewHub
@@ -68,6 +69,7 @@ class Picamera2Camera:
                 "check the ribbon cables and 'rpicam-hello --list-cameras'"
             )
         _check_fps(fps)
+        self.frame_lock = frame_lock
         modes: list[SyncMode] = ["off"] * count
         if frame_lock:
             modes = list(camera_modes(resolve_role(sync_role, server_heard), count))
@@ -121,6 +123,17 @@ class Picamera2Camera:
         _check_fps(fps)
         for stream in self._streams:
             stream.set_fps(fps)
+
+    def set_sync_role(self, role: Literal["server", "client"]) -> None:
+        """Lead the rig's sync (first camera server, the others clients) or follow it.
+
+        Cameras whose mode changes restart their stream: sync starts over on them."""
+        if not self.frame_lock:
+            raise CameraError("camera sync is off on this node: start it with --frame-lock")
+        for stream, mode in zip(self._streams, camera_modes(role, len(self._streams)), strict=True):
+            if stream.sync_mode != mode:
+                stream.set_sync(mode)
+        logger.info("camera sync: this node is now a %s", role)
 
     def apply_settings(self, settings: CameraSettings) -> None:
         """Apply ``settings`` to every camera; CameraError (nothing changed) if one cannot."""

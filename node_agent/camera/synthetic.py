@@ -18,7 +18,9 @@ from PIL import Image, ImageDraw, ImageFont
 from pepi_fleet.core.frame_grid import frame_period
 from pepi_fleet.node.camera.base import CapturedFrame
 from pepi_fleet.node.camera.sensors import SENSORS
+from pepi_fleet.node.camera.synthetic_exposure import SyntheticExposure, check_synthetic_settings
 from pepi_fleet.node.frame_clock import FrameClock, phase_for_node
+from pepi_fleet.schemas.camera import CameraControls, CameraSettings, merge_settings
 from pepi_fleet.schemas.errors import CameraError
 from pepi_fleet.schemas.status import MAX_FPS, MIN_FPS, CameraInfo
 
@@ -35,7 +37,8 @@ class SyntheticCamera:
     """``count`` cameras rendering a test chart; frames start on a FrameClock grid.
 
     ``frame_lock`` puts every node on the shared grid ``t = k / fps``; otherwise the
-    node gets ``phase_s`` or a stable phase derived from ``node_id``.
+    node gets ``phase_s`` or a stable phase derived from ``node_id``. Exposure, gain and
+    white balance are automatic (per node and camera, deterministic) until set.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class SyntheticCamera:
         _check_resolution(resolution)
         self._resolution = resolution
         self._frame_clock = self._make_frame_clock(fps)
+        self._exposures = [SyntheticExposure(node_id, i) for i in range(count)]
         self._warm(resolution)
 
     @property
@@ -79,10 +83,33 @@ class SyntheticCamera:
         """One entry per synthetic camera."""
         with self._lock:
             resolution = self._resolution
+        controls = self.read_settings()
         return [
-            CameraInfo(index=i, model=MODEL, resolution=resolution, max_resolution=MAX_RESOLUTION)
+            CameraInfo(
+                index=i,
+                model=MODEL,
+                resolution=resolution,
+                max_resolution=MAX_RESOLUTION,
+                fps=round(1 / self.frame_clock.period_s, 3),
+                controls=controls[i],
+            )
             for i in range(self._count)
         ]
+
+    def apply_settings(self, settings: CameraSettings) -> None:
+        """Fix or free exposure, gain and white balance of every camera (no focus motor)."""
+        check_synthetic_settings(settings)
+        if settings.resolution is not None:
+            self.set_resolution(*settings.resolution)
+        with self._lock:
+            for exposure in self._exposures:
+                exposure.requested = merge_settings(exposure.requested, settings)
+
+    def read_settings(self) -> list[CameraControls]:
+        """Per camera, the exposure, gain and white balance its frames are taken with."""
+        with self._lock:
+            duration_us = round(self._frame_clock.period_s * 1e6)
+            return [exposure.controls(duration_us) for exposure in self._exposures]
 
     def capture(self, cameras: list[int], capture_id: str, at: float | None) -> list[CapturedFrame]:
         """Render one frame per requested camera, all with the same frame timestamp.
@@ -98,12 +125,14 @@ class SyntheticCamera:
         if start > now:
             self._sleep(start - now)
         index = frame_clock.frame_index(start)
+        controls = self.read_settings()
         return [
             CapturedFrame(
                 camera=cam,
                 timestamp=start,
                 pixels=np.asarray(self._render(resolution, cam, capture_id, start, index)),
                 model=MODEL,
+                controls=controls[cam],
             )
             for cam in cameras
         ]

@@ -32,10 +32,10 @@ from pepi_fleet.node.camera.synthetic import SyntheticCamera
 from pepi_fleet.node.config import NodeConfig
 from pepi_fleet.node.secret import SECRET_FILE
 from pepi_fleet.node.store import CaptureStore, StoreLimits
-from pepi_fleet.schemas import CaptureResult, CaptureStatus
+from pepi_fleet.schemas import CaptureResult, CaptureStatus, NodeSettings
 from pepi_fleet.schemas.ids import CAPTURE_ID_PATTERN, is_capture_id
 
-TOPIC_KINDS = ("capture", "node_capture", "set", "clock_ping")
+TOPIC_KINDS = ("capture", "node_capture", "set", "clock_ping", "settings", "meter")
 RESOLUTION = (64, 48)
 FPS = 240.0
 JPEG_QUALITY = 90
@@ -139,10 +139,26 @@ STRUCTURED: dict[str, st.SearchStrategy[Any]] = {
         fps=st.one_of(NUMBERS, st.floats(min_value=1, max_value=240), ANY_JSON),
         jpeg_quality=st.one_of(st.integers(-5, 105), NUMBERS, ANY_JSON),
         iso=ANY_JSON,
+        exposure_time_us=st.one_of(st.integers(-5, 70_000_000), NUMBERS, ANY_JSON),
+        analogue_gain=st.one_of(st.floats(0, 70), NUMBERS, ANY_JSON),
+        awb_mode=st.one_of(st.sampled_from(["auto", "daylight", "custom", "sunny", ""]), ANY_JSON),
+        colour_gains=st.one_of(
+            st.lists(st.one_of(st.floats(-1, 40), NUMBERS), max_size=3), ANY_JSON
+        ),
+        af_mode=st.one_of(st.sampled_from(["manual", "auto", "continuous", "macro"]), ANY_JSON),
+        lens_position=st.one_of(st.floats(-1, 40), NUMBERS, ANY_JSON),
+    ),
+    # settle_s stays short or out of range: an accepted meter holds the control thread for it
+    "meter": _optional(
+        request_id=st.one_of(CAPTURE_IDS, ANY_JSON),
+        camera=st.one_of(st.integers(-2, 20), NUMBERS),
+        settle_s=st.one_of(st.floats(0, 0.02), st.sampled_from([-1, 31, 1e9, "1", None])),
+        extra=ANY_JSON,
     ),
     "clock_ping": _optional(seq=st.one_of(NUMBERS, ANY_JSON), t1=st.one_of(NUMBERS, ANY_JSON)),
 }
 STRUCTURED["node_capture"] = STRUCTURED["capture"]
+STRUCTURED["settings"] = STRUCTURED["set"]
 
 
 def to_json(value: Any) -> str:
@@ -293,6 +309,8 @@ class FuzzNode:
             "node_capture": topics.node_capture(node_id),
             "set": topics.settings(node_id),
             "clock_ping": topics.clock_ping(node_id),
+            "settings": topics.fleet_settings(),
+            "meter": topics.meter(node_id),
         }
         self.tap = ResultTap(broker.port, topics.result(node_id))
         self.stats = FuzzStats()
@@ -317,7 +335,7 @@ class FuzzNode:
         self.stats.inputs[kind] += 1
         self.stats.handler_s[kind] = self.stats.handler_s.get(kind, 0.0) + took
         self.stats.slowest_s[kind] = max(self.stats.slowest_s.get(kind, 0.0), took)
-        if kind == "set":
+        if kind in ("set", "settings", "meter"):
             self._settle_settings()
 
     def check(self, timeout: float = 20.0) -> CaptureResult:
@@ -350,6 +368,9 @@ class FuzzNode:
         assert done.wait(30), "control thread stuck"
         self.camera.set_fps(FPS)
         self.camera.set_resolution(*RESOLUTION)
+        self.agent.settings.apply(
+            NodeSettings(exposure_time_us=0, analogue_gain=0, awb_mode="auto")
+        )
         self.agent.captures.set_jpeg_quality(JPEG_QUALITY)
 
     def _fingerprint(self, result: CaptureResult) -> dict[str, str]:

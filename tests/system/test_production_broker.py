@@ -170,6 +170,29 @@ def test_production_broker_refuses_session_takeover(
     assert intruder.publish_code("pepi/v1/nodes/cam02/availability") == NOT_AUTHORIZED
 
 
+def test_production_broker_camera_settings_written_by_controller_and_automation_only(
+    rig: Rig, probes: Callable[[Probe], Probe]
+) -> None:
+    cam01 = probes(rig.connect("cam01", "cam01"))
+    assert cam01.connect_code() == 0
+    for topic in ("pepi/v1/settings", "pepi/v1/sync/server", "pepi/v1/nodes/cam02/meter"):
+        assert cam01.publish_code(topic) == NOT_AUTHORIZED, topic
+    assert cam01.publish_code("pepi/v1/nodes/cam01/meter/reading") in ACCEPTED
+    assert cam01.publish_code("pepi/v1/nodes/cam02/meter/reading") == NOT_AUTHORIZED
+    for topic in ("pepi/v1/settings", "pepi/v1/sync/server", "pepi/v1/nodes/cam01/meter"):
+        assert cam01.subscribe_codes(topic) == [1], topic
+
+    automation = probes(rig.connect("automation", "automation"))
+    assert automation.connect_code() == 0
+    assert automation.publish_code("pepi/v1/settings", b'{"analogue_gain": 2}') in ACCEPTED
+    assert automation.publish_code("pepi/v1/nodes/cam01/meter", b"{}") in ACCEPTED
+    got = [(m.topic, m.payload) for m in (cam01.messages.get(timeout=10) for _ in range(2))]
+    assert got == [
+        ("pepi/v1/settings", b'{"analogue_gain": 2}'),
+        ("pepi/v1/nodes/cam01/meter", b"{}"),
+    ]
+
+
 def test_production_broker_node_writes_only_its_own_subtree(
     rig: Rig, probes: Callable[[Probe], Probe]
 ) -> None:

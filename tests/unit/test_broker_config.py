@@ -86,10 +86,15 @@ def test_render_acl_keeps_test_root_wildcards() -> None:
     assert "topic read pepi-t/+/capture" in _section(render_acl("pepi-t/+", True, ["cam1"]), "cam1")
 
 
-def test_render_acl_gives_each_node_the_trigger_and_home_assistant_birth() -> None:
+def test_render_acl_gives_each_node_the_trigger_settings_and_home_assistant_birth() -> None:
     acl = render_acl("t/x", False, ["cam01", "cam02"])
     for node in ("cam01", "cam02"):
-        assert _section(acl, node) == ["topic read t/x/capture", "topic read homeassistant/status"]
+        assert _section(acl, node) == [
+            "topic read t/x/capture",
+            "topic read t/x/settings",
+            "topic read t/x/sync/server",
+            "topic read homeassistant/status",
+        ]
     assert named_users(acl) == ["controller", "automation", "cam01", "cam02"]
     # the production ACL's comment shows the same section
     comment = [line[1:].strip() for line in production_acl().splitlines() if line.startswith("# ")]

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from pepi_fleet.controller.home_assistant import ControllerCommand
 from pepi_fleet.schemas.discovery import (
     DeviceDiscovery,
     controller_discovery,
@@ -56,6 +57,9 @@ def test_discovery_controller_device_has_buttons_sensors_event_and_number() -> N
     assert cmps["capture_all"]["command_topic"] == "pepi/v1/capture"
     assert cmps["capture_set"]["event_types"] == ["complete", "incomplete"]
     assert cmps["schedule_delay"]["entity_category"] == "config"
+    lock = cmps["lock_exposure"]
+    assert lock["command_topic"] == "pepi/v1/controller/command"
+    assert ControllerCommand.model_validate_json(lock["payload_press"]).action == "lock_exposure"
 
 
 @pytest.mark.parametrize("root", ["pepi/v1", "site-b/rig2"])

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 from pepi_fleet.node.camera.pi_controls import (
     controls_from_metadata,
     frame_duration_us,
-    merge_settings,
     settings_controls,
 )
 from pepi_fleet.node.camera.pi_sync import (
@@ -20,7 +19,12 @@ from pepi_fleet.node.camera.pi_sync import (
     resolve_role,
     sync_server_heard,
 )
-from pepi_fleet.schemas.camera import CameraControls, CameraSettings, locked_settings
+from pepi_fleet.schemas.camera import (
+    CameraControls,
+    CameraSettings,
+    locked_settings,
+    merge_settings,
+)
 from pepi_fleet.schemas.errors import CameraError, PayloadError
 
 NEW_LIBCAMERA = {"ExposureTime", "ExposureTimeMode", "AnalogueGain", "AwbEnable", "AwbMode"}

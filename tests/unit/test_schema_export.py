@@ -19,6 +19,9 @@ EXPECTED = {
     "ClockPong",
     "CaptureSetSummary",
     "NodeSecret",
+    "MeterRequest",
+    "MeterReading",
+    "SyncServer",
 }
 
 
