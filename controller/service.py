@@ -25,7 +25,11 @@ from pepi_fleet.controller.presence import NodeState, NodeView, PresenceTracker,
 from pepi_fleet.controller.presence_feed import PRESENCE_KINDS, PresenceMessage
 from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
 from pepi_fleet.controller.thrift_node_client import ThriftNodeClient
-from pepi_fleet.controller.trigger_lead import LeadEstimate, LeadEstimator
+from pepi_fleet.controller.trigger_lead import (
+    LeadEstimate,
+    LeadEstimator,
+    delivery_latency_s,
+)
 from pepi_fleet.core.availability import OFFLINE, ONLINE
 from pepi_fleet.core.decode import decode
 from pepi_fleet.core.frame_grid import align_to_frame_grid
@@ -443,7 +447,7 @@ class Controller:
             return
         with self._lock:
             sent = self._sent.get(set_id, view.triggered_at)
-            self.lead.add(node_id, result.received_at - clock.offset_s - sent)
+            self.lead.add(node_id, delivery_latency_s(sent, result.received_at, clock.offset_s))
 
     def _on_pong(self, node_id: str, msg: InboundMessage) -> None:
         try:

@@ -44,6 +44,12 @@ class LeadEstimate:
     slowest_node: str | None
 
 
+def delivery_latency_s(sent_at: float, received_at: float, offset_s: float) -> float:
+    """Trigger delivery latency: ``sent_at`` on the controller's clock, ``received_at`` on
+    the node's, whose offset (node minus controller, from clock probes) is ``offset_s``."""
+    return (received_at - offset_s) - sent_at
+
+
 def _bucket(latency_s: float) -> int:
     if latency_s <= _BUCKET_BASE_S:
         return 0
