@@ -1,0 +1,204 @@
+"""Per-node trigger precision under realistic node load: the trigger-spread bench's headline.
+
+One real ``pepi node`` (synthetic camera) pinned to a core of its own, the broker and this
+bench on the other: a Pi has its cores to itself, this machine has two. Scheduled triggers
+(``at`` = now + ``LEAD_S``) are measured three ways:
+
+- ``idle``: nothing else asks anything of the node;
+- ``preview``: a client streams the node's MJPEG preview throughout;
+- ``preview+busy``: that, and the triggers come back to back (one every ``BUSY_GAP_S``),
+  so the previous capture is still being encoded and stored when the next one fires.
+
+Per capture: ``fired_at - at`` and ``frame timestamp - at`` on the node's own clock (what
+synchronisation across nodes is made of when their clocks agree), free-running and
+frame-locked (``at`` aligned to the frame grid, as ``pepi capture --align`` does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.fleet import PORTS, Fleet, NodeSpec, logins, start_broker
+from bench.report import Summary, fmt_ms, table
+from bench.tap import Tap
+from pepi_fleet.core.frame_grid import align_to_frame_grid
+from pepi_fleet.schemas.capture import CaptureResult, CaptureStatus
+
+LEAD_S = 0.3
+IDLE_GAP_S = 1.0
+BUSY_GAP_S = 0.15
+LOADS = ("idle", "preview", "preview+busy")
+NODE_CPU = 1
+"""The node's core; everything else (broker, bench, preview client) runs on the others."""
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+class PreviewClient:
+    """Reads an MJPEG stream to the end, as a browser showing the preview does."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="preview", daemon=True)
+
+    def __enter__(self) -> PreviewClient:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(self.url, timeout=5) as res,  # noqa: S310 - loopback
+            ):
+                while not self._stop.is_set():
+                    chunk = res.read(65536)
+                    if not chunk:
+                        break
+                    self.bytes += len(chunk)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """One (mode, load): each capture's ``fired_at - at`` and ``frame - at`` (ms)."""
+
+    mode: str
+    load: str
+    captures: int
+    failed: int
+    overlapped: int
+    """Captures that fired before the previous one's result was out (still encoding)."""
+    fired: Summary
+    frame: Summary
+    preview_mib: float
+
+
+def _abs_ms(values: list[float]) -> Summary:
+    return Summary.of([abs(v) * 1000 for v in values])
+
+
+def measure(
+    tap: Tap, root: str, node_id: str, mode: str, load: str, trials: int, fps: float
+) -> tuple[list[CaptureResult], int, dict[str, float]]:
+    """``trials`` scheduled captures; the results, how many failed, and when each result
+    reached the bench (to tell which captures overlapped the previous one's encoding)."""
+    gap = BUSY_GAP_S if load == "preview+busy" else IDLE_GAP_S
+    ids = [f"{mode}-{load}-{i:03d}-{random.getrandbits(20):05x}" for i in range(trials)]
+    for capture_id in ids:
+        at = time.time() + LEAD_S
+        if mode == "locked":
+            at = align_to_frame_grid(at, fps)
+        tap.trigger(root, capture_id, at=at)
+        time.sleep(gap)
+    results: list[CaptureResult] = []
+    arrived: dict[str, float] = {}
+    failed = 0
+    for capture_id in ids:
+        got = tap.wait_results(capture_id, 1, timeout=30).get(node_id)
+        if got is None or got.status is not CaptureStatus.OK:
+            failed += 1
+            continue
+        results.append(got)
+        arrived[capture_id] = tap.arrived.get(capture_id, float("nan"))
+    return results, failed, arrived
+
+
+def run(workdir: Path, trials: int, resolution: str, fps: float) -> list[Precision]:
+    """Start the node (pinned), then every mode under every load."""
+    out: list[Precision] = []
+    cpus = os.sched_getaffinity(0)
+    pinned = NODE_CPU in cpus and len(cpus) > 1
+    if pinned:
+        os.sched_setaffinity(0, cpus - {NODE_CPU})  # the broker and the bench inherit this
+    for mode in ("free", "locked"):
+        node_id = f"prec-{mode}"
+        passwords = logins([node_id])
+        broker = start_broker(passwords, workdir / f"broker-{mode}")
+        tap = Tap(broker.port)
+        root = f"bench/prec{random.getrandbits(24):06x}"
+        tap.watch(root)
+        stream_port = PORTS.take()
+        flags = ["--resolution", resolution, "--fps", str(fps), "--heartbeat", "30"]
+        flags += ["--stream-port", str(stream_port)]
+        if mode == "locked":
+            flags.append("--frame-lock")
+        fleet = Fleet(root, passwords, workdir / mode)
+        try:
+            began = time.time()
+            fleet.start([NodeSpec(node_id, PORTS.take(), broker.port, tuple(flags))])
+            if pinned:
+                os.sched_setaffinity(fleet.nodes[0].proc.pid, {NODE_CPU})
+            fleet.wait_online(tap, [node_id], began, timeout=60)
+            log(f"{mode}: node online ({'pinned to CPU %d' % NODE_CPU if pinned else 'unpinned'})")
+            url = f"http://127.0.0.1:{stream_port}/stream/0.mjpeg"
+            measure(tap, root, node_id, mode, "idle", 3, fps)  # warm-up
+            for load in LOADS:
+                preview = PreviewClient(url) if load != "idle" else None
+                with preview or contextlib.nullcontext():
+                    results, failed, arrived = measure(
+                        tap, root, node_id, mode, load, trials, fps
+                    )
+                out.append(_precision(mode, load, results, failed, arrived, preview))
+                log(f"{mode} {load}: {len(results)} captures, {failed} failed")
+        finally:
+            fleet.stop()
+            tap.close()
+            broker.close()
+    if pinned:
+        os.sched_setaffinity(0, cpus)
+    return out
+
+
+def _precision(
+    mode: str,
+    load: str,
+    results: list[CaptureResult],
+    failed: int,
+    arrived: dict[str, float],
+    preview: PreviewClient | None,
+) -> Precision:
+    fired = [r.fired_at - r.at for r in results if r.fired_at is not None and r.at is not None]
+    frames = [f.timestamp - r.at for r in results if r.at is not None for f in r.frames]
+    overlapped = 0
+    for prev, cur in zip(results, results[1:], strict=False):
+        done = arrived.get(prev.capture_id or "", float("nan"))
+        if cur.fired_at is not None and done > cur.fired_at:
+            overlapped += 1
+    return Precision(
+        mode,
+        load,
+        len(results),
+        failed,
+        overlapped,
+        _abs_ms(fired),
+        _abs_ms(frames),
+        (preview.bytes / 2**20) if preview else 0.0,
+    )
+
+
+def precision_table(rows: list[Precision]) -> str:
+    header = ["mode", "load", "captures", "failed", "overlapped", "|fired-at| p50", "p99", "max"]
+    header += ["|frame-at| p50", "p99", "max", "preview MiB"]
+    body = [
+        [r.mode, r.load, str(r.captures), str(r.failed), str(r.overlapped)]
+        + [fmt_ms(v) for v in (r.fired.p50, r.fired.p99, r.fired.max)]
+        + [fmt_ms(v) for v in (r.frame.p50, r.frame.p99, r.frame.max)]
+        + [f"{r.preview_mib:.1f}"]
+        for r in rows
+    ]
+    return table(header, body, left=(0, 1))
