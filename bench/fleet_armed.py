@@ -39,9 +39,7 @@ class Armed:
     """``fired_at - at`` over the nodes armed in time (ms)."""
 
 
-def _count(
-    name: str, lead_s: float, per_trigger: list[dict[str, CaptureResult]], n: int
-) -> Armed:
+def _count(name: str, lead_s: float, per_trigger: list[dict[str, CaptureResult]], n: int) -> Armed:
     armed = late = 0
     fired = []
     for results in per_trigger:
@@ -57,7 +55,14 @@ def _count(
     expected = n * len(per_trigger)
     answered = sum(len(r) for r in per_trigger)
     return Armed(
-        name, lead_s, len(per_trigger), expected, armed, late, expected - answered, Summary.of(fired)
+        name,
+        lead_s,
+        len(per_trigger),
+        expected,
+        armed,
+        late,
+        expected - answered,
+        Summary.of(fired),
     )
 
 
@@ -96,7 +101,9 @@ def run(n: int, warmup: int, trials: int) -> tuple[Armed, Armed, float | None]:
     return counts[0], counts[1], estimate.latency_s
 
 
-def _wait(sim: FleetSim, capture_id: str, n: int, timeout: float = 30.0) -> dict[str, CaptureResult]:
+def _wait(
+    sim: FleetSim, capture_id: str, n: int, timeout: float = 30.0
+) -> dict[str, CaptureResult]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = sim.results_of(capture_id)

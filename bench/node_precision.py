@@ -17,6 +17,7 @@ frame-locked (``at`` aligned to the frame grid, as ``pepi capture --align`` does
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import random
 import threading
@@ -64,7 +65,7 @@ class PreviewClient:
         while not self._stop.is_set():
             with (
                 contextlib.suppress(OSError),
-                urllib.request.urlopen(self.url, timeout=5) as res,  # noqa: S310 - loopback
+                urllib.request.urlopen(self.url, timeout=5) as res,
             ):
                 while not self._stop.is_set():
                     chunk = res.read(65536)
@@ -144,15 +145,14 @@ def run(workdir: Path, trials: int, resolution: str, fps: float) -> list[Precisi
             if pinned:
                 os.sched_setaffinity(fleet.nodes[0].proc.pid, {NODE_CPU})
             fleet.wait_online(tap, [node_id], began, timeout=60)
-            log(f"{mode}: node online ({'pinned to CPU %d' % NODE_CPU if pinned else 'unpinned'})")
+            where = f"pinned to CPU {NODE_CPU}" if pinned else "unpinned"
+            log(f"{mode}: node online ({where})")
             url = f"http://127.0.0.1:{stream_port}/stream/0.mjpeg"
             measure(tap, root, node_id, mode, "idle", 3, fps)  # warm-up
             for load in LOADS:
                 preview = PreviewClient(url) if load != "idle" else None
                 with preview or contextlib.nullcontext():
-                    results, failed, arrived = measure(
-                        tap, root, node_id, mode, load, trials, fps
-                    )
+                    results, failed, arrived = measure(tap, root, node_id, mode, load, trials, fps)
                 out.append(_precision(mode, load, results, failed, arrived, preview))
                 log(f"{mode} {load}: {len(results)} captures, {failed} failed")
         finally:
@@ -175,7 +175,7 @@ def _precision(
     fired = [r.fired_at - r.at for r in results if r.fired_at is not None and r.at is not None]
     frames = [f.timestamp - r.at for r in results if r.at is not None for f in r.frames]
     overlapped = 0
-    for prev, cur in zip(results, results[1:], strict=False):
+    for prev, cur in itertools.pairwise(results):
         done = arrived.get(prev.capture_id or "", float("nan"))
         if cur.fired_at is not None and done > cur.fired_at:
             overlapped += 1
