@@ -99,7 +99,8 @@ def measure(
     """``trials`` scheduled captures; the results, how many failed, and when each result
     reached the bench (to tell which captures overlapped the previous one's encoding)."""
     gap = BUSY_GAP_S if load == "preview+busy" else IDLE_GAP_S
-    ids = [f"{mode}-{load}-{i:03d}-{random.getrandbits(20):05x}" for i in range(trials)]
+    tag = load.replace("+", "-")
+    ids = [f"{mode}-{tag}-{i:03d}-{random.getrandbits(20):05x}" for i in range(trials)]
     for capture_id in ids:
         at = time.time() + LEAD_S
         if mode == "locked":
