@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pepi_fleet.controller.home_assistant import ControllerState, HomeAssistantBridge
 from pepi_fleet.controller.set_quality import assess
 from pepi_fleet.controller.trigger_lead import (
     LeadEstimator,
@@ -12,6 +13,7 @@ from pepi_fleet.controller.trigger_lead import (
 )
 from pepi_fleet.controller.web.api_models import CaptureRequest
 from pepi_fleet.schemas.capture import CaptureResult, CaptureStatus
+from pepi_fleet.schemas.topics import Topics
 
 
 def test_quantile_nearest_rank() -> None:
@@ -137,3 +139,23 @@ def test_capture_request_delay_auto() -> None:
         CaptureRequest.model_validate({"delay": "soon"})
     with pytest.raises(ValueError, match="not both"):
         CaptureRequest.model_validate({"delay": "auto", "at": 5.0})
+
+
+def test_controller_state_carries_the_lead_with_discovery_off() -> None:
+    published: list[tuple[str, bytes | str, bool]] = []
+    bridge = HomeAssistantBridge(
+        Topics("pepi/v1"),
+        lambda topic, payload, retain: published.append((topic, payload, retain)),
+        "1.0",
+        None,
+        lambda: 100.0,
+        enabled=False,
+    )
+    lead = LeadEstimator(floor_s=0.0, margin_ratio=0.0, margin_s=0.0)
+    lead.add("n1", 0.2)
+    bridge.update_lead(lead.estimate())
+    bridge.flush(force=True)
+    assert [(t, r) for t, _, r in published] == [("pepi/v1/controller/state", True)]
+    state = ControllerState.model_validate_json(published[0][1])
+    assert state.trigger_lead_s is not None and 0.2 <= state.trigger_lead_s <= 0.21
+    assert state.trigger_latency_s == state.trigger_lead_s
