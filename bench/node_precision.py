@@ -6,7 +6,8 @@ bench on the other: a Pi has its cores to itself, this machine has two. Schedule
 
 - ``idle``: nothing else asks anything of the node;
 - ``preview``: a client streams the node's MJPEG preview throughout;
-- ``preview+busy``: that, and the triggers come back to back (one every ``BUSY_GAP_S``),
+- ``preview+busy``: that, and the triggers come back to back: one every ``BUSY_RATIO`` of
+  the node's own capture time (fire → result published, measured in the ``preview`` run),
   so the previous capture is still being encoded and stored when the next one fires.
 
 Per capture: ``fired_at - at`` and ``frame timestamp - at`` on the node's own clock (what
@@ -20,6 +21,7 @@ import contextlib
 import itertools
 import os
 import random
+import statistics
 import threading
 import time
 import urllib.request
@@ -34,7 +36,8 @@ from pepi_fleet.schemas.capture import CaptureResult, CaptureStatus
 
 LEAD_S = 0.3
 IDLE_GAP_S = 1.0
-BUSY_GAP_S = 0.15
+BUSY_RATIO = 0.7
+MIN_BUSY_GAP_S = 0.05
 LOADS = ("idle", "preview", "preview+busy")
 NODE_CPU = 1
 """The node's core; everything else (broker, bench, preview client) runs on the others."""
@@ -80,8 +83,9 @@ class Precision:
 
     mode: str
     load: str
+    gap_s: float
     captures: int
-    failed: int
+    failed: str
     overlapped: int
     """Captures that fired before the previous one's result was out (still encoding)."""
     fired: Summary
@@ -93,12 +97,29 @@ def _abs_ms(values: list[float]) -> Summary:
     return Summary.of([abs(v) * 1000 for v in values])
 
 
+@dataclass
+class Measured:
+    """One run's ok results, its failures by status, and when each result arrived."""
+
+    results: list[CaptureResult]
+    failures: dict[str, int]
+    arrived: dict[str, float]
+
+    def capture_time_s(self) -> float:
+        """Median fire → result-published time of the run's captures."""
+        spans = [
+            self.arrived[r.capture_id] - r.fired_at
+            for r in self.results
+            if r.capture_id in self.arrived and r.fired_at is not None
+        ]
+        return statistics.median(spans) if spans else IDLE_GAP_S
+
+
 def measure(
-    tap: Tap, root: str, node_id: str, mode: str, load: str, trials: int, fps: float
-) -> tuple[list[CaptureResult], int, dict[str, float]]:
-    """``trials`` scheduled captures; the results, how many failed, and when each result
-    reached the bench (to tell which captures overlapped the previous one's encoding)."""
-    gap = BUSY_GAP_S if load == "preview+busy" else IDLE_GAP_S
+    tap: Tap, root: str, node_id: str, mode: str, load: str, trials: int, fps: float, gap: float
+) -> Measured:
+    """``trials`` scheduled captures ``gap`` apart; the results, the failures, and when each
+    result reached the bench (to tell which captures overlapped the previous one's)."""
     tag = load.replace("+", "-")
     ids = [f"{mode}-{tag}-{i:03d}-{random.getrandbits(20):05x}" for i in range(trials)]
     for capture_id in ids:
@@ -107,17 +128,16 @@ def measure(
             at = align_to_frame_grid(at, fps)
         tap.trigger(root, capture_id, at=at)
         time.sleep(gap)
-    results: list[CaptureResult] = []
-    arrived: dict[str, float] = {}
-    failed = 0
+    out = Measured([], {}, {})
     for capture_id in ids:
         got = tap.wait_results(capture_id, 1, timeout=30).get(node_id)
         if got is None or got.status is not CaptureStatus.OK:
-            failed += 1
+            status = "no answer" if got is None else str(got.status)
+            out.failures[status] = out.failures.get(status, 0) + 1
             continue
-        results.append(got)
-        arrived[capture_id] = tap.arrived.get(capture_id, float("nan"))
-    return results, failed, arrived
+        out.results.append(got)
+        out.arrived[capture_id] = tap.arrived.get(capture_id, float("nan"))
+    return out
 
 
 def run(workdir: Path, trials: int, resolution: str, fps: float) -> list[Precision]:
@@ -149,13 +169,16 @@ def run(workdir: Path, trials: int, resolution: str, fps: float) -> list[Precisi
             where = f"pinned to CPU {NODE_CPU}" if pinned else "unpinned"
             log(f"{mode}: node online ({where})")
             url = f"http://127.0.0.1:{stream_port}/stream/0.mjpeg"
-            measure(tap, root, node_id, mode, "idle", 3, fps)  # warm-up
+            measure(tap, root, node_id, mode, "idle", 3, fps, IDLE_GAP_S)  # warm-up
+            gap = IDLE_GAP_S
             for load in LOADS:
                 preview = PreviewClient(url) if load != "idle" else None
                 with preview or contextlib.nullcontext():
-                    results, failed, arrived = measure(tap, root, node_id, mode, load, trials, fps)
-                out.append(_precision(mode, load, results, failed, arrived, preview))
-                log(f"{mode} {load}: {len(results)} captures, {failed} failed")
+                    got = measure(tap, root, node_id, mode, load, trials, fps, gap)
+                out.append(_precision(mode, load, got, preview, gap))
+                log(f"{mode} {load}: {len(got.results)} captures, failed {got.failures}")
+                if load == "preview":  # the next run triggers faster than the node captures
+                    gap = max(MIN_BUSY_GAP_S, BUSY_RATIO * got.capture_time_s())
         finally:
             fleet.stop()
             tap.close()
@@ -166,13 +189,9 @@ def run(workdir: Path, trials: int, resolution: str, fps: float) -> list[Precisi
 
 
 def _precision(
-    mode: str,
-    load: str,
-    results: list[CaptureResult],
-    failed: int,
-    arrived: dict[str, float],
-    preview: PreviewClient | None,
+    mode: str, load: str, got: Measured, preview: PreviewClient | None, gap: float
 ) -> Precision:
+    results, arrived = got.results, got.arrived
     fired = [r.fired_at - r.at for r in results if r.fired_at is not None and r.at is not None]
     frames = [f.timestamp - r.at for r in results if r.at is not None for f in r.frames]
     overlapped = 0
@@ -180,9 +199,11 @@ def _precision(
         done = arrived.get(prev.capture_id or "", float("nan"))
         if cur.fired_at is not None and done > cur.fired_at:
             overlapped += 1
+    failed = ", ".join(f"{n} {s}" for s, n in sorted(got.failures.items())) or "0"
     return Precision(
         mode,
         load,
+        gap,
         len(results),
         failed,
         overlapped,
@@ -193,13 +214,14 @@ def _precision(
 
 
 def precision_table(rows: list[Precision]) -> str:
-    header = ["mode", "load", "captures", "failed", "overlapped", "|fired-at| p50", "p99", "max"]
+    header = ["mode", "load", "gap s", "captures", "failed", "overlapped"]
+    header += ["|fired-at| p50", "p99", "max"]
     header += ["|frame-at| p50", "p99", "max", "preview MiB"]
     body = [
-        [r.mode, r.load, str(r.captures), str(r.failed), str(r.overlapped)]
+        [r.mode, r.load, f"{r.gap_s:.3f}", str(r.captures), r.failed, str(r.overlapped)]
         + [fmt_ms(v) for v in (r.fired.p50, r.fired.p99, r.fired.max)]
         + [fmt_ms(v) for v in (r.frame.p50, r.frame.p99, r.frame.max)]
         + [f"{r.preview_mib:.1f}"]
         for r in rows
     ]
-    return table(header, body, left=(0, 1))
+    return table(header, body, left=(0, 1, 4))

@@ -365,7 +365,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resolution", default="320x240", help="node capture size (spread)")
     parser.add_argument(
         "--headline-resolution",
-        default="2028x1520",
+        default="1280x960",
         help="the headline node's capture size: large enough that encoding outlasts "
         "back-to-back triggers",
     )
@@ -487,6 +487,7 @@ def _precision_dict(p: node_precision.Precision) -> dict[str, object]:
         "mode": p.mode,
         "load": p.load,
         "captures": p.captures,
+        "gap_s": round(p.gap_s, 3),
         "failed": p.failed,
         "overlapped": p.overlapped,
         "fired_minus_at_abs_ms": p.fired.as_dict(),
