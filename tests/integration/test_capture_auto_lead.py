@@ -14,7 +14,6 @@ from support.controllers import ControllerProcess, StartController, wait_summary
 from support.expect import wait_result
 from support.mqtt_watch import Watcher
 from support.processes import PEPI
-from support.pub import mosquitto_pub
 
 from bench.delay_proxy import PROFILES, ProxyProcess, Route
 from pepi_fleet.broker.runner import EmbeddedBroker, free_port
@@ -51,10 +50,12 @@ def _clocks_measured(ctl: ControllerProcess, nodes: set[str]) -> None:
 
 
 def _measure(
-    broker: EmbeddedBroker, root: str, watcher: Watcher, capture_id: str, nodes: list[str]
+    ctl: ControllerProcess, root: str, watcher: Watcher, capture_id: str, nodes: list[str]
 ) -> None:
-    """An immediate capture: every node's result is one delivery-latency sample."""
-    mosquitto_pub(broker.port, f"{root}/capture", capture_id)
+    """An immediate capture by the controller (it knows when it sent it): every node's
+    result is one delivery-latency sample."""
+    res = httpx.post(f"{ctl.url}/api/captures", json={"capture_id": capture_id}, timeout=10)
+    assert res.status_code == 202, res.text
     for node in nodes:
         wait_result(watcher, root, node, capture_id)
     wait_summary(watcher, root, capture_id)
@@ -96,7 +97,7 @@ def test_trigger_lead_auto_delay_arms_every_node_and_slow_link_raises_it(
     before = _status(ctl)
     assert before["latency_nodes"] == 0  # nothing measured yet: the default lead
 
-    _measure(broker, root, watcher, "warm-1", ["cam1", "cam2"])
+    _measure(ctl, root, watcher, "warm-1", ["cam1", "cam2"])
     wait_until(lambda: _status(ctl)["latency_nodes"] == 2, "latency of both nodes")
     fast = _status(ctl)
     assert fast["trigger_latency_s"] < SLOW_ONE_WAY_MS / 1000
@@ -109,16 +110,21 @@ def test_trigger_lead_auto_delay_arms_every_node_and_slow_link_raises_it(
     start_node("slow", "--broker", f"mqtt://127.0.0.1:{slow_link}")
     ctl.wait_nodes(lambda n: n.get("slow", {}).get("state") == "online", "slow node online")
     _clocks_measured(ctl, {"slow"})
-    _measure(broker, root, watcher, "warm-2", ["cam1", "cam2", "slow"])
+    _measure(ctl, root, watcher, "warm-2", ["cam1", "cam2", "slow"])
     wait_until(lambda: _status(ctl)["slowest_node"] == "slow", "the slow node's latency")
     slow = _status(ctl)
-    assert slow["trigger_latency_s"] >= SLOW_ONE_WAY_MS / 1000 * 0.9
+    # within the clock-offset estimate's error, which a loaded machine makes tens of ms
+    assert slow["trigger_latency_s"] >= SLOW_ONE_WAY_MS / 1000 * 0.7
     assert slow["trigger_lead_s"] > slow["trigger_latency_s"] > fast["trigger_latency_s"]
 
     # Too short a delay for it: the slow node gets the trigger after `at` and is named.
-    _pepi_capture(broker, root, "short-1", "0.05")
+    _pepi_capture(broker, root, "short-1", "0.1")
     short = wait_summary(watcher, root, "short-1")
-    assert short.late_nodes == ["slow"]
+    assert "slow" in short.late_nodes
+    for node in short.expected:  # named exactly when its trigger came after `at`
+        result = wait_result(watcher, root, node, "short-1")
+        assert result.at is not None
+        assert (node in short.late_nodes) == (result.received_at > result.at), node
     assert not short.complete  # it fired on receipt, far outside the tolerance
 
     _pepi_capture(broker, root, "auto-2", "auto")
