@@ -12,11 +12,12 @@ import pytest
 from conftest import StartNode
 from support.controllers import ControllerProcess, StartController, wait_summary, wait_until
 from support.expect import wait_result
-from support.mqtt_watch import Watcher
+from support.mqtt_watch import Seen, Watcher
 from support.processes import PEPI
 
 from bench.delay_proxy import PROFILES, ProxyProcess, Route
 from pepi_fleet.broker.runner import EmbeddedBroker, free_port
+from pepi_fleet.controller.home_assistant import ControllerState
 from pepi_fleet.schemas import CaptureSetSummary, CaptureStatus
 
 FAR = PROFILES["far"]
@@ -61,6 +62,17 @@ def _measure(
     wait_summary(watcher, root, capture_id)
 
 
+def _state_says(watcher: Watcher, root: str, lead_s: float) -> None:
+    """Until the controller's retained state (what ``--delay auto`` reads) carries the lead."""
+
+    def match(seen: Seen) -> bool:
+        if seen.topic != f"{root}/controller/state":
+            return False
+        return ControllerState.model_validate_json(seen.payload).trigger_lead_s == round(lead_s, 3)
+
+    watcher.wait_for(match, 10, what=f"controller state with lead {lead_s:.3f} s")
+
+
 def _pepi_capture(broker: EmbeddedBroker, root: str, capture_id: str, delay: str) -> str:
     url = f"mqtt://127.0.0.1:{broker.port}"
     out = subprocess.run(
@@ -102,6 +114,7 @@ def test_trigger_lead_auto_delay_arms_every_node_and_slow_link_raises_it(
     fast = _status(ctl)
     assert fast["trigger_latency_s"] < SLOW_ONE_WAY_MS / 1000
 
+    _state_says(watcher, root, fast["trigger_lead_s"])
     said = _pepi_capture(broker, root, "auto-1", "auto")
     assert f"delay auto: {fast['trigger_lead_s']:.3f} s" in said
     _armed_in_time(watcher, root, wait_summary(watcher, root, "auto-1"))
