@@ -265,10 +265,6 @@ class Controller:
         with self._lock:
             return self.lead.estimate()
 
-    def auto_at(self, now: float) -> float:
-        """``at`` for a scheduled capture without one: ``now`` plus the adaptive lead."""
-        return now + self.trigger_lead().lead_s
-
     # -- worker thread --------------------------------------------------------------------------
 
     def _run(self) -> None:
