@@ -45,6 +45,8 @@ class LinkProfile:
 PROFILES = {
     "lan": LinkProfile("lan", 0.5, 0.2),
     "wifi": LinkProfile("wifi", 8.0, 6.0),
+    # a site behind a slow WAN link: the adaptive-lead test's far node
+    "far": LinkProfile("far", 250.0, 0.0),
 }
 
 

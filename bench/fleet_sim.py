@@ -268,6 +268,11 @@ class FleetSim:
     def node_ids(self) -> list[str]:
         return [n.node_id for n in self.nodes]
 
+    def results_of(self, capture_id: str) -> dict[str, CaptureResult]:
+        """The results published so far for ``capture_id``, by node (a copy)."""
+        with self._lock:
+            return dict(self.results.get(capture_id, {}))
+
     def count(self, what: str, n: int = 1) -> None:
         with self._lock:
             self.counts[what] += n

@@ -26,6 +26,7 @@ class Tap:
         self.results: dict[str, dict[str, CaptureResult]] = defaultdict(dict)
         self.status_at: dict[str, dict[str, float]] = defaultdict(dict)
         self.summaries: dict[str, CaptureSetSummary] = {}
+        self.arrived: dict[str, float] = {}  # capture id -> when its first result came in
         self.controller_online: set[str] = set()
         self._subscribed = threading.Event()
         self._client = mqtt.Client(
@@ -132,6 +133,7 @@ class Tap:
             if result.capture_id is not None:
                 with self._cond:
                     self.results[result.capture_id][node_id] = result
+                    self.arrived.setdefault(result.capture_id, time.time())
         elif kind is TopicKind.STATUS and node_id is not None and payload:
             with self._cond:
                 self.status_at[root][node_id] = time.time()

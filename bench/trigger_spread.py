@@ -1,9 +1,20 @@
-"""Trigger spread: PEPI's sequential Thrift trigger vs MQTT broadcast (now, at, frame-locked)."""
+"""Trigger spread: what synchronisation a rig gets, and PEPI's Thrift trigger vs MQTT broadcast.
+
+Headline (``--parts headline fleet``): per-node precision with the node on a core of its own
+under realistic load (``bench/node_precision.py``), and fleet behaviour at N = 1000 from the
+simulator: every node armed before ``at`` with the adaptive lead (``bench/fleet_armed.py``).
+
+Then (``--parts spread``) N = 10 / 50 real ``pepi node`` processes per fleet: PEPI's sequential
+Thrift trigger vs MQTT now / at / frame-locked. Those N processes share this machine's cores
+(two here), so their spreads are bound by it, not by the protocol. The free-running and the
+frame-locked fleet run one after the other, never at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -13,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from bench import fleet_armed, node_precision
 from bench.delay_proxy import PROFILES, ProxyProcess, Route
 from bench.fleet import PORTS, Fleet, logins, node_specs, start_broker
 from bench.report import Summary, fmt_ms, fmt_ratio, machine, machine_line, ratio, table
@@ -47,27 +59,33 @@ class Options:
     seed: int
 
 
+KIND_MODES = {"free": ("pepi", "mqtt-now", "mqtt-at"), "locked": ("mqtt-at-locked",)}
+"""The modes each fleet serves; one fleet runs at a time."""
+
+
 class Rig:
-    """Broker, a free-running and a frame-locked fleet of ``n`` nodes, the tap, the proxy.
+    """Broker, one fleet of ``n`` nodes (free-running or frame-locked), the tap, the proxy.
 
     Nodes always dial one port: mosquitto itself on loopback; once a network is emulated,
     the delay proxy takes that port (mosquitto moves behind it, nodes reconnect) and later
-    networks only switch the proxy's profile, so 2 x 50 nodes start once per N.
+    networks only switch the proxy's profile, so the fleet starts once per N.
     """
 
-    def __init__(self, n: int, opts: Options, workdir: Path) -> None:
+    def __init__(self, n: int, kind: str, opts: Options, workdir: Path) -> None:
         self.n = n
+        self.kind = kind
+        self.modes = KIND_MODES[kind]
         self.opts = opts
         self.workdir = workdir
         token = f"{random.Random().getrandbits(24):06x}"
-        self.roots = {"free": f"bench/{token}n{n}f", "locked": f"bench/{token}n{n}l"}
+        self.roots = {kind: f"bench/{token}n{n}{kind[0]}"}
         self.node_port = PORTS.take()
         self.rng = random.Random(opts.seed)
-        flags = ("--resolution", opts.resolution, "--fps", str(opts.fps), "--heartbeat", "30")
-        self.specs = {
-            "free": node_specs(f"f{n}-", n, self.node_port, flags),
-            "locked": node_specs(f"l{n}-", n, self.node_port, (*flags, "--frame-lock")),
-        }
+        flags: tuple[str, ...] = ("--resolution", opts.resolution, "--fps", str(opts.fps))
+        flags += ("--heartbeat", "30")
+        if kind == "locked":
+            flags += ("--frame-lock",)
+        self.specs = {kind: node_specs(f"{kind[0]}{n}-", n, self.node_port, flags)}
         self.passwords = logins([s.node_id for specs in self.specs.values() for s in specs])
         self.fleets: dict[str, Fleet] = {}
         self.broker: EmbeddedBroker | None = None
@@ -109,13 +127,13 @@ class Rig:
         if emulated:
             self.proxy = self._new_proxy(network)
         self.tap = self._new_tap()
-        log(f"N={self.n}: starting {2 * self.n} nodes ({network})")
+        log(f"N={self.n}: starting {self.n} {self.kind} nodes ({network})")
         began = time.time()
         for name, specs in self.specs.items():
             self.fleets[name] = Fleet(self.roots[name], self.passwords, self.workdir / name)
             self.fleets[name].start(specs)
         self._wait_online(began, timeout=60 + 3.0 * self.n)
-        log(f"N={self.n}: all {2 * self.n} nodes online after {time.time() - began:.1f} s")
+        log(f"N={self.n}: all {self.n} nodes online after {time.time() - began:.1f} s")
 
     def _move_behind_proxy(self, network: str) -> None:
         began = time.time()
@@ -137,7 +155,7 @@ class Rig:
     def _new_proxy(self, network: str) -> ProxyProcess:
         assert self.broker is not None
         routes = [Route(self.node_port, "127.0.0.1", self.broker.port)]
-        routes += [Route(PORTS.take(), "127.0.0.1", s.thrift_port) for s in self.specs["free"]]
+        routes += [Route(PORTS.take(), "127.0.0.1", s.thrift_port) for s in self.specs[self.kind]]
         return ProxyProcess(PROFILES[network], routes, seed=self.opts.seed).start()
 
     def _new_tap(self) -> Tap:
@@ -155,19 +173,16 @@ class Rig:
 
     def triggers(self) -> Triggers:
         assert self.tap is not None
-        free = self.specs["free"]
+        specs = self.specs[self.kind]
         if self.proxy is None:
-            thrift = [("127.0.0.1", s.thrift_port) for s in free]
+            thrift = [("127.0.0.1", s.thrift_port) for s in specs]
             handshake: Callable[[], float] = lambda: 0.0  # noqa: E731 - the real one is included
         else:
             thrift = [("127.0.0.1", r.listen_port) for r in self.proxy.routes[1:]]
             profile = self.proxy.profile
             handshake = lambda: profile.round_trip_s(self.rng)  # noqa: E731
-        groups = {
-            name: Group(self.roots[name], [s.node_id for s in specs], thrift)
-            for name, specs in self.specs.items()
-        }
-        return Triggers(self.tap, groups["free"], groups["locked"], handshake)
+        group = Group(self.roots[self.kind], [s.node_id for s in specs], thrift)
+        return Triggers(self.tap, group, group, handshake)
 
 
 @dataclass(frozen=True)
@@ -227,19 +242,20 @@ def measure_network(rig: Rig, trials: int) -> list[Run]:
     prefix = f"n{rig.n}-{rig.network}"
     timeout = AT_LEAD_S + 15 + 0.3 * rig.n
     gap = 0.2 + 0.006 * rig.n
-    for mode in MODES:
+    modes = rig.modes
+    for mode in modes:
         triggers.run(mode, f"{prefix}-warm-{SHORT[mode]}", timeout)
         time.sleep(gap)
-    got: dict[str, list[Trial]] = {mode: [] for mode in MODES}
+    got: dict[str, list[Trial]] = {mode: [] for mode in modes}
     for i in range(trials):
-        order = MODES[i % len(MODES) :] + MODES[: i % len(MODES)]
+        order = modes[i % len(modes) :] + modes[: i % len(modes)]
         for mode in order:
             trial = triggers.run(mode, f"{prefix}-{SHORT[mode]}-{i:03d}", timeout)
             if trial.problem:
                 log(f"{trial.capture_id}: incomplete, left out: {trial.problem}")
             got[mode].append(trial)
             time.sleep(gap)
-    return [Run.of(mode, rig.network, rig.n, got[mode]) for mode in MODES]
+    return [Run.of(mode, rig.network, rig.n, got[mode]) for mode in modes]
 
 
 def run_table(runs: list[Run]) -> str:
@@ -248,7 +264,8 @@ def run_table(runs: list[Run]) -> str:
     first = runs[0]
     title = (
         f"N={first.n}  network={first.network} ({NETWORK_NOTES[first.network]})  "
-        f"trials={first.trials}"
+        f"trials={first.trials}  ({first.n} node processes on this machine's "
+        f"{os.cpu_count()} cores: bound by the machine, not the protocol)"
     )
     header = ["mode", "trials", "fired p50", "p99", "max", "frame p50", "p99", "max"]
     header += ["pepi/mode fired p50", "p99", "frame p50", "p99"]
@@ -322,9 +339,22 @@ def _within(name: str, value: float) -> Check:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="headline: one node under load; fleet: the simulator at --fleet-nodes; "
+        "spread: the N-node real-process runs (default: all)",
+    )
+    parser.add_argument(
         "--nodes", type=int, nargs="+", default=[10, 50], help="fleet sizes N (default 10 50)"
     )
     parser.add_argument("--trials", type=int, default=20, help="trials per mode (default 20)")
+    parser.add_argument(
+        "--headline-trials", type=int, default=40, help="captures per load (default 40)"
+    )
+    parser.add_argument("--fleet-nodes", type=int, default=1000, help="simulated fleet size")
+    parser.add_argument("--fleet-trials", type=int, default=10, help="scheduled triggers per lead")
     parser.add_argument(
         "--networks",
         nargs="+",
@@ -332,7 +362,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=list(NETWORKS),
         help="loopback as is, and/or emulated LAN / Wi-Fi through the delay proxy",
     )
-    parser.add_argument("--resolution", default="320x240", help="node capture size")
+    parser.add_argument("--resolution", default="320x240", help="node capture size (spread)")
+    parser.add_argument(
+        "--headline-resolution",
+        default="1280x960",
+        help="the headline node's capture size: large enough that encoding outlasts "
+        "back-to-back triggers",
+    )
     parser.add_argument("--fps", type=float, default=30.0, help="node frame rate")
     parser.add_argument("--seed", type=int, default=1, help="jitter seed")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -340,7 +376,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.nodes, args.trials, args.networks = [10], 10, ["loopback"]
+        args.headline_trials, args.fleet_nodes, args.fleet_trials = 10, 200, 3
     return args
+
+
+PARTS = ("headline", "fleet", "spread")
+
+
+def measure_spread(opts: Options, workdir: Path, show: bool) -> list[Run]:
+    """The real-process runs: per N, the free-running fleet, then the frame-locked one."""
+    runs: list[Run] = []
+    for n in opts.sizes:
+        of_n: list[Run] = []
+        for kind in KIND_MODES:
+            with Rig(n, kind, opts, workdir / f"n{n}{kind[0]}") as rig:
+                for network in opts.networks:
+                    rig.use(network)
+                    log(f"N={n} {kind}: measuring on {network}")
+                    of_n += measure_network(rig, opts.trials)
+        for network in opts.networks:
+            measured = sorted(
+                (r for r in of_n if r.network == network), key=lambda r: MODES.index(r.mode)
+            )
+            if show:
+                print("\n" + run_table(measured), flush=True)
+        runs += of_n
+    return runs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -354,19 +415,43 @@ def main(argv: list[str] | None = None) -> None:
         args.seed,
     )
     began = time.monotonic()
-    if not args.json:
+    show = not args.json
+    if show:
         print(machine_line(), flush=True)
+    precision: list[node_precision.Precision] = []
+    armed: list[fleet_armed.Armed] = []
+    latency_s: float | None = None
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="pepi-bench-spread-") as tmp:
-        for n in opts.sizes:
-            with Rig(n, opts, Path(tmp) / f"n{n}") as rig:
-                for network in opts.networks:
-                    rig.use(network)
-                    log(f"N={n}: measuring on {network}")
-                    measured = measure_network(rig, opts.trials)
-                    runs += measured
-                    if not args.json:
-                        print("\n" + run_table(measured), flush=True)
+        if "headline" in args.parts:
+            precision = node_precision.run(
+                Path(tmp) / "precision", args.headline_trials, args.headline_resolution, args.fps
+            )
+            if show:
+                print(
+                    f"\nper-node precision, one node on a core of its own, "
+                    f"{args.headline_resolution} at {args.fps:g} fps, lead "
+                    f"{node_precision.LEAD_S} s (ms, on the node's clock; 'overlapped': fired "
+                    f"while the previous capture was still encoding)\n"
+                    + node_precision.precision_table(precision),
+                    flush=True,
+                )
+                print(f"load average: {_load()}", flush=True)
+        if "fleet" in args.parts:
+            log(f"fleet simulator: {args.fleet_nodes} nodes")
+            adaptive, short, latency_s = fleet_armed.run(args.fleet_nodes, 5, args.fleet_trials)
+            armed = [adaptive, short]
+            if show:
+                measured = "-" if latency_s is None else f"{latency_s * 1000:.1f} ms"
+                print(
+                    f"\nfleet simulator, N={args.fleet_nodes}: scheduled triggers, nodes armed "
+                    f"before at (slowest node's measured delivery p99 {measured})\n"
+                    + fleet_armed.armed_table(armed),
+                    flush=True,
+                )
+                print(f"load average: {_load()}", flush=True)
+        if "spread" in args.parts:
+            runs = measure_spread(opts, Path(tmp), show)
     checks = check_targets(runs)
     elapsed = time.monotonic() - began
     if args.json:
@@ -376,17 +461,51 @@ def main(argv: list[str] | None = None) -> None:
                 {
                     "machine": machine(),
                     "elapsed_s": round(elapsed, 1),
-                    "runs": [r.as_dict(pepi[(r.n, r.network)]) for r in runs],
+                    "precision": [_precision_dict(p) for p in precision],
+                    "fleet": [_armed_dict(a) for a in armed],
+                    "fleet_latency_s": latency_s,
+                    "runs": [r.as_dict(pepi[(r.n, r.network)]) for r in runs if pepi],
                     "targets": [c.__dict__ for c in checks],
                 },
                 indent=1,
             )
         )
         return
-    print("\ntargets (scheduled modes; checked here, not by the test suite):")
+    if checks:
+        print("\ntargets (scheduled modes; checked here, not by the test suite):")
     for c in checks:
         print(f"  {'MET    ' if c.met else 'NOT MET'}  {c.name}: {c.detail}")
-    print(f"\nwhole run: {elapsed:.0f} s")
+    print(f"\nwhole run: {elapsed:.0f} s; load average at end: {_load()}")
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def _precision_dict(p: node_precision.Precision) -> dict[str, object]:
+    return {
+        "mode": p.mode,
+        "load": p.load,
+        "captures": p.captures,
+        "gap_s": round(p.gap_s, 3),
+        "failed": p.failed,
+        "overlapped": p.overlapped,
+        "fired_minus_at_abs_ms": p.fired.as_dict(),
+        "frame_minus_at_abs_ms": p.frame.as_dict(),
+    }
+
+
+def _armed_dict(a: fleet_armed.Armed) -> dict[str, object]:
+    return {
+        "lead": a.lead_name,
+        "lead_s": a.lead_s,
+        "triggers": a.triggers,
+        "expected": a.expected,
+        "armed": a.armed,
+        "late": a.late,
+        "no_answer": a.missing,
+        "fired_minus_at_ms": a.fired.as_dict(),
+    }
 
 
 if __name__ == "__main__":

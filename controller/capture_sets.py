@@ -137,6 +137,7 @@ def build_summary(
         complete=bool(expected) and verdict.complete,
         missing=verdict.missing,
         outliers=verdict.outliers,
+        late_nodes=verdict.late,
         fire_tolerance_s=fire_tolerance_s,
         problems=verdict.problems,
     )

@@ -19,12 +19,14 @@ from pepi_fleet.controller.clock_check import clock_warnings
 from pepi_fleet.controller.clock_probe import ClockBook
 from pepi_fleet.controller.config import DEFAULT_CLOCK_TOLERANCE_S, ControllerConfig
 from pepi_fleet.controller.forget import forget_node
+from pepi_fleet.controller.home_assistant import ControllerState
 from pepi_fleet.controller.node_report import NODE_LIST, NodeOut, node_reports
 from pepi_fleet.controller.oneshot import BrokerLogin, drain, session
 from pepi_fleet.controller.presence import NodeState
 from pepi_fleet.controller.presence_feed import presence_subscriptions, tracker_from_messages
 from pepi_fleet.controller.service import Controller, new_capture_id
 from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
+from pepi_fleet.controller.trigger_lead import UNMEASURED_S
 from pepi_fleet.core.frame_grid import align_to_frame_grid
 from pepi_fleet.core.mqtt_link import InboundMessage, MqttLink
 from pepi_fleet.schemas.capture import (
@@ -446,6 +448,28 @@ def scheduled_clock_warnings(
     return warnings
 
 
+class DelayType(click.ParamType[float | str, object]):
+    """Seconds (>= 0) or ``auto``."""
+
+    name = "SECONDS|auto"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float | str:
+        if isinstance(value, float) or value == "auto":
+            return value
+        try:
+            seconds = float(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is neither a number of seconds nor 'auto'", param, ctx)
+        if not math.isfinite(seconds) or seconds < 0:
+            self.fail(f"{value!r}: give seconds >= 0, or 'auto'", param, ctx)
+        return seconds
+
+
+DELAY = DelayType()
+
+
 @click.command("capture")
 @click.argument("capture_id", required=False)
 @broker_option
@@ -455,7 +479,12 @@ def scheduled_clock_warnings(
 @ca_file_option
 @root_option
 @click.option("--at", type=float, help="Fire at this Unix time (on each node's clock).")
-@click.option("--delay", type=float, help="Fire this many seconds from now.")
+@click.option(
+    "--delay",
+    type=DELAY,
+    help="Fire this many seconds from now; 'auto': as far ahead as the controller's measured "
+    "trigger delivery needs for every node to arm in time.",
+)
 @click.option(
     "--align",
     is_flag=True,
@@ -508,7 +537,7 @@ def capture_command(
     ca_file: Path | None,
     topic_root: str,
     at: float | None,
-    delay: float | None,
+    delay: float | str | None,
     align: bool,
     fps: float,
     clock_tolerance_s: float | None,
@@ -538,11 +567,16 @@ def capture_command(
     if clock_tolerance_s is not None and not scheduled:
         raise click.UsageError("--clock-tolerance-ms needs --at or --delay")
     tolerance = DEFAULT_CLOCK_TOLERANCE_S if clock_tolerance_s is None else clock_tolerance_s
+    subscriptions = fleet_subscriptions(topics)
+    if delay == "auto":
+        subscriptions.append(topics.controller_state())
     try:
-        with session(login, fleet_subscriptions(topics)) as (link, inbox):
+        with session(login, subscriptions) as (link, inbox):
             messages = drain(inbox)
             online = tracker_from_messages(topics, messages, time.time).online_ids()
             _require_online(online, node_id, topic_root, broker)
+            if delay == "auto":
+                delay = auto_delay(topics, messages)
             if scheduled:
                 for message in messages:
                     inbox.put(message)  # the clock check reads the fleet again
@@ -551,7 +585,7 @@ def capture_command(
                     click.echo(f"clock warning: {warning}", err=True)
     except PepiError as exc:
         raise click.ClickException(str(exc)) from exc
-    if delay is not None:
+    if isinstance(delay, float):
         at = time.time() + delay  # after the clock check, so the delay counts from the trigger
     if align:
         if at is None:
@@ -577,6 +611,27 @@ def capture_command(
     except PepiError as exc:
         raise click.ClickException(str(exc)) from exc
     report(summary, out_dir)
+
+
+def auto_delay(topics: Topics, messages: list[InboundMessage]) -> float:
+    """The lead the controller publishes in its retained state; without one (no controller
+    on this root yet) the estimator's default, said on stderr."""
+    for msg in reversed(messages):
+        if msg.topic != topics.controller_state() or not msg.payload:
+            continue
+        try:
+            lead = ControllerState.model_validate_json(msg.payload).trigger_lead_s
+        except ValidationError:
+            continue
+        if lead is not None:
+            click.echo(f"delay auto: {lead:.3f} s (the controller's trigger lead)", err=True)
+            return lead
+    click.echo(
+        f"delay auto: no controller lead under {topics.root}; using {UNMEASURED_S:.3f} s "
+        "(is 'pepi controller' running on this broker?)",
+        err=True,
+    )
+    return UNMEASURED_S
 
 
 def wait_summary(inbox: queue.Queue[Any], capture_id: str, timeout: float) -> CaptureSetSummary:
@@ -623,6 +678,9 @@ def report(summary: CaptureSetSummary, out_dir: Path | None) -> None:
         f"spread {spread}, {len(summary.files)} files"
         + ("" if summary.downloaded else " (downloads still pending)")
     )
+    if summary.late_nodes:
+        late = ", ".join(summary.late_nodes)
+        click.echo(f"  armed too late (trigger received after the set's time): {late}")
     for outcome in summary.outcomes:
         if outcome.status != "ok":
             click.echo(

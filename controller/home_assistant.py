@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pepi_fleet.controller.trigger_lead import LeadEstimate
 from pepi_fleet.core.decode import decode
 from pepi_fleet.schemas.controller import CaptureSetSummary
 from pepi_fleet.schemas.discovery import (
@@ -48,6 +49,14 @@ class ControllerState(BaseModel):
     last_set_images_done: int = 0
     last_set_images_expected: int = 0
     schedule_delay_s: float = DEFAULT_SCHEDULE_DELAY_S
+    trigger_lead_s: float | None = Field(
+        default=None,
+        description="how far ahead a capture without a time is scheduled (`pepi capture "
+        "--delay auto`): the slowest node's trigger delivery latency plus margins",
+    )
+    trigger_latency_s: float | None = Field(
+        default=None, description="the slowest online node's measured delivery latency (p99)"
+    )
 
 
 class ControllerCommand(BaseModel):
@@ -161,6 +170,13 @@ class HomeAssistantBridge:
             update={"nodes_online": online, "nodes_stale": stale, "nodes_offline": offline}
         )
 
+    def update_lead(self, estimate: LeadEstimate) -> None:
+        """The adaptive lead, to the millisecond (finer changes are not worth a publish)."""
+        latency = None if estimate.latency_s is None else round(estimate.latency_s, 3)
+        self._state = self._state.model_copy(
+            update={"trigger_lead_s": round(estimate.lead_s, 3), "trigger_latency_s": latency}
+        )
+
     def update_set(self, summary: CaptureSetSummary, done: int, expected: int) -> None:
         self._state = self._state.model_copy(
             update={
@@ -173,8 +189,11 @@ class HomeAssistantBridge:
         )
 
     def flush(self, force: bool = False) -> None:
-        """Publish the state if it changed (and the interval passed, unless ``force``)."""
-        if not self.enabled or self._state == self._published:
+        """Publish the state if it changed (and the interval passed, unless ``force``).
+
+        Published with discovery off too: ``pepi capture --delay auto`` reads the lead here.
+        """
+        if self._state == self._published:
             return
         now = self._clock()
         if not force and now - self._last_publish < self._min_interval_s:

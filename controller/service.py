@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from pepi_fleet.controller.camera_settings import (
     Reference,
     choose_reference,
 )
-from pepi_fleet.controller.capture_sets import CaptureSetBook, build_summary
+from pepi_fleet.controller.capture_sets import CaptureSetBook, SetKind, build_summary
 from pepi_fleet.controller.clock_check import clock_warnings
 from pepi_fleet.controller.clock_probe import ClockBook, ClockEstimate, ProbeRotation
 from pepi_fleet.controller.config import ControllerConfig
@@ -35,6 +36,11 @@ from pepi_fleet.controller.presence_feed import (
 from pepi_fleet.controller.set_quality import DEFAULT_FIRE_TOLERANCE_S
 from pepi_fleet.controller.sync_election import SyncElection
 from pepi_fleet.controller.thrift_node_client import ThriftNodeClient
+from pepi_fleet.controller.trigger_lead import (
+    LeadEstimate,
+    LeadEstimator,
+    delivery_latency_s,
+)
 from pepi_fleet.core.availability import OFFLINE, ONLINE
 from pepi_fleet.core.decode import decode
 from pepi_fleet.core.frame_grid import align_to_frame_grid
@@ -63,6 +69,8 @@ RELEASES_PER_SWEEP = 100
 MAX_RESULT_BYTES = 256 * 1024
 MAX_PONG_BYTES = 1024
 MAX_SECRET_BYTES = 1024
+SENT_KEPT = 1024
+"""Send times of the controller's own latest triggers, kept to measure their delivery."""
 
 
 _ANNOUNCE = InboundMessage(topic="", payload=b"", retain=False, received_at=0.0)
@@ -123,6 +131,9 @@ class Controller:
         # Every online node is pinged when it comes online, then in turn within a fleet-wide
         # budget (the best of its last 16 pongs is used).
         self.probes = ProbeRotation()
+        # Trigger delivery latency per node (guarded by _lock), for ``at = now + lead``.
+        self.lead = LeadEstimator()
+        self._sent: OrderedDict[str, float] = OrderedDict()  # capture id -> publish time
         self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._run, name="controller", daemon=True)
         t = self.topics
@@ -320,8 +331,17 @@ class Controller:
         # An immediate trigger is worthless once late: a node cut off for a few seconds must
         # not fire it seconds after the others (a scheduled one carries ``at`` for that).
         expiry = self.config.trigger_expiry_s if at is None else None
+        with self._lock:
+            self._sent[capture_id] = self._clock()
+            while len(self._sent) > SENT_KEPT:
+                self._sent.popitem(last=False)
         self.link.publish(topic, command.model_dump_json(exclude_none=True), qos=1, expiry_s=expiry)
         return capture_id
+
+    def trigger_lead(self) -> LeadEstimate:
+        """How far ahead a capture is scheduled when no time is given (thread-safe)."""
+        with self._lock:
+            return self.lead.estimate()
 
     # -- worker thread --------------------------------------------------------------------------
 
@@ -499,8 +519,23 @@ class Controller:
             error=result.error,
             frames=len(result.frames),
         )
+        self._measure_delivery(node_id, result, assignment.set_id)
         if result.frames:
             self.downloader.submit(node_id)
+
+    def _measure_delivery(self, node_id: str, result: CaptureResult, set_id: str) -> None:
+        """One latency sample: trigger sent (controller clock) → received (node clock, its
+        measured offset removed). A trigger someone else sent counts from when the
+        controller received its own copy (a lower bound: it is a subscriber too)."""
+        if result.source != "mqtt":
+            return
+        clock = self.clocks.estimate(node_id)
+        view = self.book.get(set_id)
+        if clock is None or view is None or view.kind is SetKind.ORPHAN:
+            return
+        with self._lock:
+            sent = self._sent.get(set_id, view.triggered_at)
+            self.lead.add(node_id, delivery_latency_s(sent, result.received_at, clock.offset_s))
 
     def _on_pong(self, node_id: str, msg: InboundMessage) -> None:
         try:
@@ -578,6 +613,9 @@ class Controller:
             self._count_nodes()
         for change in changes:
             self.events.emit("presence", node_id=change.node_id, old=change.old, state=change.new)
+            if change.new is not NodeState.ONLINE:
+                with self._lock:  # not expected in the next capture: its latency is moot
+                    self.lead.drop(change.node_id)
             # An offline node's clock estimate is kept: a manifest written once its images
             # arrive needs the offset from when it captured (its last 16 probes count).
             if change.new is NodeState.ONLINE:
@@ -590,6 +628,7 @@ class Controller:
             changes = self.presence.tick()
             summaries = self.book.tick()
         self._presence_changed(changes)
+        self.ha.update_lead(self.trigger_lead())
         self.ha.flush()
         self.downloader.flush_manifests()
         now = self._clock()

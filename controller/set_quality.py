@@ -23,6 +23,7 @@ class Assessment:
     outliers: list[str] = field(default_factory=list)  # fired outside the tolerance
     short: dict[str, list[int]] = field(default_factory=dict)  # node -> cameras not delivered
     offsets: dict[str, float] = field(default_factory=dict)  # fired_at - reference, per node
+    late: list[str] = field(default_factory=list)  # scheduled: received the trigger after ``at``
     problems: list[str] = field(default_factory=list)  # one line each, for people
 
     @property
@@ -67,6 +68,8 @@ def assess(
             a.failed.append(node)
             reason = f": {result.error}" if result.error else ""
             a.problems.append(f"{node} answered {result.status}{reason}")
+    if at is not None:
+        a.late.extend(n for n in sorted(results) if armed_late(results[n], at))
     fired = {n: r.fired_at for n, r in ok.items() if r.fired_at is not None}
     if fired:
         reference = at if at is not None else statistics.median(fired.values())
@@ -92,3 +95,14 @@ def assess(
             listed = ", ".join(str(c) for c in absent)
             a.problems.append(f"{node} delivered no image of camera {listed}")
     return a
+
+
+def armed_late(result: CaptureResult, at: float) -> bool:
+    """Whether a node got a scheduled trigger too late to arm before ``at``: it answered
+    ``late`` (not fired), or received the trigger after ``at`` on its own clock (and fired
+    on receipt, behind the others)."""
+    if result.status is CaptureStatus.LATE:
+        return True
+    if result.status is not CaptureStatus.OK:
+        return False
+    return result.received_at > (result.at if result.at is not None else at)

@@ -47,6 +47,11 @@ class CaptureSetSummary(BaseModel):
     outliers: list[str] = Field(
         default_factory=list, description="nodes whose fired_at lies outside the tolerance"
     )
+    late_nodes: list[str] = Field(
+        default_factory=list,
+        description="scheduled set: nodes that received the trigger after its time (on their "
+        "own clock), so could not arm in time: answered late, or fired on receipt",
+    )
     fire_tolerance_s: float | None = None
     problems: list[str] = Field(
         default_factory=list, description="why the set is incomplete, one line per problem"

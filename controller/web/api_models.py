@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -24,6 +24,7 @@ from pepi_fleet.schemas.ids import validate_capture_id, validate_node_id
 logger = logging.getLogger(__name__)
 
 MAX_DELAY_S = 24 * 3600.0
+AUTO = Literal["auto"]
 MAX_TOLERANCE_MS = 60_000.0
 API = "/api"
 THUMBNAIL_FORMATS = ("jpeg", "png")
@@ -64,12 +65,10 @@ class CaptureRequest(BaseModel):
     at: float | None = Field(
         default=None, gt=0, allow_inf_nan=False, description="fire at this Unix time (node clocks)"
     )
-    delay: float | None = Field(
+    delay: Annotated[float, Field(ge=0, le=MAX_DELAY_S, allow_inf_nan=False)] | AUTO | None = Field(
         default=None,
-        ge=0,
-        le=MAX_DELAY_S,
-        allow_inf_nan=False,
-        description="fire this many seconds from now (a scheduled capture)",
+        description='fire this many seconds from now (a scheduled capture); "auto": as '
+        "far ahead as the nodes' measured trigger delivery needs (see GET /api/status)",
     )
     tolerance_ms: float | None = Field(
         default=None,
@@ -97,8 +96,11 @@ class CaptureRequest(BaseModel):
         """``tolerance_ms`` in seconds, None when not given."""
         return None if self.tolerance_ms is None else self.tolerance_ms / 1000
 
-    def fire_at(self, now: float) -> float | None:
-        """The ``at`` to send: given, now + delay, or None for an immediate capture."""
+    def fire_at(self, now: float, auto_lead_s: float) -> float | None:
+        """The ``at`` to send: given, now + delay (``auto``: + ``auto_lead_s``), or None for
+        an immediate capture."""
+        if self.delay == "auto":
+            return now + auto_lead_s
         return now + self.delay if self.delay is not None else self.at
 
 
@@ -116,6 +118,25 @@ class CaptureAccepted(BaseModel):
         "the tolerance, or is not measured yet (one line each); empty when all are in sync "
         "and for an immediate capture"
     )
+
+
+class ControllerStatusOut(BaseModel):
+    """``GET /api/status``: the controller's link and the lead it schedules captures with."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    broker_connected: bool
+    trigger_lead_s: float = Field(
+        description='how far ahead `delay: "auto"` (and `pepi capture --delay auto`) '
+        "schedules a capture: the slowest node's latency plus margins, within a floor and "
+        "a ceiling (a default until some node's latency is measured)"
+    )
+    trigger_latency_s: float | None = Field(
+        description="the slowest online node's trigger delivery latency (p99 of its latest "
+        "triggers, corrected for its clock offset); null until measured"
+    )
+    latency_nodes: int = Field(description="online nodes whose delivery latency is measured")
+    slowest_node: str | None = Field(description="one node with that latency")
 
 
 class CaptureSetOut(BaseModel):

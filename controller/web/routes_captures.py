@@ -21,6 +21,7 @@ from pepi_fleet.controller.web.api_models import (
     CaptureRequest,
     CaptureSetDetail,
     CaptureSetOut,
+    ControllerStatusOut,
     FileOut,
     NodeResultOut,
 )
@@ -46,7 +47,8 @@ def trigger_capture(
     controller: ControllerDep,
     request: Annotated[CaptureRequest | None, Body()] = None,
 ) -> CaptureAccepted:
-    """Capture on every online node (or one), now, at ``at`` or after ``delay`` seconds.
+    """Capture on every online node (or one), now, at ``at`` or after ``delay`` seconds
+    (``"auto"``: the adaptive lead of ``GET /api/status``, so every node arms in time).
 
     The capture set opens when the broker echoes the trigger; follow it at ``url``
     or on ``GET /api/events``. A scheduled capture answers ``clock_warnings`` before it
@@ -77,7 +79,7 @@ def trigger_capture(
         raise HTTPException(
             409, f"capture id {request.capture_id!r} is already used: choose another or omit it"
         )
-    at = request.fire_at(time.time())
+    at = request.fire_at(time.time(), controller.trigger_lead().lead_s)
     warnings = [] if at is None else scheduled_warnings(controller, request)
     capture_id = controller.trigger(request.capture_id, at=at, node_id=request.node_id)
     logger.info("web: triggered %s on %s", capture_id, request.node_id or "all nodes")
@@ -87,6 +89,20 @@ def trigger_capture(
         at=at,
         url=f"{API}/captures/{capture_id}",
         clock_warnings=warnings,
+    )
+
+
+@router.get("/status", summary="Broker link and the adaptive capture lead")
+def get_status(controller: ControllerDep) -> ControllerStatusOut:
+    """Whether the controller is on the broker, and how far ahead it schedules a capture
+    given ``delay: "auto"``, from the nodes' measured trigger delivery latency."""
+    estimate = controller.trigger_lead()
+    return ControllerStatusOut(
+        broker_connected=controller.broker_connected,
+        trigger_lead_s=estimate.lead_s,
+        trigger_latency_s=estimate.latency_s,
+        latency_nodes=estimate.nodes_measured,
+        slowest_node=estimate.slowest_node,
     )
 
 

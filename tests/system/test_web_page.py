@@ -122,7 +122,7 @@ def test_web_page_live_cards_capture_all_zip_and_offline(
         expect(scheduled.locator(".thumbs img")).to_have_count(3, timeout=30_000)
         first = scheduled.get_attribute("data-set")
 
-        page.locator("#delay").fill("")
+        page.locator("#delay").fill("0")
         capture_all.click()
         latest = page.locator("#captures .set").first
         expect(latest).not_to_have_attribute("data-set", first or "")

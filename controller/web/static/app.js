@@ -203,8 +203,11 @@
 
   $("#capture-all").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const delay = parseFloat($("#delay").value);
-    trigger(delay > 0 ? { delay } : {});
+    // empty: scheduled as far ahead as the nodes' measured trigger delivery needs; 0: now
+    const text = $("#delay").value.trim();
+    const delay = parseFloat(text);
+    if (text === "") trigger({ delay: "auto" });
+    else trigger(delay > 0 ? { delay } : {});
   });
 
   $("#nodes").addEventListener("click", (ev) => {

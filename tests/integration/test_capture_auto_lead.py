@@ -1,0 +1,146 @@
+"""Adaptive lead: ``pepi capture --delay auto`` schedules far enough ahead for every node to
+arm in time, a node behind a slow link raises the lead, and a node that armed late is named."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from conftest import StartNode
+from support.controllers import ControllerProcess, StartController, wait_summary, wait_until
+from support.expect import wait_result
+from support.mqtt_watch import Seen, Watcher
+from support.processes import PEPI
+
+from bench.delay_proxy import PROFILES, ProxyProcess, Route
+from pepi_fleet.broker.runner import EmbeddedBroker, free_port
+from pepi_fleet.controller.home_assistant import ControllerState
+from pepi_fleet.schemas import CaptureSetSummary, CaptureStatus
+
+FAR = PROFILES["far"]
+SLOW_ONE_WAY_MS = FAR.delay_ms
+
+
+@pytest.fixture
+def slow_link(broker: EmbeddedBroker) -> Iterator[int]:
+    """A port on 127.0.0.1 that reaches the broker 250 ms later each way."""
+    port = free_port()
+    proxy = ProxyProcess(FAR, [Route(port, "127.0.0.1", broker.port)]).start()
+    try:
+        yield port
+    finally:
+        proxy.stop()
+
+
+def _status(ctl: ControllerProcess) -> dict[str, Any]:
+    res = httpx.get(f"{ctl.url}/api/status", timeout=5)
+    res.raise_for_status()
+    body: dict[str, Any] = res.json()
+    return body
+
+
+def _clocks_measured(ctl: ControllerProcess, nodes: set[str]) -> None:
+    def measured() -> bool:
+        seen = ctl.api_nodes() or {}
+        return all(seen.get(n, {}).get("clock_rtt_s") is not None for n in nodes)
+
+    wait_until(measured, f"clock probes of {sorted(nodes)}")
+
+
+def _measure(
+    ctl: ControllerProcess, root: str, watcher: Watcher, capture_id: str, nodes: list[str]
+) -> None:
+    """An immediate capture by the controller (it knows when it sent it): every node's
+    result is one delivery-latency sample."""
+    res = httpx.post(f"{ctl.url}/api/captures", json={"capture_id": capture_id}, timeout=10)
+    assert res.status_code == 202, res.text
+    for node in nodes:
+        wait_result(watcher, root, node, capture_id)
+    wait_summary(watcher, root, capture_id)
+
+
+def _state_says(watcher: Watcher, root: str, lead_s: float) -> None:
+    """Until the controller's retained state (what ``--delay auto`` reads) carries the lead."""
+
+    def match(seen: Seen) -> bool:
+        if seen.topic != f"{root}/controller/state":
+            return False
+        return ControllerState.model_validate_json(seen.payload).trigger_lead_s == round(lead_s, 3)
+
+    watcher.wait_for(match, 10, what=f"controller state with lead {lead_s:.3f} s")
+
+
+def _pepi_capture(broker: EmbeddedBroker, root: str, capture_id: str, delay: str) -> str:
+    url = f"mqtt://127.0.0.1:{broker.port}"
+    out = subprocess.run(
+        [*PEPI, "capture", capture_id, "--delay", delay, "--broker", url, "--topic-root", root],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stderr
+
+
+def _armed_in_time(watcher: Watcher, root: str, summary: CaptureSetSummary) -> None:
+    assert summary.late_nodes == []
+    for node in summary.expected:
+        result = wait_result(watcher, root, node, summary.capture_id)
+        assert result.status is CaptureStatus.OK
+        assert result.at is not None and result.received_at < result.at, node
+
+
+def test_trigger_lead_auto_delay_arms_every_node_and_slow_link_raises_it(
+    broker: EmbeddedBroker,
+    root: str,
+    watcher: Watcher,
+    start_node: StartNode,
+    start_controller: StartController,
+    slow_link: int,
+) -> None:
+    start_node("cam1")
+    start_node("cam2")
+    ctl = start_controller()
+    ctl.wait_nodes(lambda n: {"cam1", "cam2"} <= n.keys(), "both nodes listed")
+    _clocks_measured(ctl, {"cam1", "cam2"})
+    before = _status(ctl)
+    assert before["latency_nodes"] == 0  # nothing measured yet: the default lead
+
+    _measure(ctl, root, watcher, "warm-1", ["cam1", "cam2"])
+    wait_until(lambda: _status(ctl)["latency_nodes"] == 2, "latency of both nodes")
+    fast = _status(ctl)
+    assert fast["trigger_latency_s"] < SLOW_ONE_WAY_MS / 1000
+
+    _state_says(watcher, root, fast["trigger_lead_s"])
+    said = _pepi_capture(broker, root, "auto-1", "auto")
+    assert f"delay auto: {fast['trigger_lead_s']:.3f} s" in said
+    _armed_in_time(watcher, root, wait_summary(watcher, root, "auto-1"))
+
+    # A third node 250 ms away: its first trigger is measured, and the lead grows past it.
+    start_node("slow", "--broker", f"mqtt://127.0.0.1:{slow_link}")
+    ctl.wait_nodes(lambda n: n.get("slow", {}).get("state") == "online", "slow node online")
+    _clocks_measured(ctl, {"slow"})
+    _measure(ctl, root, watcher, "warm-2", ["cam1", "cam2", "slow"])
+    wait_until(lambda: _status(ctl)["slowest_node"] == "slow", "the slow node's latency")
+    slow = _status(ctl)
+    # within the clock-offset estimate's error, which a loaded machine makes tens of ms
+    assert slow["trigger_latency_s"] >= SLOW_ONE_WAY_MS / 1000 * 0.7
+    assert slow["trigger_lead_s"] > slow["trigger_latency_s"] > fast["trigger_latency_s"]
+
+    # Too short a delay for it: the slow node gets the trigger after `at` and is named.
+    _pepi_capture(broker, root, "short-1", "0.1")
+    short = wait_summary(watcher, root, "short-1")
+    assert "slow" in short.late_nodes
+    for node in short.expected:  # named exactly when its trigger came after `at`
+        result = wait_result(watcher, root, node, "short-1")
+        assert result.at is not None
+        assert (node in short.late_nodes) == (result.received_at > result.at), node
+    assert not short.complete  # it fired on receipt, far outside the tolerance
+
+    _pepi_capture(broker, root, "auto-2", "auto")
+    auto = wait_summary(watcher, root, "auto-2")
+    assert auto.expected == ["cam1", "cam2", "slow"]
+    _armed_in_time(watcher, root, auto)
