@@ -43,6 +43,7 @@ class ControllerState(BaseModel):
     nodes_online: int = 0
     nodes_stale: int = 0
     nodes_offline: int = 0
+    nodes_unreachable: int = 0
     last_set_id: str | None = None
     last_set_status: str | None = Field(default=None, description="complete or incomplete")
     last_set_spread_s: float | None = None
@@ -165,9 +166,14 @@ class HomeAssistantBridge:
             return None
         return ScheduledCapture(self._state.schedule_delay_s)
 
-    def update_counts(self, online: int, stale: int, offline: int) -> None:
+    def update_counts(self, online: int, stale: int, offline: int, unreachable: int = 0) -> None:
         self._state = self._state.model_copy(
-            update={"nodes_online": online, "nodes_stale": stale, "nodes_offline": offline}
+            update={
+                "nodes_online": online,
+                "nodes_stale": stale,
+                "nodes_offline": offline,
+                "nodes_unreachable": unreachable,
+            }
         )
 
     def update_lead(self, estimate: LeadEstimate) -> None:

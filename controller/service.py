@@ -606,6 +606,7 @@ class Controller:
             online=counts[NodeState.ONLINE],
             stale=counts[NodeState.STALE],
             offline=counts[NodeState.OFFLINE],
+            unreachable=counts[NodeState.UNREACHABLE],
         )
 
     def _presence_changed(self, changes: list[StateChange]) -> None:

@@ -280,6 +280,12 @@ def controller_discovery(topics: Topics, version: str, url: str | None) -> Devic
             "{{ value_json.nodes_offline }}",
             state_class="measurement",
         ),
+        "nodes_unreachable": sensor(
+            "nodes_unreachable",
+            "Nodes unreachable",
+            "{{ value_json.nodes_unreachable | default(0) }}",
+            state_class="measurement",
+        ),
         "last_set": sensor("last_set", "Last capture set", "{{ value_json.last_set_id }}"),
         "last_set_status": sensor(
             "last_set_status", "Last set status", "{{ value_json.last_set_status }}"

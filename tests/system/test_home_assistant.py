@@ -92,6 +92,7 @@ def test_home_assistant_sees_every_node_and_the_controller_and_drives_them(
         "camera.pepi_cam01_preview",
         "button.pepi_controller_capture_all",
         "sensor.pepi_controller_nodes_online",
+        "sensor.pepi_controller_nodes_unreachable",
         "event.pepi_controller_capture_set",
         "number.pepi_controller_schedule_delay",
     ]
@@ -112,6 +113,7 @@ def test_home_assistant_sees_every_node_and_the_controller_and_drives_them(
     ha.wait_states(
         lambda s: s["sensor.pepi_controller_nodes_online"]["state"] == "2", 30, "2 nodes online"
     )
+    assert states["sensor.pepi_controller_nodes_unreachable"]["state"] == "0"
 
     # A node's own button: an empty payload, so the node names the capture auto-<ms>.
     pressed = time.time()
