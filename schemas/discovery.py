@@ -298,6 +298,16 @@ def controller_discovery(topics: Topics, version: str, url: str | None) -> Devic
             unit_of_measurement="ms",
             state_class="measurement",
         ),
+        "trigger_lead": sensor(
+            "trigger_lead",
+            "Trigger lead",
+            "{% if value_json.trigger_lead_s is defined"
+            " and value_json.trigger_lead_s is not none %}"
+            "{{ (value_json.trigger_lead_s * 1000) | round(0) | int }}{% else %}None{% endif %}",
+            unit_of_measurement="ms",
+            state_class="measurement",
+            entity_category="diagnostic",
+        ),
         "last_set_images": sensor(
             "last_set_images",
             "Last set images",

@@ -93,6 +93,7 @@ def test_home_assistant_sees_every_node_and_the_controller_and_drives_them(
         "button.pepi_controller_capture_all",
         "sensor.pepi_controller_nodes_online",
         "sensor.pepi_controller_nodes_unreachable",
+        "sensor.pepi_controller_trigger_lead",
         "event.pepi_controller_capture_set",
         "number.pepi_controller_schedule_delay",
     ]
@@ -114,6 +115,8 @@ def test_home_assistant_sees_every_node_and_the_controller_and_drives_them(
         lambda s: s["sensor.pepi_controller_nodes_online"]["state"] == "2", 30, "2 nodes online"
     )
     assert states["sensor.pepi_controller_nodes_unreachable"]["state"] == "0"
+    # no node measured yet: the default lead, 1 s (pepi capture --delay auto)
+    assert states["sensor.pepi_controller_trigger_lead"]["state"] == "1000"
 
     # A node's own button: an empty payload, so the node names the capture auto-<ms>.
     pressed = time.time()
