@@ -23,6 +23,7 @@ from pepi_fleet.controller.node_client import (
 )
 from pepi_fleet.controller.retrieval import Cursor, ImageFetcher, release_capture, sha256_of
 from pepi_fleet.controller.thrift_node_client import ThriftNodeClient
+from pepi_fleet.core.atomic import fsync_dir
 from pepi_fleet.schemas import PepiError
 
 logger = logging.getLogger(__name__)
@@ -238,8 +239,11 @@ class Downloader:
             missing = []
             for row in self._ledger.owed_by(node_id, None if force else self._clock()):
                 cursor.capture_id = row.node_capture_id
-                if sha256_of(self._data_dir / row.path) == row.sha256:
-                    self._ledger.mark_done(row.id)  # a pass killed after writing, before marking
+                path = self._data_dir / row.path
+                if sha256_of(path) == row.sha256:
+                    # a pass killed after renaming it into place, before marking it
+                    fsync_dir(path.parent)
+                    self._ledger.mark_done(row.id)
                     touched.add(row.set_id)
                 else:
                     missing.append(row)

@@ -10,6 +10,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -253,6 +254,27 @@ class CaptureStore:
             raise CaptureNotFound(f"capture {capture_id} was released while reading") from exc
         self._mark_retrieved(capture)
         return data, frame
+
+    def open_image(self, capture_id: str, camera: int) -> tuple[BinaryIO, Frame]:
+        """One image's stored file, open for reading (the caller closes it), and its frame.
+
+        Marks it retrieved. The open file stays readable even if the capture is released
+        meanwhile."""
+        capture = self.wait_for(capture_id, timeout=0)
+        frame = next((f for f in capture.frames if f.camera == camera), None)
+        if frame is None:
+            raise CaptureNotFound(f"capture {capture_id} has no camera {camera}")
+        path = self._captures_dir / capture_id / image_name(camera, frame.format)
+        try:
+            stored = path.open("rb")
+        except FileNotFoundError as exc:
+            raise CaptureNotFound(f"capture {capture_id} was released while reading") from exc
+        try:
+            self._mark_retrieved(capture)
+        except BaseException:
+            stored.close()
+            raise
+        return stored, frame
 
     def _converted(self, folder: Path, stored: bytes, frame: Frame, fmt: ImageFormat) -> bytes:
         cached = folder / image_name(frame.camera, fmt)
