@@ -20,8 +20,9 @@ from bench.report import machine, machine_line, table
 from bench.retrieval_e2e import CONTROLLER_USER, ControllerProcess, EndToEnd, end_to_end
 from bench.retrieval_paths import (
     PEPI_JPEG_QUALITY,
+    ControllerPath,
+    cpu_seconds,
     stored_rgb,
-    time_controller,
     time_pepi,
     time_raw,
 )
@@ -35,7 +36,8 @@ MB = 1e6
 PATHS = ("raw-tcp", "controller", "pepi", "pepi-transfer-only")
 PATH_NOTES = {
     "raw-tcp": "raw TCP, same bytes, one connection per node in parallel (the path's limit)",
-    "controller": "controller Downloader: parallel per node, sha256, fsync, manifest, release",
+    "controller": "controller Downloader: parallel per node, stream_image (sendfile), sha256 "
+    "while receiving, fsync, manifest, release",
     "pepi": f"PEPI: node by node, retrieve_stills_jpg + encode at retrieval (q{PEPI_JPEG_QUALITY})",
     "pepi-transfer-only": "PEPI: node by node, retrieve_stills_jpg of the stored JPEG only",
 }
@@ -49,6 +51,13 @@ def log(message: str) -> None:
 class PathResult:
     path: str
     mb_per_s: list[float]
+    server_cpu_s: float
+    """CPU the serving side used (the nodes; the sender for raw-tcp) while this path ran."""
+    mb_served: float
+
+    @property
+    def cpu_ms_per_mb(self) -> float:
+        return 1000 * self.server_cpu_s / self.mb_served if self.mb_served else float("nan")
 
     @property
     def p50(self) -> float:
@@ -103,12 +112,16 @@ def throughput(ctx: Setup, n: int, reps: int) -> tuple[list[PathResult], int]:
     """``reps`` fresh captures on the first ``n`` nodes, each retrieved by every path."""
     node_ids = list(ctx.endpoints)[:n]
     endpoints = {node: ctx.endpoints[node] for node in node_ids}
+    pids = [p.proc.pid for p in ctx.fleet.nodes if p.spec.node_id in endpoints]
     # what the controller reads from nodes/<id>/secret: here, from each node's data dir
     secrets = {
         node: (ctx.fleet.workdir / node / SECRET_FILE).read_text().strip() for node in node_ids
     }
     raw = RawServer(PORTS.take()).start()
+    controller = ControllerPath(endpoints, ctx.workdir / "controller", secrets)
     speeds: dict[str, list[float]] = {path: [] for path in PATHS}
+    cpu = dict.fromkeys(PATHS, 0.0)
+    served = dict.fromkeys(PATHS, 0.0)
     total = 0
     rgb = None
     try:
@@ -123,24 +136,39 @@ def throughput(ctx: Setup, n: int, reps: int) -> tuple[list[PathResult], int]:
             timed: dict[str, float] = {}
             # The controller releases what it verified, so it goes last; raw takes turns.
             if rep % 2 == 0:
-                timed["raw-tcp"] = time_raw(raw.port, sizes)
+                timed["raw-tcp"], raw_cpu = _raw_pass(raw, sizes)
+                cpu["raw-tcp"] += raw_cpu
+            before = cpu_seconds(pids)
             timed["pepi"], timed["pepi-transfer-only"] = time_pepi(
                 endpoints, cid, frames, rgb, ctx.workdir / "pepi" / cid
             )
+            # the encode is modelled in this process: the nodes' work is the same for both
+            cpu["pepi"] = cpu["pepi-transfer-only"] = cpu["pepi"] + cpu_seconds(pids) - before
             if rep % 2 == 1:
-                timed["raw-tcp"] = time_raw(raw.port, sizes)
-            timed["controller"] = time_controller(
-                endpoints, results, cid, ctx.workdir / f"controller-{cid}", secrets
-            )
+                timed["raw-tcp"], raw_cpu = _raw_pass(raw, sizes)
+                cpu["raw-tcp"] += raw_cpu
+            before = cpu_seconds(pids)
+            timed["controller"] = controller.time(results, cid)
+            cpu["controller"] += cpu_seconds(pids) - before
             for path, seconds in timed.items():
                 speeds[path].append(total / seconds / MB)
+                served[path] += total / MB
             log(
                 f"rep {rep}: "
                 + ", ".join(f"{p} {total / s / MB:.0f} MB/s" for p, s in timed.items())
             )
     finally:
+        controller.close()
         raw.stop()
-    return [PathResult(path, speeds[path]) for path in PATHS], total
+    results_by_path = [PathResult(p, speeds[p], cpu[p], served[p]) for p in PATHS]
+    return results_by_path, total
+
+
+def _raw_pass(raw: RawServer, sizes: list[int]) -> tuple[float, float]:
+    """Seconds of one raw TCP transfer, and the sender's CPU seconds during it."""
+    before = cpu_seconds([raw.pid])
+    seconds = time_raw(raw.port, sizes)
+    return seconds, cpu_seconds([raw.pid]) - before
 
 
 def e2e(ctx: Setup, trials: int) -> list[EndToEnd]:
@@ -167,7 +195,10 @@ def e2e(ctx: Setup, trials: int) -> list[EndToEnd]:
 def throughput_table(n: int, reps: int, total: int, paths: list[PathResult]) -> str:
     by = {p.path: p for p in paths}
     raw, ctl = by["raw-tcp"].p50, by["controller"].p50
-    header = ["path", "MB/s p50", "min", "max", "of raw-tcp", "controller/path", "what"]
+    header = [
+        "path", "MB/s p50", "min", "max", "of raw-tcp", "controller/path", "server CPU ms/MB",
+        "what",
+    ]  # fmt: skip
     rows = [
         [
             p.path,
@@ -176,6 +207,7 @@ def throughput_table(n: int, reps: int, total: int, paths: list[PathResult]) -> 
             f"{max(p.mb_per_s):.0f}",
             f"{p.p50 / raw:.0%}",
             f"{ctl / p.p50:.2f}x",
+            f"{p.cpu_ms_per_mb:.2f}",
             PATH_NOTES[p.path],
         ]
         for p in paths
@@ -184,7 +216,12 @@ def throughput_table(n: int, reps: int, total: int, paths: list[PathResult]) -> 
         f"retrieval: N={n} nodes, one {RESOLUTION} JPEG each, {total / MB:.1f} MB per capture, "
         f"{reps} captures (MB = 10^6 bytes)"
     )
-    return title + "\n" + table(header, rows, left=(0, -1))
+    note = (
+        "server CPU: user+system CPU of the serving processes (the N nodes; raw-tcp's sender) "
+        "while the path ran, per MB served\n"
+        f"controller / raw-tcp (p50): {ctl / raw:.2f}"
+    )
+    return title + "\n" + table(header, rows, left=(0, -1)) + "\n" + note
 
 
 def e2e_table(runs: list[EndToEnd]) -> str:
@@ -268,7 +305,12 @@ def json_report(
         "captures": args.reps,
         "bytes_per_capture": total,
         "paths": [
-            {"path": p.path, "p50": round(p.p50, 1), "mb_per_s": [round(v, 1) for v in p.mb_per_s]}
+            {
+                "path": p.path,
+                "p50": round(p.p50, 1),
+                "mb_per_s": [round(v, 1) for v in p.mb_per_s],
+                "server_cpu_ms_per_mb": round(p.cpu_ms_per_mb, 3),
+            }
             for p in paths
         ],
     }

@@ -285,6 +285,8 @@ class Downloader:
         batch if it was written moments ago and still waits for images."""
         with self._manifest_lock:
             written = self._manifests.get(set_id)
+            if written is not None and written.key == self._ledger.manifest_key(set_id):
+                return  # a pass that finished meanwhile wrote what this one would
             if written is not None and written.recent() and not self._ledger.all_downloaded(set_id):
                 self._dirty.add(set_id)
                 return

@@ -10,12 +10,12 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 from pepi_fleet.controller.ledger import Ledger, OwedImage
 from pepi_fleet.controller.node_client import NodeClient, NodeUnreachable, RetrievalError
 from pepi_fleet.core.atomic import fsync_dir
+from pepi_fleet.core.early_write import EarlyWriter
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class ImageFetcher:
         staged = _Staged(row, tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
         try:
             image = self._client.receive_image(
-                node_capture_id, row.camera, row.format, partial(_write_all, staged.fd), row.size
+                node_capture_id, row.camera, row.format, EarlyWriter(staged.fd), row.size
             )
             if image.sha256 != row.sha256 or image.size != row.size:
                 raise RetrievalError(
@@ -199,11 +199,6 @@ class ImageFetcher:
         self._ledger.mark_failed(row.id, error, retry_at)
         report.failed[row.id] = error
         logger.warning("image %s from node %s: %s", row.path, row.node_id, error)
-
-
-def _write_all(fd: int, piece: memoryview) -> None:
-    while piece:
-        piece = piece[os.write(fd, piece) :]
 
 
 def locate(client: NodeClient, camera: int, sha256: str) -> str | None:

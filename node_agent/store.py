@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -24,6 +25,8 @@ from pepi_fleet.schemas.status import StoreInfo
 logger = logging.getLogger(__name__)
 
 META_NAME = "meta.json"
+RETRIEVED_NAME = "retrieved"
+"""Present in a capture folder once a client fetched one of its images."""
 
 
 class DuplicateCapture(StoreError):
@@ -97,6 +100,8 @@ class CaptureStore:
                     "ignoring capture folder %s: metadata names %s", folder, meta.capture_id
                 )
                 continue
+            if not meta.retrieved and (folder / RETRIEVED_NAME).exists():
+                meta = meta.model_copy(update={"retrieved": True})
             self._held[meta.capture_id] = meta
             self._sizes[meta.capture_id] = _folder_bytes(folder)
         logger.info("store %s holds %d captures", self._captures_dir, len(self._held))
@@ -296,12 +301,13 @@ class CaptureStore:
             current = self._held.get(capture.capture_id)
             if current is None or current.retrieved:
                 return
-            updated = current.model_copy(update={"retrieved": True})
-            self._held[capture.capture_id] = updated
-            write_atomic(
-                self._captures_dir / capture.capture_id / META_NAME,
-                updated.model_dump_json(indent=1).encode(),
-            )
+            self._held[capture.capture_id] = current.model_copy(update={"retrieved": True})
+            # An empty marker, not an fsync'd rewrite of the metadata on the first fetch's
+            # path: lost in a power cut it only makes the capture look not yet fetched
+            # (kept longer under --evict-retrieved), while the metadata is never at risk.
+            marker = self._captures_dir / capture.capture_id / RETRIEVED_NAME
+            with contextlib.suppress(FileNotFoundError):  # released meanwhile
+                marker.touch()
 
     # -- release --------------------------------------------------------------------------------
 

@@ -345,6 +345,24 @@ def test_store_read_image_marks_retrieved_persistently(tmp_path: Path) -> None:
     assert two is not None and not two.retrieved
 
 
+def test_store_open_image_serves_the_stored_file_and_marks_retrieved(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    store = CaptureStore(root, NO_DISK_RESERVE)
+    capture = put(store, "scan-1")
+    stored, frame = store.open_image("scan-1", 0)
+    with stored:
+        assert frame == capture.frames[0]
+        assert hashlib.sha256(stored.read()).hexdigest() == frame.sha256
+    got = store.get("scan-1")
+    assert got is not None and got.retrieved
+    reopened = CaptureStore(root, NO_DISK_RESERVE).get("scan-1")
+    assert reopened is not None and reopened.retrieved
+    with pytest.raises(CaptureNotFound, match="no camera 3"):
+        store.open_image("scan-1", 3)
+    with pytest.raises(CaptureNotFound):
+        store.open_image("scan-9", 0)
+
+
 def test_store_read_image_converts_jpeg_to_png_and_caches(store: CaptureStore) -> None:
     capture = put(store, "scan-1")
     stored_jpeg = (store.root / "captures" / "scan-1" / "cam0.jpeg").read_bytes()
