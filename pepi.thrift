@@ -103,4 +103,9 @@ service FleetCameraServer extends CameraServer {
     ImageStream stream_image(1:string capture_id, 2:i32 camera, 3:string format, 4:string secret) throws (1:ImageUnavailable unavailable, 2:Unauthorized unauthorized),
     /* the controller verified its copy: delete it here; false if not held */
     bool release(1:string capture_id, 2:string secret) throws (1:Unauthorized unauthorized),
+    /* release, checked and done in one step: delete the capture held as capture_id if its
+       images have exactly these checksums (camera -> sha256), else the one holding the first
+       of them (ours renamed aside when a PEPI client re-used the code); the id deleted, or
+       "" if no held capture matches */
+    string release_matching(1:string capture_id, 2:map<i32,string> sha256s, 3:string secret) throws (1:Unauthorized unauthorized),
 }

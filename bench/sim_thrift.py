@@ -121,6 +121,27 @@ class SimHandler:
     def release(self, capture_id: str, secret: str | None = None) -> bool:
         return self._store.release(capture_id)
 
+    def release_matching(
+        self, capture_id: str, sha256s: dict[int, str] | None, secret: str | None = None
+    ) -> str:
+        expected = dict(sha256s or {})
+        held = {c.capture_id: c for c in self._store.held()}
+        ours = held.get(capture_id)
+        target = None
+        if ours is not None and {f.camera: f.sha256 for f in ours.frames} == expected:
+            target = capture_id
+        elif expected:
+            camera, sha256 = next(iter(expected.items()))
+            target = next(
+                (
+                    c.capture_id
+                    for c in held.values()
+                    if any(f.camera == camera and f.sha256 == sha256 for f in c.frames)
+                ),
+                None,
+            )
+        return target if target is not None and self._store.release(target) else ""
+
     def _image(self, capture_id: str, camera: int, format: str) -> tuple[bytes, Any]:
         capture = self._held(capture_id)
         frame = next((f for f in capture.frames if f.camera == camera), None)

@@ -21,7 +21,7 @@ from pepi_fleet.controller.node_client import (
     NodeClientFactory,
     RetrievalError,
 )
-from pepi_fleet.controller.retrieval import Cursor, ImageFetcher, release_capture, sha256_of
+from pepi_fleet.controller.retrieval import Cursor, ImageFetcher, sha256_of
 from pepi_fleet.controller.thrift_node_client import ThriftNodeClient
 from pepi_fleet.core.atomic import fsync_dir
 from pepi_fleet.schemas import PepiError
@@ -269,7 +269,7 @@ class Downloader:
             result = self._ledger.ok_result(set_id, node_id)
             expected = {} if result is None else {f.camera: f.sha256 for f in result.frames}
             try:
-                released = release_capture(client, node_capture_id, expected)
+                released = client.release_matching(node_capture_id, expected)
             except RetrievalError as exc:
                 self._ledger.mark_released(set_id, node_id, error=str(exc))
                 logger.warning("release on node %s failed, will retry: %s", node_id, exc)

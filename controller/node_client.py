@@ -77,6 +77,12 @@ class NodeClient(Protocol):
         """Delete the capture on the node; False if it held none under that id."""
         ...
 
+    def release_matching(self, capture_id: str, expected: dict[int, str]) -> str | None:
+        """Delete, in one step on the node, the capture held as ``capture_id`` if its images
+        have exactly the ``expected`` checksums (camera -> sha256), else the one holding the
+        first of them (ours renamed aside by a re-capture); the id deleted, or None."""
+        ...
+
     def close(self) -> None:
         """Let go of the connection (a later call reconnects)."""
         ...

@@ -207,30 +207,3 @@ def locate(client: NodeClient, camera: int, sha256: str) -> str | None:
         if any(f.camera == camera and f.sha256 == sha256 for f in held.frames):
             return held.capture_id
     return None
-
-
-def release_capture(
-    client: NodeClient, node_capture_id: str, expected: dict[int, str]
-) -> str | None:
-    """Ask the node to delete the capture the controller holds verified.
-
-    ``expected`` maps camera -> sha256 of what the controller stored: the node deletes
-    what it holds under ``node_capture_id`` only if it is that capture; if a PEPI client
-    re-used the code, the node renamed ours aside and that one is released instead.
-    Returns the id released, or None when the node no longer holds the capture. Raises
-    RetrievalError when the node cannot be reached (retry later).
-    """
-    target = _held_as(client, node_capture_id, expected)
-    if target is None or not client.release(target):
-        return None
-    return target
-
-
-def _held_as(client: NodeClient, node_capture_id: str, expected: dict[int, str]) -> str | None:
-    held = client.get_capture(node_capture_id)
-    if held is not None and {f.camera: f.sha256 for f in held.frames} == expected:
-        return node_capture_id
-    if not expected:
-        return None
-    camera, sha256 = next(iter(expected.items()))
-    return locate(client, camera, sha256)

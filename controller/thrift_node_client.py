@@ -115,6 +115,14 @@ class ThriftNodeClient:
             )
         )
 
+    def release_matching(self, capture_id: str, expected: dict[int, str]) -> str | None:
+        """Delete the held capture with these checksums on the node; the id deleted, or None."""
+        released = self._call(
+            f"release of {capture_id} on {self._where}",
+            lambda c, s: c.release_matching(capture_id, expected, s),
+        )
+        return str(released) if released else None
+
     def close(self) -> None:
         """Close the connection, if one is open."""
         client, self._client = self._client, None

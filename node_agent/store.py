@@ -320,6 +320,31 @@ class CaptureStore:
         logger.info("released capture %s", capture_id)
         return True
 
+    def release_matching(self, capture_id: str, expected: dict[int, str]) -> str | None:
+        """Delete the capture whose images have exactly the ``expected`` checksums (camera ->
+        sha256): the one held as ``capture_id``, else the one holding the first expected
+        image (ours, renamed aside by a re-capture). Checked and deleted under one lock; the
+        id deleted, or None if no held capture matches."""
+        with self._cond:
+            target = self._matching_locked(capture_id, expected)
+            if target is None:
+                return None
+            self._delete_locked(target)
+        logger.info("released capture %s", target)
+        return target
+
+    def _matching_locked(self, capture_id: str, expected: dict[int, str]) -> str | None:
+        held = self._held.get(capture_id)
+        if held is not None and {f.camera: f.sha256 for f in held.frames} == expected:
+            return capture_id
+        if not expected:
+            return None
+        camera, sha256 = next(iter(expected.items()))
+        for cid, capture in self._held.items():
+            if any(f.camera == camera and f.sha256 == sha256 for f in capture.frames):
+                return cid
+        return None
+
     def _delete_locked(self, capture_id: str) -> None:
         # Rename first so a crash never leaves a half-deleted capture under its id.
         doomed = self._staging / f"deleted-{capture_id}-{uuid.uuid4().hex[:8]}"

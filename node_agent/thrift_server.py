@@ -225,6 +225,12 @@ class CameraServerHandler:
         self._authorise("release", secret)
         return self._store.release(capture_id)
 
+    def release_matching(
+        self, capture_id: str, sha256s: dict[int, str] | None, secret: str | None = None
+    ) -> str:
+        self._authorise("release_matching", secret)
+        return self._store.release_matching(capture_id, dict(sha256s or {})) or ""
+
     # -- helpers --------------------------------------------------------------------------------
 
     def _authorise(self, method: str, secret: str | None) -> None:

@@ -162,6 +162,29 @@ class FakeNode:
             self.released.append(capture_id)
             return True
 
+    def release_matching(self, capture_id: str, expected: dict[int, str]) -> str | None:
+        self._reach()
+        with self._lock:
+            held = self._held.get(capture_id)
+            target = None
+            if held is not None and {f.camera: f.sha256 for f in held.result.frames} == expected:
+                target = capture_id
+            elif expected:
+                camera, sha256 = next(iter(expected.items()))
+                target = next(
+                    (
+                        cid
+                        for cid, h in self._held.items()
+                        if any(f.camera == camera and f.sha256 == sha256 for f in h.result.frames)
+                    ),
+                    None,
+                )
+            if target is None:
+                return None
+            del self._held[target]
+            self.released.append(target)
+            return target
+
     def close(self) -> None:
         pass
 

@@ -363,6 +363,23 @@ def test_store_open_image_serves_the_stored_file_and_marks_retrieved(tmp_path: P
         store.open_image("scan-9", 0)
 
 
+def test_store_release_matching_deletes_only_the_capture_with_those_checksums(
+    store: CaptureStore,
+) -> None:
+    ours = put(store, "scan-1")
+    expected = {f.camera: f.sha256 for f in ours.frames}
+    assert store.release_matching("scan-1", {0: "0" * 64}) is None  # not ours: kept
+    assert store.get("scan-1") is not None
+    # a re-capture under the same code moved ours aside: that one goes, the new one stays
+    store.reserve("scan-1", rename_held=True)
+    other, images = make_capture("scan-1 again", stored_at=T0 + 5)  # other pixels
+    store.commit(other.model_copy(update={"capture_id": "scan-1"}), images)
+    assert store.release_matching("scan-1", expected) == "scan-1.r1"
+    assert _ids(store) == ["scan-1"]
+    assert store.release_matching("scan-1", expected) is None
+    assert store.release_matching("scan-1", {}) is None
+
+
 def test_store_read_image_converts_jpeg_to_png_and_caches(store: CaptureStore) -> None:
     capture = put(store, "scan-1")
     stored_jpeg = (store.root / "captures" / "scan-1" / "cam0.jpeg").read_bytes()
