@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import sys
@@ -53,11 +54,17 @@ class PathResult:
     mb_per_s: list[float]
     server_cpu_s: float
     """CPU the serving side used (the nodes; the sender for raw-tcp) while this path ran."""
+    client_cpu_s: float
+    """CPU this process (the receiving side: controller code, raw receiver) used meanwhile."""
     mb_served: float
 
     @property
     def cpu_ms_per_mb(self) -> float:
         return 1000 * self.server_cpu_s / self.mb_served if self.mb_served else float("nan")
+
+    @property
+    def client_cpu_ms_per_mb(self) -> float:
+        return 1000 * self.client_cpu_s / self.mb_served if self.mb_served else float("nan")
 
     @property
     def p50(self) -> float:
@@ -121,6 +128,10 @@ def throughput(ctx: Setup, n: int, reps: int) -> tuple[list[PathResult], int]:
     controller = ControllerPath(endpoints, ctx.workdir / "controller", secrets)
     speeds: dict[str, list[float]] = {path: [] for path in PATHS}
     cpu = dict.fromkeys(PATHS, 0.0)
+    # the receiving side: this process (pepi's includes the modelled encode; its transfer
+    # alone is not separable)
+    client_cpu = dict.fromkeys(PATHS, 0.0)
+    client_cpu["pepi-transfer-only"] = float("nan")
     served = dict.fromkeys(PATHS, 0.0)
     total = 0
     rgb = None
@@ -136,20 +147,24 @@ def throughput(ctx: Setup, n: int, reps: int) -> tuple[list[PathResult], int]:
             timed: dict[str, float] = {}
             # The controller releases what it verified, so it goes last; raw takes turns.
             if rep % 2 == 0:
-                timed["raw-tcp"], raw_cpu = _raw_pass(raw, sizes)
+                timed["raw-tcp"], raw_cpu, mine = _raw_pass(raw, sizes)
                 cpu["raw-tcp"] += raw_cpu
-            before = cpu_seconds(pids)
+                client_cpu["raw-tcp"] += mine
+            before, mine = cpu_seconds(pids), time.process_time()
             timed["pepi"], timed["pepi-transfer-only"] = time_pepi(
                 endpoints, cid, frames, rgb, ctx.workdir / "pepi" / cid
             )
             # the encode is modelled in this process: the nodes' work is the same for both
             cpu["pepi"] = cpu["pepi-transfer-only"] = cpu["pepi"] + cpu_seconds(pids) - before
+            client_cpu["pepi"] += time.process_time() - mine
             if rep % 2 == 1:
-                timed["raw-tcp"], raw_cpu = _raw_pass(raw, sizes)
+                timed["raw-tcp"], raw_cpu, mine = _raw_pass(raw, sizes)
                 cpu["raw-tcp"] += raw_cpu
-            before = cpu_seconds(pids)
+                client_cpu["raw-tcp"] += mine
+            before, mine = cpu_seconds(pids), time.process_time()
             timed["controller"] = controller.time(results, cid)
             cpu["controller"] += cpu_seconds(pids) - before
+            client_cpu["controller"] += time.process_time() - mine
             for path, seconds in timed.items():
                 speeds[path].append(total / seconds / MB)
                 served[path] += total / MB
@@ -160,15 +175,15 @@ def throughput(ctx: Setup, n: int, reps: int) -> tuple[list[PathResult], int]:
     finally:
         controller.close()
         raw.stop()
-    results_by_path = [PathResult(p, speeds[p], cpu[p], served[p]) for p in PATHS]
+    results_by_path = [PathResult(p, speeds[p], cpu[p], client_cpu[p], served[p]) for p in PATHS]
     return results_by_path, total
 
 
-def _raw_pass(raw: RawServer, sizes: list[int]) -> tuple[float, float]:
-    """Seconds of one raw TCP transfer, and the sender's CPU seconds during it."""
-    before = cpu_seconds([raw.pid])
+def _raw_pass(raw: RawServer, sizes: list[int]) -> tuple[float, float, float]:
+    """Seconds of one raw TCP transfer; the sender's and this process's CPU seconds."""
+    before, mine = cpu_seconds([raw.pid]), time.process_time()
     seconds = time_raw(raw.port, sizes)
-    return seconds, cpu_seconds([raw.pid]) - before
+    return seconds, cpu_seconds([raw.pid]) - before, time.process_time() - mine
 
 
 def e2e(ctx: Setup, trials: int) -> list[EndToEnd]:
@@ -197,7 +212,7 @@ def throughput_table(n: int, reps: int, total: int, paths: list[PathResult]) -> 
     raw, ctl = by["raw-tcp"].p50, by["controller"].p50
     header = [
         "path", "MB/s p50", "min", "max", "of raw-tcp", "controller/path", "server CPU ms/MB",
-        "what",
+        "receiver CPU ms/MB", "what",
     ]  # fmt: skip
     rows = [
         [
@@ -208,6 +223,7 @@ def throughput_table(n: int, reps: int, total: int, paths: list[PathResult]) -> 
             f"{p.p50 / raw:.0%}",
             f"{ctl / p.p50:.2f}x",
             f"{p.cpu_ms_per_mb:.2f}",
+            "-" if math.isnan(p.client_cpu_ms_per_mb) else f"{p.client_cpu_ms_per_mb:.2f}",
             PATH_NOTES[p.path],
         ]
         for p in paths
@@ -218,7 +234,8 @@ def throughput_table(n: int, reps: int, total: int, paths: list[PathResult]) -> 
     )
     note = (
         "server CPU: user+system CPU of the serving processes (the N nodes; raw-tcp's sender) "
-        "while the path ran, per MB served\n"
+        "while the path ran, per MB served; receiver CPU: this process's (the controller's "
+        "code; raw-tcp's receiver; pepi's includes the modelled encode)\n"
         f"controller / raw-tcp (p50): {ctl / raw:.2f}"
     )
     return title + "\n" + table(header, rows, left=(0, -1)) + "\n" + note
@@ -310,6 +327,9 @@ def json_report(
                 "p50": round(p.p50, 1),
                 "mb_per_s": [round(v, 1) for v in p.mb_per_s],
                 "server_cpu_ms_per_mb": round(p.cpu_ms_per_mb, 3),
+                "receiver_cpu_ms_per_mb": (
+                    None if math.isnan(p.client_cpu_ms_per_mb) else round(p.client_cpu_ms_per_mb, 3)
+                ),
             }
             for p in paths
         ],
