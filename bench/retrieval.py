@@ -34,6 +34,8 @@ from pepi_fleet.schemas.capture import CaptureResult, CaptureStatus
 
 RESOLUTION = "4056x3040"
 MB = 1e6
+SETTLE_S = 1.0
+"""Pause after a capture's results before any path is timed."""
 PATHS = ("raw-tcp", "controller", "pepi", "pepi-transfer-only")
 PATH_NOTES = {
     "raw-tcp": "raw TCP, same bytes, one connection per node in parallel (the path's limit)",
@@ -144,6 +146,9 @@ def throughput(ctx: Setup, n: int, reps: int) -> tuple[list[PathResult], int]:
             total = sum(sizes)
             if rgb is None:
                 rgb = stored_rgb(endpoints[node_ids[0]], cid)  # untimed; also loads the IDL
+            # Nodes finish their capture's work (buffers freed, status published) after their
+            # result: whichever path ran first in a repetition used to pay for it.
+            time.sleep(SETTLE_S)
             timed: dict[str, float] = {}
             # The controller releases what it verified, so it goes last; raw takes turns.
             if rep % 2 == 0:
