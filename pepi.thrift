@@ -82,6 +82,13 @@ struct ImageBlob {
     3: FrameInfo frame,
 }
 
+/* The head of an image that follows the reply as raw bytes (stream_image). */
+struct ImageStream {
+    1: i64 size,           /* raw bytes that follow */
+    2: string sha256,      /* of those bytes, as for ImageBlob */
+    3: FrameInfo frame,
+}
+
 service FleetCameraServer extends CameraServer {
     /* every capture the node still holds, oldest first */
     list<CaptureInfo> list_captures(1:string secret) throws (1:Unauthorized unauthorized),
@@ -89,6 +96,16 @@ service FleetCameraServer extends CameraServer {
     CaptureInfo get_capture(1:string capture_id, 2:string secret) throws (1:ImageUnavailable unavailable, 2:Unauthorized unauthorized),
     /* one image as stored (format = its stored format) or converted (cached) */
     ImageBlob fetch_image(1:string capture_id, 2:i32 camera, 3:string format, 4:string secret) throws (1:ImageUnavailable unavailable, 2:Unauthorized unauthorized),
+    /* fetch_image without the copy through Thrift: after this reply the client sends one
+       byte, 0x01 to receive or 0x00 to decline, and the node then writes exactly `size`
+       raw bytes on this connection (sendfile of the stored file), after which the
+       connection carries Thrift again. Only for clients that know this (the controller). */
+    ImageStream stream_image(1:string capture_id, 2:i32 camera, 3:string format, 4:string secret) throws (1:ImageUnavailable unavailable, 2:Unauthorized unauthorized),
     /* the controller verified its copy: delete it here; false if not held */
     bool release(1:string capture_id, 2:string secret) throws (1:Unauthorized unauthorized),
+    /* release, checked and done in one step: delete the capture held as capture_id if its
+       images have exactly these checksums (camera -> sha256), else the one holding the first
+       of them (ours renamed aside when a PEPI client re-used the code); the id deleted, or
+       "" if no held capture matches */
+    string release_matching(1:string capture_id, 2:map<i32,string> sha256s, 3:string secret) throws (1:Unauthorized unauthorized),
 }

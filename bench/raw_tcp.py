@@ -68,6 +68,12 @@ class RawServer:
         self.port = port
         self._proc: subprocess.Popen[str] | None = None
 
+    @property
+    def pid(self) -> int:
+        """The sender's process id (started)."""
+        assert self._proc is not None
+        return self._proc.pid
+
     def start(self) -> RawServer:
         cmd = [sys.executable, "-m", "bench.raw_tcp", "--port", str(self.port)]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import sys
@@ -20,8 +21,9 @@ from bench.report import machine, machine_line, table
 from bench.retrieval_e2e import CONTROLLER_USER, ControllerProcess, EndToEnd, end_to_end
 from bench.retrieval_paths import (
     PEPI_JPEG_QUALITY,
+    ControllerPath,
+    cpu_seconds,
     stored_rgb,
-    time_controller,
     time_pepi,
     time_raw,
 )
@@ -32,10 +34,13 @@ from pepi_fleet.schemas.capture import CaptureResult, CaptureStatus
 
 RESOLUTION = "4056x3040"
 MB = 1e6
+SETTLE_S = 1.0
+"""Pause after a capture's results before any path is timed."""
 PATHS = ("raw-tcp", "controller", "pepi", "pepi-transfer-only")
 PATH_NOTES = {
     "raw-tcp": "raw TCP, same bytes, one connection per node in parallel (the path's limit)",
-    "controller": "controller Downloader: parallel per node, sha256, fsync, manifest, release",
+    "controller": "controller Downloader: parallel per node, stream_image (sendfile), sha256 "
+    "while receiving, fsync, manifest, release",
     "pepi": f"PEPI: node by node, retrieve_stills_jpg + encode at retrieval (q{PEPI_JPEG_QUALITY})",
     "pepi-transfer-only": "PEPI: node by node, retrieve_stills_jpg of the stored JPEG only",
 }
@@ -49,6 +54,19 @@ def log(message: str) -> None:
 class PathResult:
     path: str
     mb_per_s: list[float]
+    server_cpu_s: float
+    """CPU the serving side used (the nodes; the sender for raw-tcp) while this path ran."""
+    client_cpu_s: float
+    """CPU this process (the receiving side: controller code, raw receiver) used meanwhile."""
+    mb_served: float
+
+    @property
+    def cpu_ms_per_mb(self) -> float:
+        return 1000 * self.server_cpu_s / self.mb_served if self.mb_served else float("nan")
+
+    @property
+    def client_cpu_ms_per_mb(self) -> float:
+        return 1000 * self.client_cpu_s / self.mb_served if self.mb_served else float("nan")
 
     @property
     def p50(self) -> float:
@@ -103,12 +121,20 @@ def throughput(ctx: Setup, n: int, reps: int) -> tuple[list[PathResult], int]:
     """``reps`` fresh captures on the first ``n`` nodes, each retrieved by every path."""
     node_ids = list(ctx.endpoints)[:n]
     endpoints = {node: ctx.endpoints[node] for node in node_ids}
+    pids = [p.proc.pid for p in ctx.fleet.nodes if p.spec.node_id in endpoints]
     # what the controller reads from nodes/<id>/secret: here, from each node's data dir
     secrets = {
         node: (ctx.fleet.workdir / node / SECRET_FILE).read_text().strip() for node in node_ids
     }
     raw = RawServer(PORTS.take()).start()
+    controller = ControllerPath(endpoints, ctx.workdir / "controller", secrets)
     speeds: dict[str, list[float]] = {path: [] for path in PATHS}
+    cpu = dict.fromkeys(PATHS, 0.0)
+    # the receiving side: this process (pepi's includes the modelled encode; its transfer
+    # alone is not separable)
+    client_cpu = dict.fromkeys(PATHS, 0.0)
+    client_cpu["pepi-transfer-only"] = float("nan")
+    served = dict.fromkeys(PATHS, 0.0)
     total = 0
     rgb = None
     try:
@@ -120,27 +146,49 @@ def throughput(ctx: Setup, n: int, reps: int) -> tuple[list[PathResult], int]:
             total = sum(sizes)
             if rgb is None:
                 rgb = stored_rgb(endpoints[node_ids[0]], cid)  # untimed; also loads the IDL
+            # Nodes finish their capture's work (buffers freed, status published) after their
+            # result: whichever path ran first in a repetition used to pay for it.
+            time.sleep(SETTLE_S)
             timed: dict[str, float] = {}
             # The controller releases what it verified, so it goes last; raw takes turns.
             if rep % 2 == 0:
-                timed["raw-tcp"] = time_raw(raw.port, sizes)
+                timed["raw-tcp"], raw_cpu, mine = _raw_pass(raw, sizes)
+                cpu["raw-tcp"] += raw_cpu
+                client_cpu["raw-tcp"] += mine
+            before, mine = cpu_seconds(pids), time.process_time()
             timed["pepi"], timed["pepi-transfer-only"] = time_pepi(
                 endpoints, cid, frames, rgb, ctx.workdir / "pepi" / cid
             )
+            # the encode is modelled in this process: the nodes' work is the same for both
+            cpu["pepi"] = cpu["pepi-transfer-only"] = cpu["pepi"] + cpu_seconds(pids) - before
+            client_cpu["pepi"] += time.process_time() - mine
             if rep % 2 == 1:
-                timed["raw-tcp"] = time_raw(raw.port, sizes)
-            timed["controller"] = time_controller(
-                endpoints, results, cid, ctx.workdir / f"controller-{cid}", secrets
-            )
+                timed["raw-tcp"], raw_cpu, mine = _raw_pass(raw, sizes)
+                cpu["raw-tcp"] += raw_cpu
+                client_cpu["raw-tcp"] += mine
+            before, mine = cpu_seconds(pids), time.process_time()
+            timed["controller"] = controller.time(results, cid)
+            cpu["controller"] += cpu_seconds(pids) - before
+            client_cpu["controller"] += time.process_time() - mine
             for path, seconds in timed.items():
                 speeds[path].append(total / seconds / MB)
+                served[path] += total / MB
             log(
                 f"rep {rep}: "
                 + ", ".join(f"{p} {total / s / MB:.0f} MB/s" for p, s in timed.items())
             )
     finally:
+        controller.close()
         raw.stop()
-    return [PathResult(path, speeds[path]) for path in PATHS], total
+    results_by_path = [PathResult(p, speeds[p], cpu[p], client_cpu[p], served[p]) for p in PATHS]
+    return results_by_path, total
+
+
+def _raw_pass(raw: RawServer, sizes: list[int]) -> tuple[float, float, float]:
+    """Seconds of one raw TCP transfer; the sender's and this process's CPU seconds."""
+    before, mine = cpu_seconds([raw.pid]), time.process_time()
+    seconds = time_raw(raw.port, sizes)
+    return seconds, cpu_seconds([raw.pid]) - before, time.process_time() - mine
 
 
 def e2e(ctx: Setup, trials: int) -> list[EndToEnd]:
@@ -167,7 +215,10 @@ def e2e(ctx: Setup, trials: int) -> list[EndToEnd]:
 def throughput_table(n: int, reps: int, total: int, paths: list[PathResult]) -> str:
     by = {p.path: p for p in paths}
     raw, ctl = by["raw-tcp"].p50, by["controller"].p50
-    header = ["path", "MB/s p50", "min", "max", "of raw-tcp", "controller/path", "what"]
+    header = [
+        "path", "MB/s p50", "min", "max", "of raw-tcp", "controller/path", "server CPU ms/MB",
+        "receiver CPU ms/MB", "what",
+    ]  # fmt: skip
     rows = [
         [
             p.path,
@@ -176,6 +227,8 @@ def throughput_table(n: int, reps: int, total: int, paths: list[PathResult]) -> 
             f"{max(p.mb_per_s):.0f}",
             f"{p.p50 / raw:.0%}",
             f"{ctl / p.p50:.2f}x",
+            f"{p.cpu_ms_per_mb:.2f}",
+            "-" if math.isnan(p.client_cpu_ms_per_mb) else f"{p.client_cpu_ms_per_mb:.2f}",
             PATH_NOTES[p.path],
         ]
         for p in paths
@@ -184,7 +237,13 @@ def throughput_table(n: int, reps: int, total: int, paths: list[PathResult]) -> 
         f"retrieval: N={n} nodes, one {RESOLUTION} JPEG each, {total / MB:.1f} MB per capture, "
         f"{reps} captures (MB = 10^6 bytes)"
     )
-    return title + "\n" + table(header, rows, left=(0, -1))
+    note = (
+        "server CPU: user+system CPU of the serving processes (the N nodes; raw-tcp's sender) "
+        "while the path ran, per MB served; receiver CPU: this process's (the controller's "
+        "code; raw-tcp's receiver; pepi's includes the modelled encode)\n"
+        f"controller / raw-tcp (p50): {ctl / raw:.2f}"
+    )
+    return title + "\n" + table(header, rows, left=(0, -1)) + "\n" + note
 
 
 def e2e_table(runs: list[EndToEnd]) -> str:
@@ -268,7 +327,15 @@ def json_report(
         "captures": args.reps,
         "bytes_per_capture": total,
         "paths": [
-            {"path": p.path, "p50": round(p.p50, 1), "mb_per_s": [round(v, 1) for v in p.mb_per_s]}
+            {
+                "path": p.path,
+                "p50": round(p.p50, 1),
+                "mb_per_s": [round(v, 1) for v in p.mb_per_s],
+                "server_cpu_ms_per_mb": round(p.cpu_ms_per_mb, 3),
+                "receiver_cpu_ms_per_mb": (
+                    None if math.isnan(p.client_cpu_ms_per_mb) else round(p.client_cpu_ms_per_mb, 3)
+                ),
+            }
             for p in paths
         ],
     }

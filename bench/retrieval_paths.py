@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -89,41 +90,56 @@ def _pepi_client(endpoint: Endpoint) -> AbstractContextManager[Any]:
     )
 
 
-def time_controller(
-    endpoints: dict[str, Endpoint],
-    results: dict[str, CaptureResult],
-    set_id: str,
-    data_dir: Path,
-    secrets: dict[str, str],
-) -> float:
-    """The controller's retrieval: ledger rows for every result, then ``download_owed`` for
-    every node on the Downloader's pool (fetch, sha256 check, fsync'd write, manifest,
-    release). Seconds until every node's pass returned; the files are checked afterwards.
-    ``secrets``: each node's Thrift secret, as the controller receives it over MQTT."""
-    ledger = Ledger(data_dir)
+class ControllerPath:
+    """The controller's retrieval as its service runs it: one ledger and one ``Downloader``
+    across captures (so a node's held captures are listed when due, every 60 s, not on
+    every capture). Per capture: ledger rows for every result, then ``submit`` for every
+    node (stream, sha256 while receiving, fsync'd write, manifest, release)."""
 
-    def clients(node_id: str, endpoint: Endpoint) -> ThriftNodeClient:
-        return ThriftNodeClient(
-            node_id, endpoint, THRIFT_TIMEOUT_MS, secret=lambda: secrets.get(node_id)
-        )
+    def __init__(
+        self, endpoints: dict[str, Endpoint], data_dir: Path, secrets: dict[str, str]
+    ) -> None:
+        self.data_dir = data_dir
+        self._endpoints = endpoints
+        self._ledger = Ledger(data_dir)
 
-    downloader = Downloader(ledger, data_dir, endpoints.get, clients)
-    try:
-        ledger.record_set(set_id, time.time(), sorted(results))
+        def clients(node_id: str, endpoint: Endpoint) -> ThriftNodeClient:
+            return ThriftNodeClient(
+                node_id, endpoint, THRIFT_TIMEOUT_MS, secret=lambda: secrets.get(node_id)
+            )
+
+        self._downloader = Downloader(self._ledger, data_dir, endpoints.get, clients)
+
+    def time(self, results: dict[str, CaptureResult], set_id: str) -> float:
+        """Seconds until every node's pass returned; the files are checked afterwards.
+        ``secrets``: each node's Thrift secret, as the controller receives it over MQTT."""
+        self._ledger.record_set(set_id, time.time(), sorted(results))
         for result in results.values():
-            ledger.record_result(set_id, result)
+            self._ledger.record_result(set_id, result)
         began = time.perf_counter()
-        for future in [downloader.submit(node) for node in endpoints]:
+        for future in [self._downloader.submit(node) for node in self._endpoints]:
             future.result()
         elapsed = time.perf_counter() - began
-        owing = ledger.nodes_owing(set_id)
-    finally:
-        downloader.close()
-        ledger.close()
-    if owing:
-        raise RuntimeError(f"controller retrieval failed: nodes {sorted(owing)} still owe images")
-    verify_files(data_dir, set_id, results)
-    return elapsed
+        owing = self._ledger.nodes_owing(set_id)
+        if owing:
+            raise RuntimeError(f"controller retrieval failed: nodes {sorted(owing)} still owe")
+        verify_files(self.data_dir, set_id, results)
+        return elapsed
+
+    def close(self) -> None:
+        self._downloader.close()
+        self._ledger.close()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
 
 
 def verify_files(data_dir: Path, set_id: str, results: dict[str, CaptureResult]) -> int:

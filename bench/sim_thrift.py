@@ -22,6 +22,7 @@ from thriftpy2.thrift import TProcessor
 from thriftpy2.transport import TBufferedTransportFactory, TSocket, TTransportException
 
 from pepi_fleet.core import idl as pepi_idl
+from pepi_fleet.core import image_stream
 from pepi_fleet.core.thrift_map import HeldCapture, capture_info, frame_info
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class SimHandler:
         self._idl = pepi_idl.load()
         self._store = store
         self.fetches = 0
+        self._streams = threading.local()  # per connection thread, as the node's handler
 
     def ping(self) -> bool:
         return True
@@ -87,24 +89,67 @@ class SimHandler:
             for name in service.thrift_services
         }
 
-    def list_captures(self) -> list[Any]:
+    # The extension's calls carry the node's secret; virtual nodes publish none, so the
+    # controller calls them with None and they do not check it.
+
+    def list_captures(self, secret: str | None = None) -> list[Any]:
         return [capture_info(c) for c in self._store.held()]
 
-    def get_capture(self, capture_id: str) -> Any:
+    def get_capture(self, capture_id: str, secret: str | None = None) -> Any:
         return capture_info(self._held(capture_id))
 
-    def fetch_image(self, capture_id: str, camera: int, format: str) -> Any:
+    def fetch_image(
+        self, capture_id: str, camera: int, format: str, secret: str | None = None
+    ) -> Any:
+        data, frame = self._image(capture_id, camera, format)
+        return self._idl.ImageBlob(data=data, sha256=frame.sha256, frame=frame_info(frame))
+
+    def stream_image(
+        self, capture_id: str, camera: int, format: str, secret: str | None = None
+    ) -> Any:
+        data, frame = self._image(capture_id, camera, format)
+        self._streams.pending = image_stream.PendingStream(data, len(data))
+        return self._idl.ImageStream(size=len(data), sha256=frame.sha256, frame=frame_info(frame))
+
+    def send_stream(self, conn: socket.socket) -> None:
+        """After a ``stream_image`` reply on this thread's connection: send its image."""
+        pending = getattr(self._streams, "pending", None)
+        if pending is not None:
+            self._streams.pending = None
+            image_stream.serve(conn, pending)
+
+    def release(self, capture_id: str, secret: str | None = None) -> bool:
+        return self._store.release(capture_id)
+
+    def release_matching(
+        self, capture_id: str, sha256s: dict[int, str] | None, secret: str | None = None
+    ) -> str:
+        expected = dict(sha256s or {})
+        held = {c.capture_id: c for c in self._store.held()}
+        ours = held.get(capture_id)
+        target = None
+        if ours is not None and {f.camera: f.sha256 for f in ours.frames} == expected:
+            target = capture_id
+        elif expected:
+            camera, sha256 = next(iter(expected.items()))
+            target = next(
+                (
+                    c.capture_id
+                    for c in held.values()
+                    if any(f.camera == camera and f.sha256 == sha256 for f in c.frames)
+                ),
+                None,
+            )
+        return target if target is not None and self._store.release(target) else ""
+
+    def _image(self, capture_id: str, camera: int, format: str) -> tuple[bytes, Any]:
         capture = self._held(capture_id)
         frame = next((f for f in capture.frames if f.camera == camera), None)
         if frame is None or format.lower() not in ("jpeg", "jpg"):
             raise self._idl.ImageUnavailable(message=f"no {format} of camera {camera}")
         self.fetches += 1
         self._store.mark_retrieved(capture_id)
-        data = capture.images[camera]
-        return self._idl.ImageBlob(data=data, sha256=frame.sha256, frame=frame_info(frame))
-
-    def release(self, capture_id: str) -> bool:
-        return self._store.release(capture_id)
+        return capture.images[camera], frame
 
     def _held(self, capture_id: str) -> SimCapture:
         capture = self._store.get(capture_id)
@@ -131,7 +176,7 @@ class ThriftHost:
         sock = socket.create_server((self.host, port), backlog=64)
         sock.setblocking(False)
         processor = TProcessor(self._service, handler)
-        self._selector.register(sock, selectors.EVENT_READ, processor)
+        self._selector.register(sock, selectors.EVENT_READ, (processor, handler))
         self._listeners.append(sock)
         return int(sock.getsockname()[1])
 
@@ -152,10 +197,10 @@ class ThriftHost:
                 with self._lock:
                     self._conns.add(conn)
                 threading.Thread(
-                    target=self._serve, args=(conn, key.data), name="sim-thrift-conn", daemon=True
+                    target=self._serve, args=(conn, *key.data), name="sim-thrift-conn", daemon=True
                 ).start()
 
-    def _serve(self, conn: socket.socket, processor: TProcessor) -> None:
+    def _serve(self, conn: socket.socket, processor: TProcessor, handler: SimHandler) -> None:
         # thriftpy2 carries no annotations: its factories are untyped to mypy
         transports: Any = TBufferedTransportFactory()
         protocols: Any = TBinaryProtocolFactory()  # type: ignore[no-untyped-call]
@@ -166,6 +211,7 @@ class ThriftHost:
         try:
             while not self._stopping.is_set():
                 processor.process(iprot, oprot)
+                handler.send_stream(conn)
         except (TTransportException, OSError):
             pass
         except Exception:

@@ -21,8 +21,9 @@ from pepi_fleet.controller.node_client import (
     NodeClientFactory,
     RetrievalError,
 )
-from pepi_fleet.controller.retrieval import Cursor, ImageFetcher, release_capture, sha256_of
+from pepi_fleet.controller.retrieval import Cursor, ImageFetcher, sha256_of
 from pepi_fleet.controller.thrift_node_client import ThriftNodeClient
+from pepi_fleet.core.atomic import fsync_dir
 from pepi_fleet.schemas import PepiError
 
 logger = logging.getLogger(__name__)
@@ -238,8 +239,11 @@ class Downloader:
             missing = []
             for row in self._ledger.owed_by(node_id, None if force else self._clock()):
                 cursor.capture_id = row.node_capture_id
-                if sha256_of(self._data_dir / row.path) == row.sha256:
-                    self._ledger.mark_done(row.id)  # a pass killed after writing, before marking
+                path = self._data_dir / row.path
+                if sha256_of(path) == row.sha256:
+                    # a pass killed after renaming it into place, before marking it
+                    fsync_dir(path.parent)
+                    self._ledger.mark_done(row.id)
                     touched.add(row.set_id)
                 else:
                     missing.append(row)
@@ -265,7 +269,7 @@ class Downloader:
             result = self._ledger.ok_result(set_id, node_id)
             expected = {} if result is None else {f.camera: f.sha256 for f in result.frames}
             try:
-                released = release_capture(client, node_capture_id, expected)
+                released = client.release_matching(node_capture_id, expected)
             except RetrievalError as exc:
                 self._ledger.mark_released(set_id, node_id, error=str(exc))
                 logger.warning("release on node %s failed, will retry: %s", node_id, exc)
@@ -281,6 +285,8 @@ class Downloader:
         batch if it was written moments ago and still waits for images."""
         with self._manifest_lock:
             written = self._manifests.get(set_id)
+            if written is not None and written.key == self._ledger.manifest_key(set_id):
+                return  # a pass that finished meanwhile wrote what this one would
             if written is not None and written.recent() and not self._ledger.all_downloaded(set_id):
                 self._dirty.add(set_id)
                 return

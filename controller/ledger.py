@@ -365,6 +365,18 @@ class Ledger:
         """The file is on disk and its sha256 matched."""
         self._set_image(image_id, "state = 'done', last_error = NULL, next_attempt_at = NULL", ())
 
+    def mark_done_many(self, image_ids: list[int]) -> None:
+        """``mark_done`` for a batch of images made durable together, in one commit."""
+        if not image_ids:
+            return
+        sql = (
+            "UPDATE owed_images SET state = 'done', last_error = NULL, next_attempt_at = NULL,"
+            " updated_at = ? WHERE id = ?"
+        )
+        now = self._clock()
+        with self._tx() as db:
+            db.executemany(sql, [(now, image_id) for image_id in image_ids])
+
     def mark_failed(self, image_id: int, error: str, retry_at: float | None = None) -> None:
         """An attempt failed (counted); retry after ``retry_at`` (None: at the next pass)."""
         sql = "state = 'failed', attempts = attempts + 1, last_error = ?, next_attempt_at = ?"

@@ -30,12 +30,20 @@ class NotHeld(RetrievalError):
     """The node holds no such capture or image (any more)."""
 
 
-@dataclass(frozen=True)
-class FetchedImage:
-    """One image as the node served it, with the sha256 the node reports for it."""
+Sink = Callable[[memoryview], object]
+"""Takes each piece of an image as it arrives (the piece is only valid during the call)."""
 
-    data: bytes
+
+@dataclass(frozen=True)
+class ReceivedImage:
+    """One image as the node served it: what arrived, and what the node reports for it."""
+
+    size: int
+    """Bytes received (each passed to the sink)."""
     sha256: str
+    """Of the bytes received, hashed while they arrived."""
+    reported_sha256: str
+    """What the node reports for the image (taken when it stored it)."""
     frame: Frame | None
     """The node's description of the frame; None if it sent none that can be read."""
 
@@ -55,12 +63,24 @@ class NodeClient(Protocol):
         """The capture held under ``capture_id``, or None if the node holds none."""
         ...
 
-    def fetch_image(self, capture_id: str, camera: int, fmt: str) -> FetchedImage:
-        """One image of a held capture; ``NotHeld`` if the node does not have it."""
+    def receive_image(
+        self, capture_id: str, camera: int, fmt: str, sink: Sink, max_bytes: int
+    ) -> ReceivedImage:
+        """One image of a held capture, passed to ``sink`` piece by piece as it arrives.
+
+        ``NotHeld`` if the node does not have it; ``RetrievalError`` (nothing received) if
+        the node announces more than ``max_bytes``; ``NodeUnreachable`` if the transfer
+        breaks off. An error of ``sink`` propagates (and the connection is closed)."""
         ...
 
     def release(self, capture_id: str) -> bool:
         """Delete the capture on the node; False if it held none under that id."""
+        ...
+
+    def release_matching(self, capture_id: str, expected: dict[int, str]) -> str | None:
+        """Delete, in one step on the node, the capture held as ``capture_id`` if its images
+        have exactly the ``expected`` checksums (camera -> sha256), else the one holding the
+        first of them (ours renamed aside by a re-capture); the id deleted, or None."""
         ...
 
     def close(self) -> None:

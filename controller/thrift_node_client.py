@@ -13,11 +13,13 @@ from thriftpy2.thrift import TException
 from pepi_fleet.controller.node_client import (
     AccessRefused,
     Endpoint,
-    FetchedImage,
     NodeUnreachable,
     NotHeld,
+    ReceivedImage,
     RetrievalError,
+    Sink,
 )
+from pepi_fleet.core import image_stream
 from pepi_fleet.core.idl import load
 from pepi_fleet.core.thrift_map import frame_of, result_of
 from pepi_fleet.schemas.capture import CaptureResult, Frame
@@ -75,13 +77,35 @@ class ThriftNodeClient:
         except ValidationError as exc:
             raise RetrievalError(f"node {self.node_id} describes {capture_id} unreadably") from exc
 
-    def fetch_image(self, capture_id: str, camera: int, fmt: str) -> FetchedImage:
-        """One image as the node serves it."""
-        blob = self._call(
-            f"fetch from {self._where} failed",
-            lambda c, s: c.fetch_image(capture_id, camera, fmt, s),
+    def receive_image(
+        self, capture_id: str, camera: int, fmt: str, sink: Sink, max_bytes: int
+    ) -> ReceivedImage:
+        """One image as the node serves it, over ``stream_image``: raw bytes after the reply,
+        hashed as they arrive and handed to ``sink`` (no copy through Thrift's buffers)."""
+        head = self._call(
+            f"stream_image of {capture_id} from {self._where}",
+            lambda c, s: c.stream_image(capture_id, camera, fmt, s),
         )
-        return FetchedImage(data=blob.data or b"", sha256=blob.sha256, frame=_frame(blob.frame))
+        size = int(head.size or 0)
+        sock = self._client._iprot.trans.sock
+        try:
+            if not 0 <= size <= max_bytes:
+                image_stream.decline(sock)
+                raise RetrievalError(
+                    f"node {self.node_id} announces {size} bytes for {capture_id} camera "
+                    f"{camera}, expected at most {max_bytes}: not received"
+                )
+            sha256 = image_stream.receive(sock, size, sink)
+        except image_stream.StreamBroken as exc:
+            self.close()
+            what = f"stream_image of {capture_id} from {self._where}"
+            raise NodeUnreachable(f"{what}: {exc}") from exc
+        except OSError:
+            self.close()  # the sink failed mid-stream: the rest of the bytes are still coming
+            raise
+        return ReceivedImage(
+            size=size, sha256=sha256, reported_sha256=head.sha256 or "", frame=_frame(head.frame)
+        )
 
     def release(self, capture_id: str) -> bool:
         """Delete the capture on the node; False if it held none under that id."""
@@ -90,6 +114,14 @@ class ThriftNodeClient:
                 f"release of {capture_id} on {self._where}", lambda c, s: c.release(capture_id, s)
             )
         )
+
+    def release_matching(self, capture_id: str, expected: dict[int, str]) -> str | None:
+        """Delete the held capture with these checksums on the node; the id deleted, or None."""
+        released = self._call(
+            f"release of {capture_id} on {self._where}",
+            lambda c, s: c.release_matching(capture_id, expected, s),
+        )
+        return str(released) if released else None
 
     def close(self) -> None:
         """Close the connection, if one is open."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -10,6 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -23,6 +25,8 @@ from pepi_fleet.schemas.status import StoreInfo
 logger = logging.getLogger(__name__)
 
 META_NAME = "meta.json"
+RETRIEVED_NAME = "retrieved"
+"""Present in a capture folder once a client fetched one of its images."""
 
 
 class DuplicateCapture(StoreError):
@@ -96,6 +100,8 @@ class CaptureStore:
                     "ignoring capture folder %s: metadata names %s", folder, meta.capture_id
                 )
                 continue
+            if not meta.retrieved and (folder / RETRIEVED_NAME).exists():
+                meta = meta.model_copy(update={"retrieved": True})
             self._held[meta.capture_id] = meta
             self._sizes[meta.capture_id] = _folder_bytes(folder)
         logger.info("store %s holds %d captures", self._captures_dir, len(self._held))
@@ -254,6 +260,27 @@ class CaptureStore:
         self._mark_retrieved(capture)
         return data, frame
 
+    def open_image(self, capture_id: str, camera: int) -> tuple[BinaryIO, Frame]:
+        """One image's stored file, open for reading (the caller closes it), and its frame.
+
+        Marks it retrieved. The open file stays readable even if the capture is released
+        meanwhile."""
+        capture = self.wait_for(capture_id, timeout=0)
+        frame = next((f for f in capture.frames if f.camera == camera), None)
+        if frame is None:
+            raise CaptureNotFound(f"capture {capture_id} has no camera {camera}")
+        path = self._captures_dir / capture_id / image_name(camera, frame.format)
+        try:
+            stored = path.open("rb")
+        except FileNotFoundError as exc:
+            raise CaptureNotFound(f"capture {capture_id} was released while reading") from exc
+        try:
+            self._mark_retrieved(capture)
+        except BaseException:
+            stored.close()
+            raise
+        return stored, frame
+
     def _converted(self, folder: Path, stored: bytes, frame: Frame, fmt: ImageFormat) -> bytes:
         cached = folder / image_name(frame.camera, fmt)
         try:
@@ -274,12 +301,13 @@ class CaptureStore:
             current = self._held.get(capture.capture_id)
             if current is None or current.retrieved:
                 return
-            updated = current.model_copy(update={"retrieved": True})
-            self._held[capture.capture_id] = updated
-            write_atomic(
-                self._captures_dir / capture.capture_id / META_NAME,
-                updated.model_dump_json(indent=1).encode(),
-            )
+            self._held[capture.capture_id] = current.model_copy(update={"retrieved": True})
+            # An empty marker, not an fsync'd rewrite of the metadata on the first fetch's
+            # path: lost in a power cut it only makes the capture look not yet fetched
+            # (kept longer under --evict-retrieved), while the metadata is never at risk.
+            marker = self._captures_dir / capture.capture_id / RETRIEVED_NAME
+            with contextlib.suppress(FileNotFoundError):  # released meanwhile
+                marker.touch()
 
     # -- release --------------------------------------------------------------------------------
 
@@ -291,6 +319,31 @@ class CaptureStore:
             self._delete_locked(capture_id)
         logger.info("released capture %s", capture_id)
         return True
+
+    def release_matching(self, capture_id: str, expected: dict[int, str]) -> str | None:
+        """Delete the capture whose images have exactly the ``expected`` checksums (camera ->
+        sha256): the one held as ``capture_id``, else the one holding the first expected
+        image (ours, renamed aside by a re-capture). Checked and deleted under one lock; the
+        id deleted, or None if no held capture matches."""
+        with self._cond:
+            target = self._matching_locked(capture_id, expected)
+            if target is None:
+                return None
+            self._delete_locked(target)
+        logger.info("released capture %s", target)
+        return target
+
+    def _matching_locked(self, capture_id: str, expected: dict[int, str]) -> str | None:
+        held = self._held.get(capture_id)
+        if held is not None and {f.camera: f.sha256 for f in held.frames} == expected:
+            return capture_id
+        if not expected:
+            return None
+        camera, sha256 = next(iter(expected.items()))
+        for cid, capture in self._held.items():
+            if any(f.camera == camera and f.sha256 == sha256 for f in capture.frames):
+                return cid
+        return None
 
     def _delete_locked(self, capture_id: str) -> None:
         # Rename first so a crash never leaves a half-deleted capture under its id.

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import hmac
 import logging
+import os
 import socket
 import threading
 import time
@@ -18,6 +19,7 @@ from thriftpy2.thrift import TApplicationException, TProcessor
 from thriftpy2.transport import TBufferedTransportFactory, TSocket, TTransportException
 
 from pepi_fleet.core import idl as pepi_idl
+from pepi_fleet.core import image_stream
 from pepi_fleet.core.mqtt_link import LogThrottle
 from pepi_fleet.core.thrift_map import capture_info, frame_info
 from pepi_fleet.node.capture_service import CaptureRequest, CaptureService
@@ -95,6 +97,8 @@ class CameraServerHandler:
         self.pepi_methods = pepi_methods
         # a host that keeps calling without the secret is logged once a minute, not per call
         self._refusals = LogThrottle(60.0)
+        # per connection thread: the image a ``stream_image`` reply announced, sent after it
+        self._streams = threading.local()
 
     # -- PEPI CameraServer ----------------------------------------------------------------------
 
@@ -177,9 +181,55 @@ class CameraServerHandler:
         sha256 = frame.sha256 if fmt == frame.format else hashlib.sha256(data).hexdigest()
         return self._idl.ImageBlob(data=data, sha256=sha256, frame=frame_info(frame))
 
+    def stream_image(
+        self, capture_id: str, camera: int, format: str, secret: str | None = None
+    ) -> Any:
+        self._authorise("stream_image", secret)
+        fmt = self._format(format)
+        self._wait(capture_id)
+        try:
+            stored, frame = self._store.open_image(capture_id, camera)
+        except StoreError as exc:
+            raise self._idl.ImageUnavailable(message=str(exc)) from exc
+        if fmt == frame.format:
+            # The checksum taken when it was written; the receiver verifies against it.
+            size, sha256 = os.fstat(stored.fileno()).st_size, frame.sha256
+            pending = image_stream.PendingStream(stored, size)
+        else:
+            stored.close()
+            try:
+                data, frame = self._store.read_image(capture_id, camera, fmt)
+            except StoreError as exc:
+                raise self._idl.ImageUnavailable(message=str(exc)) from exc
+            size, sha256 = len(data), hashlib.sha256(data).hexdigest()
+            pending = image_stream.PendingStream(data, size)
+        self.drop_stream()
+        self._streams.pending = pending
+        return self._idl.ImageStream(size=size, sha256=sha256, frame=frame_info(frame))
+
+    def send_stream(self, conn: socket.socket) -> None:
+        """After a ``stream_image`` reply on this thread's connection: send its image."""
+        pending: image_stream.PendingStream | None = getattr(self._streams, "pending", None)
+        if pending is not None:
+            self._streams.pending = None
+            image_stream.serve(conn, pending)
+
+    def drop_stream(self) -> None:
+        """Forget (and close) an announced image that will not be sent."""
+        pending: image_stream.PendingStream | None = getattr(self._streams, "pending", None)
+        self._streams.pending = None
+        if pending is not None:
+            pending.close()
+
     def release(self, capture_id: str, secret: str | None = None) -> bool:
         self._authorise("release", secret)
         return self._store.release(capture_id)
+
+    def release_matching(
+        self, capture_id: str, sha256s: dict[int, str] | None, secret: str | None = None
+    ) -> str:
+        self._authorise("release_matching", secret)
+        return self._store.release_matching(capture_id, dict(sha256s or {})) or ""
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -285,11 +335,13 @@ class ThriftServer:
         try:
             while not self._stopping.is_set():
                 processor.process(iprot, oprot)
+                self._handler.send_stream(conn)
         except (TTransportException, OSError):
             pass
         except Exception:
             logger.exception("Thrift connection failed")
         finally:
+            self._handler.drop_stream()
             self.slots.release(conn)
             itrans.close()
 

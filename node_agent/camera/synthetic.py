@@ -271,32 +271,13 @@ def _chart_background(
 ) -> Image.Image:
     """The static part of the chart: gradients, a zone plate, a Siemens star, a grid."""
     width, height = size
-    # Row and column vectors broadcast to full frames only where needed: fast at 12 MP.
-    x = np.arange(width, dtype=np.float32)[None, :]
-    y = np.arange(height, dtype=np.float32)[:, None]
-    u, v = x / max(1, width - 1), y / max(1, height - 1)
-    # Smooth colour gradients, turned per camera so each camera's view differs.
-    angle = camera * math.pi / 3
-    ramp = (u * math.cos(angle) + v * math.sin(angle) + 1.5) / 3.0
-    red, green, blue = (np.float32(c) for c in tint)
-    rgb = np.empty((height, width, 3), dtype=np.float32)
-    rgb[..., 0] = ramp * red
-    rgb[..., 1] = (0.35 + 0.5 * v) * green
-    rgb[..., 2] = (1.0 - 0.6 * u) * blue
-
-    # A zone plate (rings getting finer outwards) gives the detail a real scene has.
     side = min(width, height)
-    radius = 0.3 * side
-    cx, cy = width * (0.72 - 0.08 * (camera % 3)), height * 0.6
-    x0, x1 = max(0, int(cx - radius)), min(width, int(cx + radius) + 1)
-    y0, y1 = max(0, int(cy - radius)), min(height, int(cy + radius) + 1)
-    r2 = ((x[:, x0:x1] - cx) ** 2 + (y[y0:y1] - cy) ** 2) / np.float32(radius**2)
-    rings = 0.5 + 0.5 * np.cos(np.float32(math.pi * side / 12) * r2)
-    patch = rgb[y0:y1, x0:x1]
-    inside = (r2 < 1.0)[..., None]
-    rgb[y0:y1, x0:x1] = np.where(inside, patch * 0.4 + 0.6 * rings[..., None], patch)
-    rgb *= 255
-    image = Image.fromarray(np.clip(rgb, 0, 255, out=rgb).astype(np.uint8), "RGB")
+    # Rendered in bands of rows straight into the image: the float32 arithmetic never holds
+    # a full frame (a 12 MP frame in float32 is 146 MB; a band is a few MB).
+    image = Image.new("RGB", size)
+    for top in range(0, height, BAND_ROWS):
+        band = _gradient_band(size, camera, tint, top, min(height, top + BAND_ROWS))
+        image.paste(Image.fromarray(band), (0, top))
 
     draw = ImageDraw.Draw(image)
     step = max(8, side // 12)
@@ -337,3 +318,47 @@ def _chart_background(
         anchor="ra",
     )
     return image
+
+
+BAND_ROWS = 128
+"""Rows of the chart's gradients computed at once (float32: ~6 MB at 4056 pixels wide)."""
+
+
+def _gradient_band(
+    size: tuple[int, int],
+    camera: int,
+    tint: tuple[float, float, float],
+    top: int,
+    bottom: int,
+) -> np.ndarray:
+    """Rows ``top``..``bottom`` of the chart's gradients and zone plate, as uint8 RGB."""
+    width, height = size
+    # Row and column vectors broadcast to the band only where needed.
+    x = np.arange(width, dtype=np.float32)[None, :]
+    y = np.arange(top, bottom, dtype=np.float32)[:, None]
+    u, v = x / max(1, width - 1), y / max(1, height - 1)
+    # Smooth colour gradients, turned per camera so each camera's view differs.
+    angle = camera * math.pi / 3
+    ramp = (u * math.cos(angle) + v * math.sin(angle) + 1.5) / 3.0
+    red, green, blue = (np.float32(c) for c in tint)
+    rgb = np.empty((bottom - top, width, 3), dtype=np.float32)
+    rgb[..., 0] = ramp * red
+    rgb[..., 1] = (0.35 + 0.5 * v) * green
+    rgb[..., 2] = (1.0 - 0.6 * u) * blue
+
+    # A zone plate (rings getting finer outwards) gives the detail a real scene has.
+    side = min(width, height)
+    radius = 0.3 * side
+    cx, cy = width * (0.72 - 0.08 * (camera % 3)), height * 0.6
+    x0, x1 = max(0, int(cx - radius)), min(width, int(cx + radius) + 1)
+    y0, y1 = max(top, int(cy - radius)), min(bottom, int(cy + radius) + 1)
+    if y0 < y1:
+        r2 = ((x[:, x0:x1] - cx) ** 2 + (y[y0 - top : y1 - top] - cy) ** 2) / np.float32(radius**2)
+        rings = 0.5 + 0.5 * np.cos(np.float32(math.pi * side / 12) * r2)
+        patch = rgb[y0 - top : y1 - top, x0:x1]
+        inside = (r2 < 1.0)[..., None]
+        rgb[y0 - top : y1 - top, x0:x1] = np.where(
+            inside, patch * 0.4 + 0.6 * rings[..., None], patch
+        )
+    rgb *= 255
+    return np.clip(rgb, 0, 255, out=rgb).astype(np.uint8)

@@ -8,7 +8,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pepi_fleet.controller.node_client import Endpoint, FetchedImage, NodeUnreachable, NotHeld
+from pepi_fleet.controller.node_client import (
+    Endpoint,
+    NodeUnreachable,
+    NotHeld,
+    ReceivedImage,
+    RetrievalError,
+    Sink,
+)
 from pepi_fleet.schemas.capture import CaptureResult, CaptureStatus, Frame
 
 _serial = itertools.count(1)
@@ -24,13 +31,17 @@ class FakeNode:
     """One node's store in memory, served through the NodeClient calls.
 
     ``reachable = False`` makes every call fail as a dead node's would; a capture id in
-    ``corrupt`` is served with one byte flipped (the node still reports the stored sha256).
+    ``corrupt`` is served with one byte flipped (the node still reports the stored sha256);
+    one in ``short`` breaks off halfway, as a connection that dies mid-transfer. An image is
+    passed to the sink in pieces of ``piece`` bytes, as a socket delivers it.
     """
 
     def __init__(self, node_id: str, clock: Callable[[], float]) -> None:
         self.node_id = node_id
         self.reachable = True
         self.corrupt: set[str] = set()
+        self.short: set[str] = set()
+        self.piece = 1000
         self.released: list[str] = []
         self.fetches: list[str] = []
         self._clock = clock
@@ -118,7 +129,9 @@ class FakeNode:
         self._reach()
         return self.holds().get(capture_id)
 
-    def fetch_image(self, capture_id: str, camera: int, fmt: str) -> FetchedImage:
+    def receive_image(
+        self, capture_id: str, camera: int, fmt: str, sink: Sink, max_bytes: int
+    ) -> ReceivedImage:
         self._reach()
         with self._lock:
             self.fetches.append(capture_id)
@@ -129,7 +142,17 @@ class FakeNode:
             frame = next(f for f in held.result.frames if f.camera == camera)
             if capture_id in self.corrupt:
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
-        return FetchedImage(data=data, sha256=frame.sha256, frame=frame)
+            short = capture_id in self.short
+        if len(data) > max_bytes:
+            raise RetrievalError(f"node announces {len(data)} bytes, at most {max_bytes} wanted")
+        digest = hashlib.sha256()
+        view = memoryview(data)
+        for at in range(0, len(data), self.piece):
+            if short and at >= len(data) // 2:
+                raise NodeUnreachable(f"node closed the stream after {at} of {len(data)} bytes")
+            digest.update(view[at : at + self.piece])
+            sink(view[at : at + self.piece])
+        return ReceivedImage(len(data), digest.hexdigest(), frame.sha256, frame)
 
     def release(self, capture_id: str) -> bool:
         self._reach()
@@ -138,6 +161,29 @@ class FakeNode:
                 return False
             self.released.append(capture_id)
             return True
+
+    def release_matching(self, capture_id: str, expected: dict[int, str]) -> str | None:
+        self._reach()
+        with self._lock:
+            held = self._held.get(capture_id)
+            target = None
+            if held is not None and {f.camera: f.sha256 for f in held.result.frames} == expected:
+                target = capture_id
+            elif expected:
+                camera, sha256 = next(iter(expected.items()))
+                target = next(
+                    (
+                        cid
+                        for cid, h in self._held.items()
+                        if any(f.camera == camera and f.sha256 == sha256 for f in h.result.frames)
+                    ),
+                    None,
+                )
+            if target is None:
+                return None
+            del self._held[target]
+            self.released.append(target)
+            return target
 
     def close(self) -> None:
         pass

@@ -15,7 +15,7 @@ from support.fake_node_client import FakeFleet
 from pepi_fleet.controller.downloader import ORPHAN_GRACE_S, RECONCILE_EVERY_S, Downloader
 from pepi_fleet.controller.ledger import ImageState, Ledger, image_path
 from pepi_fleet.controller.manifest import MANIFEST_FILE, Manifest
-from pepi_fleet.controller.retrieval import retry_delay
+from pepi_fleet.controller.retrieval import BATCH_IMAGES, retry_delay
 from pepi_fleet.schemas import CaptureResult
 
 T0 = 1_763_712_000.0
@@ -260,6 +260,46 @@ def test_downloader_corrupt_transfer_is_retried_never_released_nor_verified(rig:
     assert rig.state("scan-1", "cam1") is ImageState.DONE
     assert rig.copy("scan-1", "cam1") == image
     assert cam1.released == ["scan-1"]
+
+
+def test_downloader_stream_broken_off_midway_leaves_no_file_and_is_retried(rig: Rig) -> None:
+    cam1 = rig.fleet.add("cam1")
+    rig.record("scan-1", cam1.capture("scan-1"))
+    rig.record("scan-2", cam1.capture("scan-2"))
+    images = {cid: cam1.image(cid) for cid in ("scan-1", "scan-2")}
+    cam1.short.add("scan-1")
+
+    rig.downloader.download_owed("cam1")
+    # the connection broke: the rest of the pass backs off with it, nothing half-written stays
+    assert rig.state("scan-1", "cam1") is ImageState.FAILED
+    assert rig.state("scan-2", "cam1") is ImageState.FAILED
+    assert rig.copy("scan-1", "cam1") is None and no_partial_files(rig.data_dir)
+    assert cam1.released == []
+
+    cam1.short.clear()
+    rig.clock.advance(retry_delay(1))
+    rig.downloader.download_owed("cam1")
+    assert rig.copy("scan-1", "cam1") == images["scan-1"]
+    assert rig.copy("scan-2", "cam1") == images["scan-2"]
+    assert rig.ledger.all_downloaded("scan-1") and rig.ledger.all_downloaded("scan-2")
+
+
+def test_downloader_pass_writes_many_images_in_batches(rig: Rig) -> None:
+    cam1 = rig.fleet.add("cam1")
+    for k in range(BATCH_IMAGES + 3):  # more than one batch in one pass
+        rig.record(f"scan-{k}", cam1.capture(f"scan-{k}"))
+    images = {cid: cam1.image(cid) for cid in cam1.holds()}
+    cam1.corrupt.add("scan-5")
+
+    rig.downloader.download_owed("cam1")
+    for k in range(BATCH_IMAGES + 3):
+        if k == 5:
+            assert rig.state("scan-5", "cam1") is ImageState.FAILED
+            assert rig.copy("scan-5", "cam1") is None
+        else:
+            assert rig.state(f"scan-{k}", "cam1") is ImageState.DONE
+            assert rig.copy(f"scan-{k}", "cam1") == images[f"scan-{k}"]
+    assert no_partial_files(rig.data_dir)
 
 
 def test_downloader_unreachable_node_keeps_its_images_until_it_answers(rig: Rig) -> None:

@@ -345,6 +345,41 @@ def test_store_read_image_marks_retrieved_persistently(tmp_path: Path) -> None:
     assert two is not None and not two.retrieved
 
 
+def test_store_open_image_serves_the_stored_file_and_marks_retrieved(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    store = CaptureStore(root, NO_DISK_RESERVE)
+    capture = put(store, "scan-1")
+    stored, frame = store.open_image("scan-1", 0)
+    with stored:
+        assert frame == capture.frames[0]
+        assert hashlib.sha256(stored.read()).hexdigest() == frame.sha256
+    got = store.get("scan-1")
+    assert got is not None and got.retrieved
+    reopened = CaptureStore(root, NO_DISK_RESERVE).get("scan-1")
+    assert reopened is not None and reopened.retrieved
+    with pytest.raises(CaptureNotFound, match="no camera 3"):
+        store.open_image("scan-1", 3)
+    with pytest.raises(CaptureNotFound):
+        store.open_image("scan-9", 0)
+
+
+def test_store_release_matching_deletes_only_the_capture_with_those_checksums(
+    store: CaptureStore,
+) -> None:
+    ours = put(store, "scan-1")
+    expected = {f.camera: f.sha256 for f in ours.frames}
+    assert store.release_matching("scan-1", {0: "0" * 64}) is None  # not ours: kept
+    assert store.get("scan-1") is not None
+    # a re-capture under the same code moved ours aside: that one goes, the new one stays
+    store.reserve("scan-1", rename_held=True)
+    other, images = make_capture("scan-1 again", stored_at=T0 + 5)  # other pixels
+    store.commit(other.model_copy(update={"capture_id": "scan-1"}), images)
+    assert store.release_matching("scan-1", expected) == "scan-1.r1"
+    assert _ids(store) == ["scan-1"]
+    assert store.release_matching("scan-1", expected) is None
+    assert store.release_matching("scan-1", {}) is None
+
+
 def test_store_read_image_converts_jpeg_to_png_and_caches(store: CaptureStore) -> None:
     capture = put(store, "scan-1")
     stored_jpeg = (store.root / "captures" / "scan-1" / "cam0.jpeg").read_bytes()

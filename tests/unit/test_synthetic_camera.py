@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from pepi_fleet.node.camera.base import Camera
-from pepi_fleet.node.camera.synthetic import SyntheticCamera
+from pepi_fleet.node.camera.synthetic import BAND_ROWS, SyntheticCamera
 from pepi_fleet.schemas.errors import CameraError
 
 NOW = 1_767_225_600.0123  # 2026-01-01, just after a 30 fps boundary
@@ -147,6 +148,33 @@ def test_synthetic_camera_1080p_jpeg_compresses_like_a_scene_not_noise() -> None
     Image.fromarray(frame.pixels).save(out, format="JPEG", quality=90)
     # Noise would be several MB; a flat image a few tens of KB.
     assert 100_000 < len(out.getvalue()) < 1_500_000
+
+
+def test_synthetic_camera_12mp_chart_is_built_in_bands_not_full_float_frames() -> None:
+    # Deterministic allocation, not time: numpy's allocations are traced (Pillow's image
+    # memory is not). A float32 full frame at 12 MP alone would be 148 MB; the whole
+    # uint8 frame 37 MB.
+    tracemalloc.start()
+    try:
+        camera = SyntheticCamera("node-a", resolution=(4056, 3040))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 30_000_000
+    (frame,) = camera.capture([0], "cap", None)
+    assert frame.pixels.shape == (3040, 4056, 3)
+    # The gradients, the zone plate and the grid are all there: not a flat or noisy frame.
+    assert len(np.unique(frame.pixels[::16, ::16].reshape(-1, 3), axis=0)) > 1000
+
+
+def test_synthetic_camera_banded_chart_is_seamless_across_bands() -> None:
+    # Rows on either side of a band boundary continue the same smooth gradient.
+    camera, _ = make(resolution=(640, 480))
+    pixels = camera.capture([0], "cap", None)[0].pixels.astype(int)
+    right = pixels[:, -30:-20]  # chart only: right of the text, left of the label's end
+    steps = np.abs(np.diff(right, axis=0)).max(axis=(1, 2))
+    boundary = steps[BAND_ROWS - 1]
+    assert boundary <= np.median(steps) + 2
 
 
 def test_synthetic_camera_preview_is_a_small_jpeg() -> None:
