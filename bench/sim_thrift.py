@@ -10,6 +10,7 @@ a time). This is not the node agent's server: no connection caps, no retrieve wa
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import selectors
 import socket
@@ -40,6 +41,7 @@ class SimStore(Protocol):
     """A virtual node's captures, as its Thrift handler needs them."""
 
     node_id: str
+    secret: str
 
     def held(self) -> Sequence[SimCapture]: ...
     def get(self, capture_id: str) -> SimCapture | None: ...
@@ -55,6 +57,7 @@ class SimHandler:
         self._idl = pepi_idl.load()
         self._store = store
         self.fetches = 0
+        self.refused = 0
 
     def ping(self) -> bool:
         return True
@@ -87,13 +90,18 @@ class SimHandler:
             for name in service.thrift_services
         }
 
-    def list_captures(self) -> list[Any]:
+    def list_captures(self, secret: str | None = None) -> list[Any]:
+        self._authorise("list_captures", secret)
         return [capture_info(c) for c in self._store.held()]
 
-    def get_capture(self, capture_id: str) -> Any:
+    def get_capture(self, capture_id: str, secret: str | None = None) -> Any:
+        self._authorise("get_capture", secret)
         return capture_info(self._held(capture_id))
 
-    def fetch_image(self, capture_id: str, camera: int, format: str) -> Any:
+    def fetch_image(
+        self, capture_id: str, camera: int, format: str, secret: str | None = None
+    ) -> Any:
+        self._authorise("fetch_image", secret)
         capture = self._held(capture_id)
         frame = next((f for f in capture.frames if f.camera == camera), None)
         if frame is None or format.lower() not in ("jpeg", "jpg"):
@@ -103,8 +111,17 @@ class SimHandler:
         data = capture.images[camera]
         return self._idl.ImageBlob(data=data, sha256=frame.sha256, frame=frame_info(frame))
 
-    def release(self, capture_id: str) -> bool:
+    def release(self, capture_id: str, secret: str | None = None) -> bool:
+        self._authorise("release", secret)
         return self._store.release(capture_id)
+
+    def _authorise(self, method: str, secret: str | None) -> None:
+        """The node's rule: an extension call without the node's secret does nothing."""
+        given = (secret or "").encode()
+        if not given or not hmac.compare_digest(given, self._store.secret.encode()):
+            self.refused += 1
+            what = f"{method}: not the secret of node {self._store.node_id}"
+            raise self._idl.Unauthorized(message=what)
 
     def _held(self, capture_id: str) -> SimCapture:
         capture = self._store.get(capture_id)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pepi_fleet.controller.node_client import Endpoint, FetchedImage, NodeUnreachable, NotHeld
@@ -36,6 +37,8 @@ class FakeNode:
         self._clock = clock
         self._held: dict[str, _Held] = {}  # insertion order: oldest first, like the node's list
         self._lock = threading.Lock()
+        self._serving = threading.Event()  # cleared: fetches wait (a slow node)
+        self._serving.set()
 
     # -- what happens on the node --------------------------------------------------------------
 
@@ -108,6 +111,15 @@ class FakeNode:
         with self._lock:
             return self._held[capture_id].images[camera]
 
+    @contextlib.contextmanager
+    def hold_fetches(self) -> Iterator[None]:
+        """Image fetches wait until the block ends (a node slow to serve)."""
+        self._serving.clear()
+        try:
+            yield
+        finally:
+            self._serving.set()
+
     # -- NodeClient ----------------------------------------------------------------------------
 
     def list_captures(self) -> list[CaptureResult]:
@@ -120,6 +132,8 @@ class FakeNode:
 
     def fetch_image(self, capture_id: str, camera: int, fmt: str) -> FetchedImage:
         self._reach()
+        if not self._serving.wait(timeout=30):
+            raise NodeUnreachable(f"node {self.node_id} held its fetches for 30 s")
         with self._lock:
             self.fetches.append(capture_id)
             held = self._held.get(capture_id)
