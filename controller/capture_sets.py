@@ -145,6 +145,7 @@ class _Set:
     auto_ref: float | None  # receipt-time reference for claiming auto-… results
     parts: dict[str, NodePart] = field(default_factory=dict)
     origin: str | None = None  # an orphan set: the node capture id that opened it
+    earlier_run: bool = False  # the id names a set an earlier run recorded (the ledger merges)
 
 
 def _outcome(node_id: str, r: CaptureResult | None, verdict: Assessment) -> NodeOutcome:
@@ -247,7 +248,8 @@ class CaptureSetBook:
                 set_id, kind, triggered_at, at, nodes, target_node, deadline, None, (), wanted
             )
             auto_ref = triggered_at if kind is SetKind.AUTO else None
-            self._sets[set_id] = _Set(view, auto_ref)
+            earlier = kind is SetKind.EXPLICIT and self._known_set(set_id)
+            self._sets[set_id] = _Set(view, auto_ref, earlier_run=earlier)
             logger.debug("opened %s set %s expecting %s", kind, set_id, sorted(nodes))
             return view
 
@@ -264,7 +266,9 @@ class CaptureSetBook:
         with self._lock:
             target, opened = self._find(result, node_capture_id), False
             if target is not None and (
-                self._is_recapture(target, result) or self._held_before(target.view.set_id, result)
+                self._is_recapture(target, result)
+                # only a set of an earlier run can hold what this run never saw
+                or (target.earlier_run and self._held_before(target.view.set_id, result))
             ):
                 target = None  # the node captured again under an id it no longer held
             if target is None:

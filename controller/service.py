@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
 import threading
@@ -11,6 +10,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import Enum
 
 from pepi_fleet import __version__
 from pepi_fleet.controller.capture_sets import CaptureSetBook, build_summary
@@ -51,8 +51,23 @@ RELEASES_PER_SWEEP = 100
 MAX_RESULT_BYTES = 256 * 1024
 MAX_PONG_BYTES = 1024
 MAX_SECRET_BYTES = 1024
-STEADY_KINDS = frozenset({TopicKind.STATUS, TopicKind.CLOCK_PONG})
-"""A fleet's steady traffic: handled in batches (see ``Controller.receive``)."""
+RESULTS_PER_COMMIT = 200
+"""Results recorded in one ledger transaction at most (others wait for the ledger meanwhile)."""
+
+
+class _Kind(Enum):
+    """How the worker takes a message (see ``Controller.receive``)."""
+
+    STEADY = "steady"  # heartbeats and clock pongs: handled at the next wake-up, in batches
+    RESULT = "result"  # wakes the worker; one after another, recorded in one transaction
+    OTHER = "other"  # wakes the worker
+
+
+_KINDS = {
+    TopicKind.STATUS: _Kind.STEADY,
+    TopicKind.CLOCK_PONG: _Kind.STEADY,
+    TopicKind.RESULT: _Kind.RESULT,
+}
 
 
 _ANNOUNCE = InboundMessage(topic="", payload=b"", retain=False, received_at=0.0)
@@ -105,9 +120,9 @@ class Controller:
         self._listening_since: float | None = None
         self._lock = threading.Lock()  # guards presence and book against the web thread
         self._secrets: dict[str, str] = {}  # node id -> its Thrift secret (guarded by _lock)
-        self._inbox: queue.SimpleQueue[tuple[int, InboundMessage] | None] = queue.SimpleQueue()
-        self._steady: deque[tuple[int, InboundMessage]] = deque()  # see ``receive``
-        self._arrivals = itertools.count()
+        # Every message in arrival order (see ``receive``), and the wake-up of the worker.
+        self._arrived: deque[tuple[_Kind, InboundMessage]] = deque()
+        self._wake = threading.Event()
         self._awaiting: dict[str, _AwaitingDownload] = {}
         self._late: dict[str, CaptureSetSummary] = {}  # summarised before downloads were done
         self.clocks = ClockBook()
@@ -186,7 +201,7 @@ class Controller:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._inbox.put(None)
+        self._wake.set()
         self._worker.join(timeout=10)
         self.link.stop(final=(self.topics.controller_availability(), OFFLINE))
         self.downloader.close()
@@ -206,14 +221,13 @@ class Controller:
         Heartbeats and clock pongs, a fleet's steady stream, wait for the worker's next
         wake-up (at the latest its next tick) instead of waking it each: 1000 nodes cost a
         few wake-ups a second, not hundreds. They keep the time they arrived (staleness is
-        judged by it) and their order with every other message.
+        judged by it). Every message is handled in the order it arrived.
         """
-        order = next(self._arrivals)
         parsed = self.topics.parse(msg.topic) if msg.payload else None
-        if parsed is not None and parsed.kind in STEADY_KINDS:
-            self._steady.append((order, msg))
-        else:
-            self._inbox.put((order, msg))
+        kind = _Kind.OTHER if parsed is None else _KINDS.get(parsed.kind, _Kind.OTHER)
+        self._arrived.append((kind, msg))
+        if kind is not _Kind.STEADY:
+            self._wake.set()
 
     @property
     def broker_connected(self) -> bool:
@@ -269,26 +283,34 @@ class Controller:
         # its own, never once per message: a burst of N messages costs N small handlers.
         next_tick = next_sweep = 0.0
         while not self._stopping.is_set():
-            try:
-                item = self._inbox.get(timeout=max(0.0, next_tick - time.monotonic()))
-            except queue.Empty:
-                item = None
-            if item is not None:
-                self._handle_steady(before=item[0])  # what arrived first is handled first
-                self._handle_safely(item[1])
+            self._wake.wait(timeout=max(0.0, next_tick - time.monotonic()))
+            self._wake.clear()  # before handling: a message arriving meanwhile wakes us again
+            self._handle_arrived()  # every heartbeat heard so far counts before the tick judges
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + TICK_S
-                self._handle_steady()  # every heartbeat heard so far counts before judging
                 self._tick()
             if self._clock() >= next_sweep:
                 next_sweep = self._clock() + RETRY_SWEEP_S
                 self._retry_owed()
 
-    def _handle_steady(self, before: int | None = None) -> None:
-        """Handle the waiting heartbeats and pongs (those that arrived before ``before``)."""
-        steady = self._steady
-        while steady and (before is None or steady[0][0] < before):
-            self._handle_safely(steady.popleft()[1])
+    def _handle_arrived(self) -> None:
+        """Handle what arrived, in order; results that came one after another are recorded
+        in one ledger transaction (a fleet's burst of results costs a few commits)."""
+        arrived = self._arrived
+        while arrived:
+            kind, msg = arrived.popleft()
+            if kind is not _Kind.RESULT:
+                self._handle_safely(msg)
+                continue
+            batch = [msg]
+            while arrived and arrived[0][0] is _Kind.RESULT and len(batch) < RESULTS_PER_COMMIT:
+                batch.append(arrived.popleft()[1])
+            try:
+                with self.ledger.batch():
+                    for result in batch:
+                        self._handle_safely(result)
+            except Exception:
+                logger.exception("%d results could not be recorded in the ledger", len(batch))
 
     def _handle_safely(self, msg: InboundMessage) -> None:
         try:
@@ -557,9 +579,9 @@ class Controller:
         return True
 
     def _publish_summary(self, summary: CaptureSetSummary, downloaded: bool) -> None:
-        self.downloader.ensure_manifest(summary.capture_id)
-        detail = self.ledger.get_set(summary.capture_id)
-        files = [] if detail is None else [i.path for i in detail.images if i.state == "done"]
+        if downloaded:  # before: the manifest lists every image (the batches' last did)
+            self.downloader.ensure_manifest(summary.capture_id)
+        files, owed = self.ledger.image_files(summary.capture_id)
         final = summary.model_copy(
             update={
                 "downloaded": downloaded,
@@ -568,8 +590,7 @@ class Controller:
             }
         )
         self.link.publish(self.topics.controller_captures(), final.model_dump_json(), qos=1)
-        if detail is not None:
-            self.ha.update_set(final, len(files), len(detail.images))
+        self.ha.update_set(final, len(files), owed)
         if downloaded:  # else a restarted controller summarises it again once it is
             self.ledger.mark_summarized(summary.capture_id)
         self.events.emit("set_complete", summary=final.model_dump(mode="json"))
