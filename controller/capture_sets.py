@@ -396,7 +396,8 @@ class CaptureSetBook:
         view = entry.view
         if view.kind is SetKind.ORPHAN or view.completed_at is not None or not view.expected:
             return  # orphans and sets expecting no one gather results until the deadline
-        if view.expected <= entry.parts.keys():
+        # (the count first: the whole check once per result would be O(N) each, O(N²) a set)
+        if len(entry.parts) >= len(view.expected) and view.expected <= entry.parts.keys():
             self._complete(entry)
 
     def _complete(self, entry: _Set) -> None:
