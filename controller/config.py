@@ -50,11 +50,10 @@ class ControllerConfig(BaseModel):
     tls_key: Path | None = None
     set_timeout_s: float = Field(default=10.0, gt=0)
     download_wait_s: float = Field(
-        default=120.0,
+        default=1.0,
         gt=0,
-        description="how long the summary of a set recovered from the ledger or a node's "
-        "store (after a restart) waits for its downloads; a live set is summarised when its "
-        "results are in, and again once its downloads are",
+        description="how long a complete set's summary waits for its downloads; then it goes "
+        "out saying they are pending, and again once they are done",
     )
     download_workers: int = Field(default=8, ge=1, le=64)
     thrift_hold_s: float = Field(

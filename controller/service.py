@@ -546,14 +546,16 @@ class Controller:
             except queue.Empty:
                 break
         for summary in summaries:
-            set_id = summary.capture_id
-            self.ledger.set_complete(set_id, summary.completed_at, whole=summary.complete)
-            # The results are in (or the deadline passed): summarised now, whatever the
-            # downloads; a second summary says so once every image is verified.
-            downloaded = self.ledger.all_downloaded(set_id)
-            self._publish_summary(summary, downloaded)
-            if not downloaded:
-                self._late[set_id] = summary
+            self.ledger.set_complete(
+                summary.capture_id, summary.completed_at, whole=summary.complete
+            )
+            # The results are in (or the deadline passed): the summary waits a moment for the
+            # downloads (a small rig's lists its files), timed from the set's completion, not
+            # from the tick that noticed it; then it goes out saying they are pending, and
+            # again once every image is verified (a fleet's thousand images).
+            self._awaiting[summary.capture_id] = _AwaitingDownload(
+                summary, summary.completed_at + self.config.download_wait_s
+            )
         for set_id, waiting in list(self._awaiting.items()):
             owing = self.ledger.nodes_owing(set_id)  # one indexed query per set waiting
             if not owing or now >= waiting.give_up_at or self._all_absent(owing):

@@ -3,6 +3,7 @@ messages are handed to it as paho would, what it does observed on its event stre
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import socket
 import time
@@ -131,19 +132,23 @@ def status(node_id: str, now: float, heartbeat_s: float = 3600.0) -> NodeStatus:
     )
 
 
-@pytest.fixture
-def rig(tmp_path: Path, no_broker: str) -> Iterator[Rig]:
+@contextlib.contextmanager
+def running_rig(data_dir: Path, broker: str, **config: Any) -> Iterator[Rig]:
+    """A started Controller on fake nodes; ``config`` overrides its settings."""
     clock = ManualClock()
     fleet = FakeFleet(clock)
-    config = ControllerConfig(
-        broker=no_broker,
-        topic_root=ROOT,
-        data_dir=tmp_path / "data",
-        download_wait_s=DOWNLOAD_WAIT_S,
-        download_workers=2,
-    )
-    controller = Controller(config, clock, node_clients=fleet.client)
+    settings: dict[str, Any] = {"download_workers": 2, **config}
+    cfg = ControllerConfig(broker=broker, topic_root=ROOT, data_dir=data_dir, **settings)
+    controller = Controller(cfg, clock, node_clients=fleet.client)
     events = controller.events.subscribe()
     controller.start()
-    yield Rig(clock, fleet, controller, events, Topics(ROOT))
-    controller.stop()
+    try:
+        yield Rig(clock, fleet, controller, events, Topics(ROOT))
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def rig(tmp_path: Path, no_broker: str) -> Iterator[Rig]:
+    with running_rig(tmp_path / "data", no_broker, download_wait_s=DOWNLOAD_WAIT_S) as r:
+        yield r

@@ -132,8 +132,6 @@ class FakeNode:
 
     def fetch_image(self, capture_id: str, camera: int, fmt: str) -> FetchedImage:
         self._reach()
-        if not self._serving.wait(timeout=30):
-            raise NodeUnreachable(f"node {self.node_id} held its fetches for 30 s")
         with self._lock:
             self.fetches.append(capture_id)
             held = self._held.get(capture_id)
@@ -143,6 +141,8 @@ class FakeNode:
             frame = next(f for f in held.result.frames if f.camera == camera)
             if capture_id in self.corrupt:
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
+        if not self._serving.wait(timeout=30):  # asked for (in ``fetches``), not served yet
+            raise NodeUnreachable(f"node {self.node_id} held its fetches for 30 s")
         return FetchedImage(data=data, sha256=frame.sha256, frame=frame)
 
     def release(self, capture_id: str) -> bool:
