@@ -246,9 +246,15 @@ class Ledger:
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Writes made in the block (by this thread) commit together at its end, each still
-        atomic on its own: one that fails rolls back alone. Other threads wait meanwhile."""
+        atomic on its own: one that fails rolls back alone. Other threads wait meanwhile.
+        Without a transaction to be had, each write commits on its own, as outside."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                logger.warning("ledger: no transaction for a batch (%s); writing one by one", exc)
+                yield
+                return
             try:
                 yield
             except BaseException:

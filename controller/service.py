@@ -310,7 +310,7 @@ class Controller:
                     for result in batch:
                         self._handle_safely(result)
             except Exception:
-                logger.exception("%d results could not be recorded in the ledger", len(batch))
+                logger.exception("ledger: %d results could not be committed", len(batch))
 
     def _handle_safely(self, msg: InboundMessage) -> None:
         try:
