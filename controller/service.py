@@ -581,7 +581,7 @@ class Controller:
         return True
 
     def _publish_summary(self, summary: CaptureSetSummary, downloaded: bool) -> None:
-        if downloaded:  # before: the manifest lists every image (the batches' last did)
+        if downloaded:  # before: the manifest lists every image when the summary says so
             self.downloader.ensure_manifest(summary.capture_id)
         files, owed = self.ledger.image_files(summary.capture_id)
         final = summary.model_copy(
@@ -592,6 +592,8 @@ class Controller:
             }
         )
         self.link.publish(self.topics.controller_captures(), final.model_dump_json(), qos=1)
+        if not downloaded:  # after: the summary of a fleet's results need not wait for it
+            self.downloader.ensure_manifest(summary.capture_id)
         self.ha.update_set(final, len(files), owed)
         if downloaded:  # else a restarted controller summarises it again once it is
             self.ledger.mark_summarized(summary.capture_id)

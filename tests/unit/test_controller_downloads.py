@@ -10,6 +10,7 @@ from support.controller_rig import DOWNLOAD_WAIT_S, Rig, no_broker, rig, running
 from pepi_fleet.controller.config import ControllerConfig
 from pepi_fleet.controller.downloader import ORPHAN_GRACE_S
 from pepi_fleet.controller.ledger import image_path
+from pepi_fleet.controller.manifest import MANIFEST_FILE
 from pepi_fleet.controller.retrieval import retry_delay
 from pepi_fleet.controller.service import RETRY_SWEEP_S
 
@@ -76,6 +77,9 @@ def test_controller_summary_waits_for_a_slow_download_only_a_moment(
             pending = rig.summary("slow-1")
             assert wait_s <= 2.0 and pending["downloaded"] is False and pending["files"] == []
             assert [(o["node_id"], o["status"]) for o in pending["outcomes"]] == [("cam1", "ok")]
+            manifest = rig.controller.config.data_dir / "slow-1" / MANIFEST_FILE
+            rig.until(manifest.exists, "the set's manifest written, its image not listed yet")
+            assert '"downloaded":false' in manifest.read_text().replace(" ", "")
         done = rig.summary("slow-1")
         assert done["downloaded"] is True and len(done["files"]) == 1
 
