@@ -35,6 +35,7 @@ import logging
 import queue
 import random
 import resource
+import secrets
 import signal
 import threading
 import time
@@ -61,6 +62,7 @@ from pepi_fleet.schemas.capture import (
 )
 from pepi_fleet.schemas.clock import ClockPing, ClockPong
 from pepi_fleet.schemas.errors import PayloadError
+from pepi_fleet.schemas.secret import NodeSecret
 from pepi_fleet.schemas.status import (
     CameraInfo,
     ClockInfo,
@@ -138,6 +140,7 @@ class VirtualNode:
     sim: FleetSim
     link: MqttLink
     port: int = 0
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     taken: set[str] = field(default_factory=set)
     captures: dict[str, HeldCapture] = field(default_factory=dict)
     last_capture_at: float | None = None
@@ -307,6 +310,9 @@ class FleetSim:
         began = time.time()
         infos = []
         for node in self.nodes:
+            # the secret before 'online', as a node does: the controller needs it to fetch
+            secret = NodeSecret(secret=node.secret).model_dump_json()
+            infos.append(self.send(node, self.topics.secret(node.node_id), secret, retain=True))
             infos.append(
                 self.send(node, self.topics.availability(node.node_id), ONLINE, retain=True)
             )

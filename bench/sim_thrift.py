@@ -10,6 +10,7 @@ a time). This is not the node agent's server: no connection caps, no retrieve wa
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import selectors
 import socket
@@ -41,6 +42,7 @@ class SimStore(Protocol):
     """A virtual node's captures, as its Thrift handler needs them."""
 
     node_id: str
+    secret: str
 
     def held(self) -> Sequence[SimCapture]: ...
     def get(self, capture_id: str) -> SimCapture | None: ...
@@ -57,6 +59,7 @@ class SimHandler:
         self._store = store
         self.fetches = 0
         self._streams = threading.local()  # per connection thread, as the node's handler
+        self.refused = 0
 
     def ping(self) -> bool:
         return True
@@ -89,24 +92,25 @@ class SimHandler:
             for name in service.thrift_services
         }
 
-    # The extension's calls carry the node's secret; virtual nodes publish none, so the
-    # controller calls them with None and they do not check it.
-
     def list_captures(self, secret: str | None = None) -> list[Any]:
+        self._authorise("list_captures", secret)
         return [capture_info(c) for c in self._store.held()]
 
     def get_capture(self, capture_id: str, secret: str | None = None) -> Any:
+        self._authorise("get_capture", secret)
         return capture_info(self._held(capture_id))
 
     def fetch_image(
         self, capture_id: str, camera: int, format: str, secret: str | None = None
     ) -> Any:
+        self._authorise("fetch_image", secret)
         data, frame = self._image(capture_id, camera, format)
         return self._idl.ImageBlob(data=data, sha256=frame.sha256, frame=frame_info(frame))
 
     def stream_image(
         self, capture_id: str, camera: int, format: str, secret: str | None = None
     ) -> Any:
+        self._authorise("stream_image", secret)
         data, frame = self._image(capture_id, camera, format)
         self._streams.pending = image_stream.PendingStream(data, len(data))
         return self._idl.ImageStream(size=len(data), sha256=frame.sha256, frame=frame_info(frame))
@@ -119,11 +123,13 @@ class SimHandler:
             image_stream.serve(conn, pending)
 
     def release(self, capture_id: str, secret: str | None = None) -> bool:
+        self._authorise("release", secret)
         return self._store.release(capture_id)
 
     def release_matching(
         self, capture_id: str, sha256s: dict[int, str] | None, secret: str | None = None
     ) -> str:
+        self._authorise("release_matching", secret)
         expected = dict(sha256s or {})
         held = {c.capture_id: c for c in self._store.held()}
         ours = held.get(capture_id)
@@ -150,6 +156,14 @@ class SimHandler:
         self.fetches += 1
         self._store.mark_retrieved(capture_id)
         return capture.images[camera], frame
+
+    def _authorise(self, method: str, secret: str | None) -> None:
+        """The node's rule: an extension call without the node's secret does nothing."""
+        given = (secret or "").encode()
+        if not given or not hmac.compare_digest(given, self._store.secret.encode()):
+            self.refused += 1
+            what = f"{method}: not the secret of node {self._store.node_id}"
+            raise self._idl.Unauthorized(message=what)
 
     def _held(self, capture_id: str) -> SimCapture:
         capture = self._store.get(capture_id)

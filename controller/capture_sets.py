@@ -159,6 +159,7 @@ class _Set:
     auto_ref: float | None  # receipt-time reference for claiming auto-… results
     parts: dict[str, NodePart] = field(default_factory=dict)
     origin: str | None = None  # an orphan set: the node capture id that opened it
+    earlier_run: bool = False  # the id names a set an earlier run recorded (the ledger merges)
 
 
 def _outcome(node_id: str, r: CaptureResult | None, verdict: Assessment) -> NodeOutcome:
@@ -278,7 +279,8 @@ class CaptureSetBook:
                 cut_off,
             )
             auto_ref = triggered_at if kind is SetKind.AUTO else None
-            self._sets[set_id] = _Set(view, auto_ref)
+            earlier = kind is SetKind.EXPLICIT and self._known_set(set_id)
+            self._sets[set_id] = _Set(view, auto_ref, earlier_run=earlier)
             logger.debug("opened %s set %s expecting %s", kind, set_id, sorted(nodes))
             return view
 
@@ -295,7 +297,9 @@ class CaptureSetBook:
         with self._lock:
             target, opened = self._find(result, node_capture_id), False
             if target is not None and (
-                self._is_recapture(target, result) or self._held_before(target.view.set_id, result)
+                self._is_recapture(target, result)
+                # only a set of an earlier run can hold what this run never saw
+                or (target.earlier_run and self._held_before(target.view.set_id, result))
             ):
                 target = None  # the node captured again under an id it no longer held
             if target is None:
@@ -423,7 +427,8 @@ class CaptureSetBook:
         view = entry.view
         if view.kind is SetKind.ORPHAN or view.completed_at is not None or not view.expected:
             return  # orphans and sets expecting no one gather results until the deadline
-        if view.expected <= entry.parts.keys():
+        # (the count first: the whole check once per result would be O(N) each, O(N²) a set)
+        if len(entry.parts) >= len(view.expected) and view.expected <= entry.parts.keys():
             self._complete(entry)
 
     def _complete(self, entry: _Set) -> None:

@@ -50,7 +50,10 @@ class ControllerConfig(BaseModel):
     tls_key: Path | None = None
     set_timeout_s: float = Field(default=10.0, gt=0)
     download_wait_s: float = Field(
-        default=120.0, gt=0, description="how long a summary waits for downloads to finish"
+        default=0.5,
+        gt=0,
+        description="how long a complete set's summary waits for its downloads; then it goes "
+        "out saying they are pending, and again once they are done",
     )
     download_workers: int = Field(default=8, ge=1, le=64)
     thrift_hold_s: float = Field(

@@ -179,7 +179,7 @@ class Ledger:
         self.path = data_dir / LEDGER_FILE
         self._clock = clock
         self._thrift_hold_s = thrift_hold_s
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by the writes of a ``batch``
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             self._migrate()
@@ -244,10 +244,38 @@ class Ledger:
                 logger.info("ledger: %s interrupted downloads are pending again", reset.rowcount)
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Writes made in the block (by this thread) commit together at its end, each still
+        atomic on its own: one that fails rolls back alone. Other threads wait meanwhile.
+        Without a transaction to be had, each write commits on its own, as outside."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                logger.warning("ledger: no transaction for a batch (%s); writing one by one", exc)
+                yield
+                return
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            if not self._db.in_transaction:
-                self._db.execute("BEGIN IMMEDIATE")
+            if self._db.in_transaction:  # within ``batch``
+                self._db.execute("SAVEPOINT write")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK TO write")
+                    self._db.execute("RELEASE write")
+                    raise
+                self._db.execute("RELEASE write")
+                return
+            self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
@@ -428,6 +456,13 @@ class Ledger:
         """Sets whose summary was never published (a controller stopped before), oldest first."""
         sql = "SELECT set_id FROM capture_sets WHERE summarized_at IS NULL ORDER BY triggered_at"
         return [str(r[0]) for r in self._rows(sql, ())]
+
+    def image_files(self, set_id: str) -> tuple[list[str], int]:
+        """The paths of the set's verified images, and how many images it is owed in all
+        (one indexed read, no result parsed: what a summary lists)."""
+        sql = "SELECT path, state FROM owed_images WHERE set_id = ?"
+        rows = self._rows(sql, (set_id,))
+        return [str(r[0]) for r in rows if r[1] == ImageState.DONE], len(rows)
 
     def all_downloaded(self, set_id: str) -> bool:
         """True when every image the set is owed is done."""

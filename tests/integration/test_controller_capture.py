@@ -44,7 +44,11 @@ def test_controller_trigger_lands_every_nodes_images_on_disk(
     if message is None:  # each node stores it under its own auto-<receipt ms> id
         assert all(r.capture_id and r.capture_id.startswith("auto-") for r in results)
     summary = wait_summary(
-        watcher, root, message or (lambda cid: cid.startswith("auto-")), timeout=30
+        watcher,
+        root,
+        message or (lambda cid: cid.startswith("auto-")),
+        timeout=30,
+        downloaded=True,
     )
     set_id = summary.capture_id
     assert summary.complete and summary.downloaded
@@ -77,7 +81,7 @@ def test_controller_two_triggers_make_two_sets(
     for capture_id in ("first", "second"):
         mosquitto_pub(broker.port, f"{root}/capture", capture_id)
         result = wait_result(watcher, root, "cam1", capture_id)
-        summary = wait_summary(watcher, root, capture_id)
+        summary = wait_summary(watcher, root, capture_id, downloaded=True)
         assert summary.complete and summary.downloaded
         assert_set_on_disk(ctl.data_dir, capture_id, [result])
     assert sorted(p.name for p in ctl.data_dir.iterdir() if p.is_dir()) == ["first", "second"]

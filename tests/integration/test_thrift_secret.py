@@ -177,7 +177,7 @@ def test_thrift_controller_downloads_and_releases_with_the_published_secret(
     ctl.wait_log(f"node {node.node_id}: None -> online")
     began = time.time()
     mosquitto_pub(broker.port, f"{root}/capture", "sec-set")
-    summary = wait_summary(watcher, root, "sec-set", timeout=30)
+    summary = wait_summary(watcher, root, "sec-set", timeout=30, downloaded=True)
     assert summary.complete and summary.downloaded
     wait_store_empty(watcher, root, node, after=began)
 

@@ -223,13 +223,20 @@ def wait_summary(
     capture_id: str | Callable[[str], bool],
     timeout: float = 30.0,
     after: float = 0.0,
+    *,
+    downloaded: bool = False,
 ) -> CaptureSetSummary:
-    """The controller's next summary on ``<root>/controller/captures`` for that set."""
+    """The controller's next summary on ``<root>/controller/captures`` for that set; with
+    ``downloaded``, the one that says every image is in (a set is summarised when its results
+    are in, and again once its downloads are)."""
 
     def match(seen: Seen) -> bool:
         if seen.topic != f"{root}/controller/captures" or seen.at < after:
             return False
-        cid = CaptureSetSummary.model_validate_json(seen.payload).capture_id
+        summary = CaptureSetSummary.model_validate_json(seen.payload)
+        if downloaded and not summary.downloaded:
+            return False
+        cid = summary.capture_id
         return capture_id(cid) if callable(capture_id) else cid == capture_id
 
     seen = watcher.wait_for(match, timeout, what=f"summary of {capture_id}")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pepi_fleet.controller.node_client import (
@@ -47,6 +48,8 @@ class FakeNode:
         self._clock = clock
         self._held: dict[str, _Held] = {}  # insertion order: oldest first, like the node's list
         self._lock = threading.Lock()
+        self._serving = threading.Event()  # cleared: fetches wait (a slow node)
+        self._serving.set()
 
     # -- what happens on the node --------------------------------------------------------------
 
@@ -119,6 +122,15 @@ class FakeNode:
         with self._lock:
             return self._held[capture_id].images[camera]
 
+    @contextlib.contextmanager
+    def hold_fetches(self) -> Iterator[None]:
+        """Image fetches wait until the block ends (a node slow to serve)."""
+        self._serving.clear()
+        try:
+            yield
+        finally:
+            self._serving.set()
+
     # -- NodeClient ----------------------------------------------------------------------------
 
     def list_captures(self) -> list[CaptureResult]:
@@ -143,6 +155,8 @@ class FakeNode:
             if capture_id in self.corrupt:
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
             short = capture_id in self.short
+        if not self._serving.wait(timeout=30):  # asked for (in ``fetches``), not served yet
+            raise NodeUnreachable(f"node {self.node_id} held its fetches for 30 s")
         if len(data) > max_bytes:
             raise RetrievalError(f"node announces {len(data)} bytes, at most {max_bytes} wanted")
         digest = hashlib.sha256()

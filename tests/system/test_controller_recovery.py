@@ -64,7 +64,7 @@ def test_controller_recovers_captures_taken_while_it_was_down(
     restart(ctl, watcher)
     for result in (explicit, auto):
         assert result.capture_id is not None
-        summary = wait_summary(watcher, root, result.capture_id, timeout=30)
+        summary = wait_summary(watcher, root, result.capture_id, timeout=30, downloaded=True)
         assert summary.downloaded and len(summary.files) == 1
         assert_set_on_disk(ctl.data_dir, result.capture_id, [result])
     wait_store_empty(watcher, root, node, after=restarted_at)
@@ -150,7 +150,7 @@ def test_controller_retries_a_corrupt_transfer_until_verified(
 
     repaired_at = time.time()
     stored.write_bytes(good)
-    summary = wait_summary(watcher, root, "bad", timeout=40)
+    summary = wait_summary(watcher, root, "bad", timeout=40, downloaded=True)
     assert summary.downloaded
     assert_set_on_disk(ctl.data_dir, "bad", [result])
     wait_store_empty(watcher, root, node, after=repaired_at)

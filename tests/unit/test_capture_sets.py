@@ -299,3 +299,22 @@ def test_capture_sets_forgets_completed_sets_after_keep_time(clock: FakeClock) -
     clock.now = T0 + 61
     book.tick()
     assert book.get("s") is None
+
+
+def test_capture_sets_ask_the_ledger_only_about_an_earlier_runs_set(clock: FakeClock) -> None:
+    asked: list[tuple[str, str]] = []
+
+    def held_before(set_id: str, r: CaptureResult) -> bool:
+        asked.append((set_id, r.node_id))
+        return r.node_id == "cam2"  # the earlier run holds another capture of cam2
+
+    book = CaptureSetBook(clock, known_set=lambda s: s == "scan-old", held_before=held_before)
+    book.open_trigger("scan-new", {"cam1", "cam2"}, T0)
+    book.open_trigger("scan-old", {"cam1", "cam2"}, T0)
+    for node in ("cam1", "cam2"):
+        assert book.add_result(result(node, "scan-new"), T0) is not None
+    assert asked == []  # a set of this run: its own parts tell a re-capture
+    placed = {n: book.add_result(result(n, "scan-old"), T0) for n in ("cam1", "cam2")}
+    assert asked == [("scan-old", "cam1"), ("scan-old", "cam2")]
+    assert placed["cam1"] is not None and placed["cam1"].set_id == "scan-old"
+    assert placed["cam2"] is not None and placed["cam2"].set_id != "scan-old"  # kept apart

@@ -1,155 +1,20 @@
-"""The whole Controller in process, fake nodes behind its NodeClient seam and no broker: MQTT
-messages are handed to it as paho would, summaries observed on its event stream."""
+"""The whole Controller in process (``support.controller_rig``): summaries and downloads."""
 
 from __future__ import annotations
 
 import hashlib
-import queue
-import socket
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import pytest
-from support.fake_node_client import FakeFleet
+from support.controller_rig import DOWNLOAD_WAIT_S, Rig, no_broker, rig, running_rig
 
 from pepi_fleet.controller.config import ControllerConfig
 from pepi_fleet.controller.downloader import ORPHAN_GRACE_S
 from pepi_fleet.controller.ledger import image_path
+from pepi_fleet.controller.manifest import MANIFEST_FILE
 from pepi_fleet.controller.retrieval import retry_delay
-from pepi_fleet.controller.service import RETRY_SWEEP_S, Controller
-from pepi_fleet.core.mqtt_link import InboundMessage
-from pepi_fleet.schemas import CaptureResult, NodeStatus
-from pepi_fleet.schemas.topics import Topics
+from pepi_fleet.controller.service import RETRY_SWEEP_S
 
-T0 = 1_763_712_000.0
-ROOT = "pepi-t/seam"
-DOWNLOAD_WAIT_S = 30.0
-TIMEOUT = 10.0
-
-Event = dict[str, Any]
-
-
-class ManualClock:
-    """The controller's clock: moves only when the test says so (the worker polls it)."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def no_broker() -> Iterator[str]:
-    """A loopback port that refuses connections and that nobody else can take meanwhile."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))  # bound, never listening
-        yield f"mqtt://127.0.0.1:{sock.getsockname()[1]}"
-
-
-@dataclass
-class Rig:
-    clock: ManualClock
-    fleet: FakeFleet
-    controller: Controller
-    events: queue.Queue[Event]
-    topics: Topics
-
-    def send(self, topic: str, payload: bytes | str) -> None:
-        data = payload.encode() if isinstance(payload, str) else payload
-        self.controller.receive(InboundMessage(topic, data, False, self.clock()))
-
-    def online(self, node_id: str) -> None:
-        """The node's retained status, as it arrives after every node connect."""
-        self.send(self.topics.status(node_id), status(node_id, self.clock()).model_dump_json())
-        self.wait(lambda e: e["type"] == "presence" and e["node_id"] == node_id)
-
-    def result(self, result: CaptureResult) -> None:
-        self.send(self.topics.result(result.node_id), result.model_dump_json())
-
-    def wait(self, match: Callable[[Event], bool], timeout: float = TIMEOUT) -> Event:
-        """The next event that matches (earlier ones are passed over)."""
-        while True:
-            try:
-                event = self.events.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError("the controller never emitted the expected event") from None
-            if match(event):
-                return event
-
-    def summary(self, set_id: str) -> dict[str, Any]:
-        event = self.wait(lambda e: e["type"] == "set_complete")
-        summary: dict[str, Any] = event["summary"]
-        assert summary["capture_id"] == set_id
-        return summary
-
-    def settle(self) -> list[Event]:
-        """Events up to a point the worker has ticked past (two messages, one tick between)."""
-        seen = []
-        for n in range(2):
-            # A result of an unreadable command: an event, and nothing else changes.
-            marker = CaptureResult(
-                node_id="barrier", capture_id=None, status="error", received_at=n, error="x"
-            )
-            self.send(self.topics.result("barrier"), marker.model_dump_json())
-            while True:
-                event = self.events.get(timeout=TIMEOUT)
-                if event["type"] == "result" and event["node_id"] == "barrier":
-                    break
-                seen.append(event)
-        return seen
-
-    def until(self, check: Callable[[], bool], what: str) -> None:
-        """Let the worker tick until ``check`` holds (state kept in the ledger or on a node)."""
-        deadline = time.monotonic() + TIMEOUT
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"never happened: {what}")
-            self.settle()
-
-    def copy(self, set_id: str, node_id: str) -> bytes | None:
-        path = self.controller.config.data_dir / image_path(set_id, node_id, 0, "jpeg")
-        return path.read_bytes() if path.exists() else None
-
-
-def status(node_id: str, now: float) -> NodeStatus:
-    return NodeStatus.model_validate(
-        {
-            "node_id": node_id,
-            "sent_at": now,
-            "heartbeat_s": 3600.0,  # stays online however far the test moves the clock
-            "version": "test",
-            "thrift": {"host": "127.0.0.1", "port": 6000},
-            "cameras": [],
-            "stream_urls": [],
-            "store": {"captures": 0, "bytes": 0, "free_bytes": 1},
-            "clock": {"synced": True},
-        }
-    )
-
-
-@pytest.fixture
-def rig(tmp_path: Path, no_broker: str) -> Iterator[Rig]:
-    clock = ManualClock()
-    fleet = FakeFleet(clock)
-    config = ControllerConfig(
-        broker=no_broker,
-        topic_root=ROOT,
-        data_dir=tmp_path / "data",
-        download_wait_s=DOWNLOAD_WAIT_S,
-        download_workers=2,
-    )
-    controller = Controller(config, clock, node_clients=fleet.client)
-    events = controller.events.subscribe()
-    controller.start()
-    yield Rig(clock, fleet, controller, events, Topics(ROOT))
-    controller.stop()
+__all__ = ["no_broker", "rig"]  # fixtures
 
 
 def test_controller_summary_says_downloaded_only_once_every_image_is_verified(rig: Rig) -> None:
@@ -191,6 +56,32 @@ def test_controller_summary_says_downloaded_only_once_every_image_is_verified(ri
         copy = rig.copy("scan-1", result.node_id)
         assert copy == images[result.node_id]
         assert hashlib.sha256(copy).hexdigest() == result.frames[0].sha256
+
+
+def test_controller_summary_waits_for_a_slow_download_only_a_moment(
+    tmp_path: Path, no_broker: str
+) -> None:
+    # Default settings: a fleet's thousand downloads take seconds; the summary of its
+    # results must not wait for them.
+    wait_s = ControllerConfig.model_fields["download_wait_s"].default
+    with running_rig(tmp_path / "data", no_broker) as rig:
+        cam1 = rig.fleet.add("cam1")
+        rig.online("cam1")
+        rig.send(rig.topics.capture(), "slow-1")
+        rig.wait(lambda e: e["type"] == "set_opened")
+        result = cam1.capture("slow-1")
+        with cam1.hold_fetches():  # the node takes its time serving the image
+            rig.result(result)
+            rig.until(lambda: cam1.fetches == ["slow-1"], "the download under way")
+            rig.clock.advance(wait_s)  # the results are in; the download is not
+            pending = rig.summary("slow-1")
+            assert wait_s <= 2.0 and pending["downloaded"] is False and pending["files"] == []
+            assert [(o["node_id"], o["status"]) for o in pending["outcomes"]] == [("cam1", "ok")]
+            manifest = rig.controller.config.data_dir / "slow-1" / MANIFEST_FILE
+            rig.until(manifest.exists, "the set's manifest written, its image not listed yet")
+            assert '"downloaded":false' in manifest.read_text().replace(" ", "")
+        done = rig.summary("slow-1")
+        assert done["downloaded"] is True and len(done["files"]) == 1
 
 
 def test_controller_recovers_a_capture_it_never_heard_of(rig: Rig) -> None:

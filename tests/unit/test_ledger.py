@@ -284,3 +284,49 @@ def test_ledger_free_set_id_skips_taken_ones(ledger: Ledger) -> None:
     long = "L" * 64
     ledger.record_set(long, T0, ["a"])
     assert ledger.free_set_id(long) == "L" * 60 + "-2"
+
+
+def test_ledger_batch_commits_its_writes_together(tmp_path: Path, ledger: Ledger) -> None:
+    other = sqlite3.connect(tmp_path / LEDGER_FILE)  # another reader: sees commits only
+    with ledger.batch():
+        assert ledger.record_result("burst", result("cam1", "burst", [frame(0, T0)]))
+        assert ledger.record_result("burst", result("cam2", "burst", [frame(0, T0)]))
+        assert other.execute("SELECT COUNT(*) FROM node_results").fetchone()[0] == 0
+    assert other.execute("SELECT COUNT(*) FROM node_results").fetchone()[0] == 2
+    assert ledger.nodes_owing("burst") == {"cam1", "cam2"}
+    other.close()
+
+
+def test_ledger_batch_write_that_fails_rolls_back_alone(ledger: Ledger) -> None:
+    with ledger.batch():
+        assert ledger.record_result("burst", result("cam1", "burst", [frame(0, T0)]))
+        # a write that fails midway (no public write of the ledger fails there on purpose)
+        with pytest.raises(RuntimeError), ledger._tx() as db:
+            db.execute("UPDATE capture_sets SET expected = '[]' WHERE set_id = 'burst'")
+            raise RuntimeError("failed midway")
+        assert ledger.record_result("burst", result("cam3", "burst"))
+    detail = ledger.get_set("burst")
+    assert detail is not None
+    assert detail.record.expected == ("cam1",)  # the failed write left nothing behind
+    assert sorted(r.node_id for r in detail.results) == ["cam1", "cam3"]
+    assert ledger.nodes_owing("burst") == {"cam1"}
+
+
+def test_ledger_batch_that_raises_records_nothing(ledger: Ledger) -> None:
+    with pytest.raises(RuntimeError), ledger.batch():
+        assert ledger.record_result("burst", result("cam1", "burst", [frame(0, T0)]))
+        raise RuntimeError("the controller stopped midway")
+    assert ledger.get_set("burst") is None
+
+
+def test_ledger_batch_keeps_other_threads_out_until_it_commits(ledger: Ledger) -> None:
+    read: list[set[str]] = []
+    with ledger.batch():
+        ledger.record_result("burst", result("cam1", "burst", [frame(0, T0)]))
+        reader = threading.Thread(target=lambda: read.append(ledger.nodes_owing("burst")))
+        reader.start()
+        reader.join(timeout=0.2)
+        assert reader.is_alive()  # waiting for the batch
+        ledger.record_result("burst", result("cam2", "burst", [frame(0, T0)]))
+    reader.join(timeout=5)
+    assert read == [{"cam1", "cam2"}]
