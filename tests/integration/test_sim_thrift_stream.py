@@ -15,6 +15,7 @@ import pytest
 
 from pepi_fleet.controller.downloader import Downloader
 from pepi_fleet.controller.ledger import Ledger, image_path
+from pepi_fleet.controller.node_client import AccessRefused
 from pepi_fleet.controller.thrift_node_client import ThriftNodeClient
 from pepi_fleet.core.thrift_map import capture_info, result_of
 from pepi_fleet.schemas.capture import Frame
@@ -34,6 +35,7 @@ class Store:
     """The smallest SimStore: captures in a dict."""
 
     node_id: str = NODE
+    secret: str = "sim1-secret"
     captures: dict[str, HeldCapture] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -95,7 +97,7 @@ def test_simulated_node_streams_and_releases_through_the_downloader(
         ledger,
         tmp_path,
         lambda node: ("127.0.0.1", port),
-        lambda node, endpoint: ThriftNodeClient(node, endpoint),  # the simulator has no secret
+        lambda node, endpoint: ThriftNodeClient(node, endpoint, secret=lambda: store.secret),
     )
     try:
         for h in held:
@@ -109,3 +111,17 @@ def test_simulated_node_streams_and_releases_through_the_downloader(
     finally:
         downloader.close()
         ledger.close()
+
+
+def test_simulated_node_refuses_extension_calls_without_its_secret(
+    sim: tuple[Store, int], tmp_path: Path
+) -> None:
+    store, port = sim
+    store.take("sim-x", 10_000)
+    client = ThriftNodeClient(NODE, ("127.0.0.1", port), secret=lambda: "wrong")
+    try:
+        with pytest.raises(AccessRefused, match="refused"):
+            client.list_captures()
+    finally:
+        client.close()
+    assert [h.capture_id for h in store.held()] == ["sim-x"]
