@@ -144,6 +144,14 @@ def snapshot(port: int) -> bytes:
         conn.close()
 
 
+def snapshot_served(port: int) -> bool:
+    """A fresh client gets a JPEG snapshot (a 503 while every slot is taken is not yet)."""
+    try:
+        return snapshot(port)[:2] == b"\xff\xd8"
+    except (AssertionError, OSError):
+        return False
+
+
 def test_node_survives_300_idle_or_slow_connections_per_server(
     start_node: Callable[..., NodeProcess],
     broker: EmbeddedBroker,
@@ -183,7 +191,8 @@ def test_node_survives_300_idle_or_slow_connections_per_server(
         assert server.ping()
         assert server.identify() == node.node_id
     eventually(lambda: mjpeg_first_frame(node.stream_port), 20, "no MJPEG frame for a new viewer")
-    assert snapshot(node.stream_port)[:2] == b"\xff\xd8"
+    # slots freed by a dropped flood connection go to whoever asks first: the flood too
+    eventually(lambda: snapshot_served(node.stream_port), 20, "no snapshot for a new client")
 
     highest = peak.stop()
     assert highest <= idle_threads + THRIFT_CAP + STREAM_CAP + SPARE_THREADS, (
