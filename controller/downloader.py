@@ -129,29 +129,43 @@ class Downloader:
     def submit(self, node_id: str, *, force: bool = False) -> Future[None]:
         """Run ``download_owed`` on the pool (e.g. when a node comes back online).
 
-        A pass that fails is logged, with the node and capture, when it ends.
+        The future resolves once the pass's images are durable in place and marked done in
+        the ledger (or the pass failed); the set's manifest and the node's release follow in
+        the same job, off that path (a release is node-side cleanup: it waits for nothing the
+        controller needs). A pass that fails is logged, with the node and capture, when it ends.
         """
         with self._busy_lock:
             waiting = self._waiting.get(node_id)
             if waiting is not None:  # a pass for the node is queued and not started yet:
                 self._waiting[node_id] = (waiting[0], waiting[1] or force)  # it does this too
                 return waiting[0]
+            future: Future[None] = Future()
             # Under the lock until noted: the pass cannot look itself up before that.
-            future = self._pool.submit(self._queued_pass, node_id)
             self._waiting[node_id] = (future, force)
-        future.add_done_callback(partial(_log_failure, node_id))
+            self._pool.submit(self._queued_pass, node_id, future)
         return future
 
-    def _queued_pass(self, node_id: str) -> None:
+    def _queued_pass(self, node_id: str, future: Future[None]) -> None:
         with self._busy_lock:
             _, force = self._waiting.pop(node_id)
-        self.download_owed(node_id, force=force)
+        try:
+            self.download_owed(node_id, force=force, durable=partial(_resolve, future))
+        except BaseException as exc:
+            _log_failure(node_id, exc)
+            if not future.done():  # else it failed while settling, after its images were in
+                future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        _resolve(future)
 
-    def download_owed(self, node_id: str, *, force: bool = False) -> None:
+    def download_owed(
+        self, node_id: str, *, force: bool = False, durable: Callable[[], object] | None = None
+    ) -> None:
         """Fetch what ``node_id`` owes, then write manifests and release what is verified.
 
-        ``force`` ignores the back-off of failed images (the node just came back). Raises
-        DownloadPassError if the pass stops on an unexpected error.
+        ``force`` ignores the back-off of failed images (the node just came back). ``durable``
+        is called once what the pass fetched is durable and marked done, before manifests
+        and releases. Raises DownloadPassError if the pass stops on an unexpected error.
         """
         with self._busy_lock:
             if node_id in self._busy:
@@ -163,7 +177,7 @@ class Downloader:
         cursor = Cursor()
         try:
             while True:
-                self._download(node_id, force, cursor)
+                self._download(node_id, force, cursor, durable)
                 with self._busy_lock:
                     if node_id not in self._again:
                         self._busy.discard(node_id)
@@ -229,7 +243,9 @@ class Downloader:
             self.recovered.put(set_id)
             logger.info("node %s holds %s, unknown to the ledger: set %s", node_id, cid, set_id)
 
-    def _download(self, node_id: str, force: bool, cursor: Cursor) -> None:
+    def _download(
+        self, node_id: str, force: bool, cursor: Cursor, durable: Callable[[], object] | None
+    ) -> None:
         endpoint = self._endpoint_of(node_id)
         client = None if endpoint is None else self._node_clients(node_id, endpoint)
         try:
@@ -251,6 +267,8 @@ class Downloader:
                 fetcher = ImageFetcher(client, self._data_dir, self._ledger, self._clock, cursor)
                 report = fetcher.fetch(missing)
                 touched |= {row.set_id for row in missing if row.id in report.done}
+            if durable is not None:
+                durable()
             for set_id in sorted(touched):
                 cursor.capture_id = set_id
                 self._progress(set_id)
@@ -326,7 +344,7 @@ class Downloader:
                 return
             self._flushing = True
         future = self._pool.submit(self._flush, sorted(due))
-        future.add_done_callback(partial(_log_failure, "(manifest batch)"))
+        future.add_done_callback(_log_flush_failure)
 
     def _flush(self, set_ids: list[str]) -> None:
         try:
@@ -381,12 +399,21 @@ class Downloader:
         self._pool.shutdown(wait=True)
 
 
-def _log_failure(node_id: str, future: Future[None]) -> None:
-    """Done-callback of a pass: its exception, if any, is logged (nobody waits for it)."""
-    if future.cancelled():
-        return
-    exc = future.exception()
+def _resolve(future: Future[None]) -> None:
+    """The pass's images are durable and recorded: whoever waits for the pass may go on."""
+    if not future.done():
+        future.set_result(None)
+
+
+def _log_flush_failure(future: Future[None]) -> None:
+    exc = None if future.cancelled() else future.exception()
+    if exc is not None:
+        _log_failure("(manifest batch)", exc)
+
+
+def _log_failure(node_id: str, exc: BaseException) -> None:
+    """A queued pass failed: its exception is logged (nobody need wait for it)."""
     if isinstance(exc, DownloadPassError):
         logger.error("%s", exc, exc_info=exc)
-    elif exc is not None:
+    else:
         logger.error("download pass for node %s failed: %r", node_id, exc, exc_info=exc)
