@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from pepi_fleet.controller.idle_clients import IDLE_LIMIT, IdleClients
 from pepi_fleet.controller.ledger import ImageState, Ledger
 from pepi_fleet.controller.manifest import ClockOf, write_manifest
 from pepi_fleet.controller.node_client import (
@@ -92,6 +93,7 @@ class Downloader:
         clock: Callable[[], float] = time.time,
         clock_of: ClockOf | None = None,
         listening_since: Callable[[], float | None] = lambda: None,
+        idle_clients: int = IDLE_LIMIT,
     ) -> None:
         self._ledger = ledger
         self._listening_since = listening_since
@@ -106,12 +108,15 @@ class Downloader:
         self._node_clients = node_clients
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download")
+        self._idle = IdleClients(idle_clients)
         self._busy: set[str] = set()
         self._again: dict[str, bool] = {}  # node -> force: work that arrived during its pass
         # node -> its queued pass and whether it is forced: a burst of submits (a result, the
         # retry sweep) for a node whose pass has not started yet queues no second pass
         self._waiting: dict[str, tuple[Future[None], bool]] = {}
         self._busy_lock = threading.Lock()
+        self._jobs = 0  # queued or running passes, settling included
+        self._quiet = threading.Condition(self._busy_lock)
         self._reconciled: dict[str, float] = {}  # node -> when its held captures were listed
         self.recovered: queue.Queue[str] = queue.Queue()
         """Sets recorded from captures a node held that the ledger did not know."""
@@ -143,9 +148,24 @@ class Downloader:
             # Under the lock until noted: the pass cannot look itself up before that.
             self._waiting[node_id] = (future, force)
             self._pool.submit(self._queued_pass, node_id, future)
+            self._jobs += 1
         return future
 
+    def wait_settled(self, timeout: float | None = None) -> bool:
+        """Wait until no submitted pass is queued or running (its manifest and release
+        included); False if ``timeout`` ran out first."""
+        with self._quiet:
+            return self._quiet.wait_for(lambda: self._jobs == 0, timeout)
+
     def _queued_pass(self, node_id: str, future: Future[None]) -> None:
+        try:
+            self._run_queued(node_id, future)
+        finally:
+            with self._quiet:
+                self._jobs -= 1
+                self._quiet.notify_all()
+
+    def _run_queued(self, node_id: str, future: Future[None]) -> None:
         with self._busy_lock:
             _, force = self._waiting.pop(node_id)
         try:
@@ -247,7 +267,12 @@ class Downloader:
         self, node_id: str, force: bool, cursor: Cursor, durable: Callable[[], object] | None
     ) -> None:
         endpoint = self._endpoint_of(node_id)
-        client = None if endpoint is None else self._node_clients(node_id, endpoint)
+        client = None
+        if endpoint is not None:
+            client = self._idle.take(node_id, endpoint)
+            if client is None:
+                client = self._node_clients(node_id, endpoint)
+        ended = False
         try:
             if client is not None and (force or self.reconcile_due(node_id)):
                 self._reconcile(node_id, client, cursor)
@@ -274,9 +299,13 @@ class Downloader:
                 self._progress(set_id)
             if client is not None:
                 self._release(node_id, client, cursor)
+            ended = True
         finally:
-            if client is not None:
-                client.close()
+            if client is not None and endpoint is not None:
+                if ended:  # its connection is usable, or closed after a failure: kept
+                    self._idle.give_back(node_id, endpoint, client)
+                else:  # stopped mid-call: in no known state
+                    client.close()
 
     def _release(self, node_id: str, client: NodeClient, cursor: Cursor) -> None:
         for set_id, node_capture_id in self._ledger.releasable(node_id):
@@ -395,8 +424,9 @@ class Downloader:
         return path
 
     def close(self) -> None:
-        """Wait for running passes and stop the pool."""
+        """Wait for running passes, stop the pool and close the connections kept idle."""
         self._pool.shutdown(wait=True)
+        self._idle.close()
 
 
 def _resolve(future: Future[None]) -> None:
