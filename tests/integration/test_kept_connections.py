@@ -8,13 +8,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from pepi_fleet.controller.downloader import Downloader
 from pepi_fleet.controller.idle_clients import IdleClients
 from pepi_fleet.controller.ledger import ImageState, Ledger, image_path
-from pepi_fleet.controller.node_client import Endpoint
+from pepi_fleet.controller.node_client import Endpoint, NodeClient
 from pepi_fleet.controller.thrift_node_client import ThriftNodeClient
 from pepi_fleet.core.thrift_map import capture_info, result_of
 from pepi_fleet.node.camera.synthetic import SyntheticCamera
@@ -43,7 +44,9 @@ class Node:
         self.server.start()
 
     def take(self, capture_id: str) -> CaptureResult:
-        camera = SyntheticCamera(NODE, resolution=(320, 240), clock=lambda: T0, sleep=lambda s: 0)
+        camera = SyntheticCamera(
+            NODE, resolution=(320, 240), clock=lambda: T0, sleep=lambda s: None
+        )
         (captured,) = camera.capture([0], capture_id, None)
         encoded = encode_frame(captured, "jpeg", node_id=NODE, capture_id=capture_id)
         frame = Frame(
@@ -136,14 +139,15 @@ class Counted:
 
 def test_idle_clients_keep_at_most_the_limit_and_close_the_least_recently_used() -> None:
     idle = IdleClients(limit=2)
-    a, b, c = Counted(), Counted(), Counted()
-    idle.give_back("a", ("127.0.0.1", 1), a)  # type: ignore[arg-type]
-    idle.give_back("b", ("127.0.0.1", 2), b)  # type: ignore[arg-type]
+    counted = [Counted(), Counted(), Counted()]
+    a, b, c = (cast(NodeClient, x) for x in counted)
+    idle.give_back("a", ("127.0.0.1", 1), a)
+    idle.give_back("b", ("127.0.0.1", 2), b)
     assert idle.take("a", ("127.0.0.1", 1)) is a  # in use now: not idle
-    idle.give_back("a", ("127.0.0.1", 1), a)  # type: ignore[arg-type]  # b is now the oldest
-    idle.give_back("c", ("127.0.0.1", 3), c)  # type: ignore[arg-type]
-    assert (a.closed, b.closed, c.closed) == (0, 1, 0) and len(idle) == 2
+    idle.give_back("a", ("127.0.0.1", 1), a)  # b is now the oldest
+    idle.give_back("c", ("127.0.0.1", 3), c)
+    assert [x.closed for x in counted] == [0, 1, 0] and len(idle) == 2
     assert idle.take("b", ("127.0.0.1", 2)) is None
     assert idle.take("a", ("127.0.0.1", 9)) is None  # another endpoint: a new client
     idle.close()
-    assert (a.closed, c.closed) == (1, 1) and len(idle) == 0
+    assert [x.closed for x in counted] == [1, 1, 1] and len(idle) == 0
