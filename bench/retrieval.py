@@ -41,8 +41,8 @@ PATH_NOTES = {
     "raw-tcp": "raw TCP, same bytes, one connection per node in parallel (the path's limit)",
     "controller": "controller Downloader: parallel per node, kept connections, stream_image "
     "(sendfile), sha256 while receiving, fsync, ledger: until every image is durable and done",
-    "controller-released": "the same passes until they had also written the manifest and "
-    "released the images on the nodes",
+    "controller-released": "the same passes until they ended: the set's manifest written and "
+    "the images it lists released on the nodes",
     "pepi": f"PEPI: node by node, retrieve_stills_jpg + encode at retrieval (q{PEPI_JPEG_QUALITY})",
     "pepi-transfer-only": "PEPI: node by node, retrieve_stills_jpg of the stored JPEG only",
 }
