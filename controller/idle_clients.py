@@ -33,12 +33,13 @@ class IdleClients:
 
     def give_back(self, node_id: str, endpoint: Endpoint, client: NodeClient) -> None:
         """Keep ``client`` for the node's next pass; close the least recently used if too many
-        (and any other client the node had idle for this endpoint)."""
+        (and any other client the node had idle, for an endpoint it has left, say)."""
         closing: list[NodeClient] = []
         with self._lock:
-            old = self._idle.pop((node_id, endpoint), None)
-            if old is not None and old is not client:
-                closing.append(old)
+            for key in [k for k in self._idle if k[0] == node_id]:
+                old = self._idle.pop(key)
+                if old is not client:
+                    closing.append(old)
             if self._limit > 0:
                 self._idle[(node_id, endpoint)] = client
             else:

@@ -149,5 +149,8 @@ def test_idle_clients_keep_at_most_the_limit_and_close_the_least_recently_used()
     assert [x.closed for x in counted] == [0, 1, 0] and len(idle) == 2
     assert idle.take("b", ("127.0.0.1", 2)) is None
     assert idle.take("a", ("127.0.0.1", 9)) is None  # another endpoint: a new client
+    moved = Counted()
+    idle.give_back("a", ("127.0.0.1", 9), cast(NodeClient, moved))  # a's old one is closed
+    assert [x.closed for x in counted] == [1, 1, 0] and len(idle) == 2
     idle.close()
-    assert [x.closed for x in counted] == [1, 1, 1] and len(idle) == 0
+    assert [x.closed for x in counted] == [1, 1, 1] and moved.closed == 1 and len(idle) == 0
