@@ -93,8 +93,9 @@ def _pepi_client(endpoint: Endpoint) -> AbstractContextManager[Any]:
 class ControllerPath:
     """The controller's retrieval as its service runs it: one ledger and one ``Downloader``
     across captures (so a node's held captures are listed when due, every 60 s, not on
-    every capture). Per capture: ledger rows for every result, then ``submit`` for every
-    node (stream, sha256 while receiving, fsync'd write, manifest, release)."""
+    every capture, and a node's connection is kept between passes). Per capture: ledger rows
+    for every result, then ``submit`` for every node (stream, sha256 while receiving,
+    fsync'd write, ledger; then manifest, release)."""
 
     def __init__(
         self, endpoints: dict[str, Endpoint], data_dir: Path, secrets: dict[str, str]
@@ -110,21 +111,25 @@ class ControllerPath:
 
         self._downloader = Downloader(self._ledger, data_dir, endpoints.get, clients)
 
-    def time(self, results: dict[str, CaptureResult], set_id: str) -> float:
-        """Seconds until every node's pass returned; the files are checked afterwards.
-        ``secrets``: each node's Thrift secret, as the controller receives it over MQTT."""
+    def time(self, results: dict[str, CaptureResult], set_id: str) -> tuple[float, float]:
+        """Seconds until every node's pass resolved (its images durable, verified and marked
+        done in the ledger), and until the passes had also written the set's manifest and
+        released the images on the nodes; the files are checked afterwards."""
         self._ledger.record_set(set_id, time.time(), sorted(results))
         for result in results.values():
             self._ledger.record_result(set_id, result)
         began = time.perf_counter()
         for future in [self._downloader.submit(node) for node in self._endpoints]:
             future.result()
-        elapsed = time.perf_counter() - began
+        durable = time.perf_counter() - began
+        if not self._downloader.wait_settled(timeout=60):
+            raise RuntimeError("controller retrieval: passes still running after 60 s")
+        settled = time.perf_counter() - began
         owing = self._ledger.nodes_owing(set_id)
         if owing:
             raise RuntimeError(f"controller retrieval failed: nodes {sorted(owing)} still owe")
         verify_files(self.data_dir, set_id, results)
-        return elapsed
+        return durable, settled
 
     def close(self) -> None:
         self._downloader.close()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from pepi_fleet.controller.idle_clients import IDLE_LIMIT, IdleClients
 from pepi_fleet.controller.ledger import ImageState, Ledger
 from pepi_fleet.controller.manifest import ClockOf, write_manifest
 from pepi_fleet.controller.node_client import (
@@ -92,6 +93,7 @@ class Downloader:
         clock: Callable[[], float] = time.time,
         clock_of: ClockOf | None = None,
         listening_since: Callable[[], float | None] = lambda: None,
+        idle_clients: int = IDLE_LIMIT,
     ) -> None:
         self._ledger = ledger
         self._listening_since = listening_since
@@ -106,12 +108,15 @@ class Downloader:
         self._node_clients = node_clients
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download")
+        self._idle = IdleClients(idle_clients)
         self._busy: set[str] = set()
         self._again: dict[str, bool] = {}  # node -> force: work that arrived during its pass
         # node -> its queued pass and whether it is forced: a burst of submits (a result, the
         # retry sweep) for a node whose pass has not started yet queues no second pass
         self._waiting: dict[str, tuple[Future[None], bool]] = {}
         self._busy_lock = threading.Lock()
+        self._jobs = 0  # queued or running passes, settling included
+        self._quiet = threading.Condition(self._busy_lock)
         self._reconciled: dict[str, float] = {}  # node -> when its held captures were listed
         self.recovered: queue.Queue[str] = queue.Queue()
         """Sets recorded from captures a node held that the ledger did not know."""
@@ -129,29 +134,58 @@ class Downloader:
     def submit(self, node_id: str, *, force: bool = False) -> Future[None]:
         """Run ``download_owed`` on the pool (e.g. when a node comes back online).
 
-        A pass that fails is logged, with the node and capture, when it ends.
+        The future resolves once the pass's images are durable in place and marked done in
+        the ledger (or the pass failed); the set's manifest and the node's release follow in
+        the same job, off that path (a release is node-side cleanup: it waits for nothing the
+        controller needs). A pass that fails is logged, with the node and capture, when it ends.
         """
         with self._busy_lock:
             waiting = self._waiting.get(node_id)
             if waiting is not None:  # a pass for the node is queued and not started yet:
                 self._waiting[node_id] = (waiting[0], waiting[1] or force)  # it does this too
                 return waiting[0]
+            future: Future[None] = Future()
             # Under the lock until noted: the pass cannot look itself up before that.
-            future = self._pool.submit(self._queued_pass, node_id)
             self._waiting[node_id] = (future, force)
-        future.add_done_callback(partial(_log_failure, node_id))
+            self._pool.submit(self._queued_pass, node_id, future)
+            self._jobs += 1
         return future
 
-    def _queued_pass(self, node_id: str) -> None:
+    def wait_settled(self, timeout: float | None = None) -> bool:
+        """Wait until no submitted pass is queued or running (its manifest and release
+        included); False if ``timeout`` ran out first."""
+        with self._quiet:
+            return self._quiet.wait_for(lambda: self._jobs == 0, timeout)
+
+    def _queued_pass(self, node_id: str, future: Future[None]) -> None:
+        try:
+            self._run_queued(node_id, future)
+        finally:
+            with self._quiet:
+                self._jobs -= 1
+                self._quiet.notify_all()
+
+    def _run_queued(self, node_id: str, future: Future[None]) -> None:
         with self._busy_lock:
             _, force = self._waiting.pop(node_id)
-        self.download_owed(node_id, force=force)
+        try:
+            self.download_owed(node_id, force=force, durable=partial(_resolve, future))
+        except BaseException as exc:
+            _log_failure(node_id, exc)
+            if not future.done():  # else it failed while settling, after its images were in
+                future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        _resolve(future)
 
-    def download_owed(self, node_id: str, *, force: bool = False) -> None:
+    def download_owed(
+        self, node_id: str, *, force: bool = False, durable: Callable[[], object] | None = None
+    ) -> None:
         """Fetch what ``node_id`` owes, then write manifests and release what is verified.
 
-        ``force`` ignores the back-off of failed images (the node just came back). Raises
-        DownloadPassError if the pass stops on an unexpected error.
+        ``force`` ignores the back-off of failed images (the node just came back). ``durable``
+        is called once what the pass fetched is durable and marked done, before manifests
+        and releases. Raises DownloadPassError if the pass stops on an unexpected error.
         """
         with self._busy_lock:
             if node_id in self._busy:
@@ -163,7 +197,7 @@ class Downloader:
         cursor = Cursor()
         try:
             while True:
-                self._download(node_id, force, cursor)
+                self._download(node_id, force, cursor, durable)
                 with self._busy_lock:
                     if node_id not in self._again:
                         self._busy.discard(node_id)
@@ -229,9 +263,16 @@ class Downloader:
             self.recovered.put(set_id)
             logger.info("node %s holds %s, unknown to the ledger: set %s", node_id, cid, set_id)
 
-    def _download(self, node_id: str, force: bool, cursor: Cursor) -> None:
+    def _download(
+        self, node_id: str, force: bool, cursor: Cursor, durable: Callable[[], object] | None
+    ) -> None:
         endpoint = self._endpoint_of(node_id)
-        client = None if endpoint is None else self._node_clients(node_id, endpoint)
+        client = None
+        if endpoint is not None:
+            client = self._idle.take(node_id, endpoint)
+            if client is None:
+                client = self._node_clients(node_id, endpoint)
+        ended = False
         try:
             if client is not None and (force or self.reconcile_due(node_id)):
                 self._reconcile(node_id, client, cursor)
@@ -251,14 +292,20 @@ class Downloader:
                 fetcher = ImageFetcher(client, self._data_dir, self._ledger, self._clock, cursor)
                 report = fetcher.fetch(missing)
                 touched |= {row.set_id for row in missing if row.id in report.done}
+            if durable is not None:
+                durable()
             for set_id in sorted(touched):
                 cursor.capture_id = set_id
                 self._progress(set_id)
             if client is not None:
                 self._release(node_id, client, cursor)
+            ended = True
         finally:
-            if client is not None:
-                client.close()
+            if client is not None and endpoint is not None:
+                if ended:  # its connection is usable, or closed after a failure: kept
+                    self._idle.give_back(node_id, endpoint, client)
+                else:  # stopped mid-call: in no known state
+                    client.close()
 
     def _release(self, node_id: str, client: NodeClient, cursor: Cursor) -> None:
         for set_id, node_capture_id in self._ledger.releasable(node_id):
@@ -326,7 +373,7 @@ class Downloader:
                 return
             self._flushing = True
         future = self._pool.submit(self._flush, sorted(due))
-        future.add_done_callback(partial(_log_failure, "(manifest batch)"))
+        future.add_done_callback(_log_flush_failure)
 
     def _flush(self, set_ids: list[str]) -> None:
         try:
@@ -377,16 +424,26 @@ class Downloader:
         return path
 
     def close(self) -> None:
-        """Wait for running passes and stop the pool."""
+        """Wait for running passes, stop the pool and close the connections kept idle."""
         self._pool.shutdown(wait=True)
+        self._idle.close()
 
 
-def _log_failure(node_id: str, future: Future[None]) -> None:
-    """Done-callback of a pass: its exception, if any, is logged (nobody waits for it)."""
-    if future.cancelled():
-        return
-    exc = future.exception()
+def _resolve(future: Future[None]) -> None:
+    """The pass's images are durable and recorded: whoever waits for the pass may go on."""
+    if not future.done():
+        future.set_result(None)
+
+
+def _log_flush_failure(future: Future[None]) -> None:
+    exc = None if future.cancelled() else future.exception()
+    if exc is not None:
+        _log_failure("(manifest batch)", exc)
+
+
+def _log_failure(node_id: str, exc: BaseException) -> None:
+    """A queued pass failed: its exception is logged (nobody need wait for it)."""
     if isinstance(exc, DownloadPassError):
         logger.error("%s", exc, exc_info=exc)
-    elif exc is not None:
+    else:
         logger.error("download pass for node %s failed: %r", node_id, exc, exc_info=exc)

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 from thriftpy2.rpc import make_client
 from thriftpy2.thrift import TException
+from thriftpy2.transport import TTransportException
 
 from pepi_fleet.controller.node_client import (
     AccessRefused,
@@ -142,7 +143,21 @@ class ThriftNodeClient:
         return self._client
 
     def _call(self, what: str, call: Callable[[Any, str | None], Any]) -> Any:
-        """``call(client, secret)``; ``what`` names it in the error if the node cannot answer."""
+        """``call(client, secret)``; ``what`` names it in the error if the node cannot answer.
+
+        A call that fails on a connection kept from earlier calls (the node restarted, or
+        dropped it while idle) is tried once more on a new one: every call here may be
+        repeated (a release that already happened answers None the second time)."""
+        reused = self._client is not None
+        try:
+            return self._call_once(what, call)
+        except NodeUnreachable as exc:
+            if not reused or not isinstance(exc.__cause__, (TTransportException, OSError)):
+                raise
+            logger.debug("%s: kept connection failed (%s), reconnecting", what, exc)
+            return self._call_once(what, call)
+
+    def _call_once(self, what: str, call: Callable[[Any, str | None], Any]) -> Any:
         client = self._connected()
         secret = self._secret()
         try:
