@@ -24,6 +24,7 @@ from pepi_fleet.controller.web import (
     routes_files,
     routes_nodes,
     routes_page,
+    routes_set_view,
 )
 from pepi_fleet.controller.web.guard import default_allowed_hosts
 from pepi_fleet.controller.web.security import SecurityMiddleware, WebAccess
@@ -73,7 +74,15 @@ def create_app(controller: Controller, access: WebAccess | None = None) -> FastA
     app.state.controller = controller
     app.state.access = access
     app.state.stopping = threading.Event()
-    modules = (routes_nodes, routes_captures, routes_files, routes_events, routes_page, routes_auth)
+    modules = (
+        routes_nodes,
+        routes_captures,
+        routes_files,
+        routes_events,
+        routes_page,
+        routes_auth,
+        routes_set_view,
+    )
     for module in modules:
         app.include_router(module.router)
     app.include_router(routes_export.router)
