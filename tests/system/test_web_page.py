@@ -95,10 +95,11 @@ def test_web_page_live_cards_capture_all_zip_and_offline(
             card = page.locator(f"#node-{node.node_id}")
             expect(card.locator("h3")).to_have_text(f"{node.node_id} @ 127.0.0.1")
             expect(card.locator("[data-field=cameras]")).to_contain_text("640x480")
+            # through the controller's relay, over the page's one WebSocket: never the node's
             preview = card.locator("img.preview")
-            stream = f"http://127.0.0.1:{node.stream_port}/stream/0.mjpeg"
-            expect(preview).to_have_attribute("src", stream)
+            expect(preview).to_have_attribute("data-key", f"{node.node_id}/0")
             page.wait_for_function("img => img.naturalWidth > 0", arg=preview.element_handle())
+            assert preview.get_attribute("src").startswith("blob:")
             # refreshed on heartbeats until the controller has probed the clock; the node's
             # own word on its clock (the OS's NTP state) stays next to the measured offset
             clock = re.compile(MEASURED_OFFSET + SYNCED_TEXT[synced[node.node_id]])
