@@ -13,7 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
-from support.chromium import CHROMIUM, CHROMIUM_ARGS, chromium_installed
 from support.controllers import ControllerProcess
 from support.web import controller_process, wait_ready, wait_until
 
@@ -23,6 +22,7 @@ from pepi_fleet.core.availability import OFFLINE
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))  # bench/ is a folder of the checkout, not of the wheel
+from bench.chromium import CHROMIUM, CHROMIUM_ARGS, chromium_installed  # noqa: E402
 from bench.fleet_sim import FleetSim, start_sim_broker  # noqa: E402
 
 pytestmark = pytest.mark.system

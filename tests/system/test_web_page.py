@@ -145,6 +145,19 @@ def test_web_page_live_cards_capture_all_zip_and_offline(
                 image = Image.open(io.BytesIO(zf.read(name)))
                 assert image.format == "JPEG" and image.size == (640, 480)
 
+        # the set view: every camera's image side by side, timed to the set's median
+        sets = context.new_page()
+        sets.goto(controller.url + latest.locator("a.set-view").get_attribute("href"))
+        tiles = sets.locator("#tiles .tile")
+        expect(tiles).to_have_count(3)
+        expect(sets.locator("#tiles .tile-image img")).to_have_count(3)
+        for i, node in enumerate(nodes):
+            expect(tiles.nth(i).locator("figcaption b")).to_have_text(f"{node.node_id} cam0")
+            expect(tiles.nth(i).locator(".offset")).to_have_text(re.compile(r"^[+-]\d+\.\d{3} ms"))
+        expect(sets.locator("#set-summary")).to_contain_text("3/3 cameras")
+        shot(sets, "page-set-view.png")
+        sets.close()
+
         # docs/screenshot.png is a copy of this file, refreshed by hand when the page changes
         shot(page, "page-desktop.png")
         phone = browser.new_context(
