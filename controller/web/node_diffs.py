@@ -18,7 +18,7 @@ QUIET_FIELDS = frozenset({"last_heartbeat_at", "clock_offset_s", "clock_rtt_s"})
 """Fields that move with every heartbeat or clock probe: sent at most every ``quiet_s``."""
 NOT_SENT = frozenset({"heartbeat_age_s"})
 """Derived from ``last_heartbeat_at`` and the viewer's clock: the page computes it."""
-DEFAULT_QUIET_S = 5.0
+DEFAULT_QUIET_S = 15.0
 
 
 class NodeDiffer:
