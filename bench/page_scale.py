@@ -10,7 +10,8 @@ once ``/api/nodes`` lists all N online, a fresh page is opened and measured:
    RSS (the largest Chromium renderer process) and JS heap (CDP ``Performance.getMetrics``),
    and the requests the page itself made meanwhile;
 3. the latency of the page's own API requests while the fleet streams (``/api/nodes`` and
-   ``/api/captures?limit=5`` fetched from the page, ``--requests`` each);
+   ``/api/captures?limit=5`` fetched from the page, ``--requests`` each; one not answered
+   within 10 s is given up and counted as 10 s);
 4. the event stream's traffic over ``--window`` s: the page's ``?nodes=diff`` stream against
    the per-heartbeat ``status`` stream other consumers get (bytes/s, events/s).
 
@@ -45,6 +46,7 @@ TARGET_N = 1000
 TARGET_RENDER_S = 3.0
 TARGET_RENDERER_MB = 300.0
 WARM_UP_S = 2.0
+API_LIMIT_MS = 10_000.0
 
 ALL_RENDERED = """n => {
   if (document.querySelectorAll("#nodes .node.state-online").length < n) return false;
@@ -52,15 +54,19 @@ ALL_RENDERED = """n => {
   return true;
 }"""
 
-API_TIMES = """async ([paths, count]) => {
+API_TIMES = """async ([paths, count, limitMs]) => {
   const out = {};
   for (const path of paths) {
     const times = [];
     for (let i = 0; i < count; i++) {
       const t = performance.now();
-      const res = await fetch(path);
-      await res.arrayBuffer();
-      times.push(performance.now() - t);
+      try {
+        const res = await fetch(path, { signal: AbortSignal.timeout(limitMs) });
+        await res.arrayBuffer();
+        times.push(performance.now() - t);
+      } catch (err) {
+        times.push(null);  // not answered within limitMs
+      }
     }
     out[path] = times;
   }
@@ -114,6 +120,12 @@ def stream_rate(url: str, params: dict[str, str], seconds: float) -> tuple[float
     return received / 1000 / elapsed, events / elapsed
 
 
+def latency(times: list[float | None]) -> tuple[float, float]:
+    """Median and max (ms); a request not answered in time counts as ``API_LIMIT_MS``."""
+    waited = [API_LIMIT_MS if t is None else t for t in times]
+    return statistics.median(waited), max(waited)
+
+
 def measure_page(browser: Browser, fig: Figures, url: str, args: argparse.Namespace) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     requests: list[str] = []
@@ -135,8 +147,8 @@ def measure_page(browser: Browser, fig: Figures, url: str, args: argparse.Namesp
         ]
         for t in streams:
             t.start()
-        times: dict[str, list[float]] = page.evaluate(
-            API_TIMES, [["/api/nodes", "/api/captures?limit=5"], args.requests]
+        times: dict[str, list[float | None]] = page.evaluate(
+            API_TIMES, [["/api/nodes", "/api/captures?limit=5"], args.requests, API_LIMIT_MS]
         )
         while any(t.is_alive() for t in streams):
             page.wait_for_timeout(200)  # the page runs on, its requests are counted
@@ -146,10 +158,8 @@ def measure_page(browser: Browser, fig: Figures, url: str, args: argparse.Namesp
         fig.status_kb_s, fig.status_events_s = rates.get("status", (None, None))  # type: ignore[assignment]
         api_urls = {url + "/api/nodes", url + "/api/captures?limit=5"}
         fig.page_requests = sum(r not in api_urls for r in requests)
-        fig.nodes_ms = statistics.median(times["/api/nodes"])
-        fig.nodes_max_ms = max(times["/api/nodes"])
-        fig.captures_ms = statistics.median(times["/api/captures?limit=5"])
-        fig.captures_max_ms = max(times["/api/captures?limit=5"])
+        fig.nodes_ms, fig.nodes_max_ms = latency(times["/api/nodes"])
+        fig.captures_ms, fig.captures_max_ms = latency(times["/api/captures?limit=5"])
         metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
         fig.js_heap_mb = metrics.get("JSHeapUsedSize", 0) / 1e6
         rss = renderer_rss_mb()
