@@ -10,6 +10,7 @@ window.pepiPreviews = (() => {
   const MARGIN = "300px"; // start a little before a card scrolls in
   const RETRY_MIN_MS = 5000;
   const RETRY_MAX_MS = 60000;
+  let limit = 64; // the relay's default per connection; lowered to what it says if less
   const images = new Map(); // key -> <img>
   const visible = new Set(); // keys whose image is in (or near) view
   const decoder = new TextDecoder();
@@ -22,7 +23,8 @@ window.pepiPreviews = (() => {
   const observer = new IntersectionObserver((entries) => {
     for (const e of entries) {
       const key = e.target.dataset.key;
-      if (e.isIntersecting) visible.add(key); else visible.delete(key);
+      if (e.isIntersecting) visible.add(key);
+      else { visible.delete(key); release(e.target); } // memory stays bounded by what is in view
     }
     schedule();
   }, { rootMargin: MARGIN });
@@ -40,7 +42,13 @@ window.pepiPreviews = (() => {
   function sync() {
     if (!socket && visible.size && !retryTimer) { connect(); return; }
     if (!socket || socket.readyState !== WebSocket.OPEN) return;
-    const watch = JSON.stringify({ watch: Array.from(visible).sort() });
+    const keys = Array.from(visible).sort();
+    const watched = new Set(keys.slice(0, limit));
+    for (const key of keys) {
+      const frame = images.get(key) && images.get(key).parentElement;
+      if (frame) frame.classList.toggle("capped", !watched.has(key));
+    }
+    const watch = JSON.stringify({ watch: Array.from(watched) });
     if (watch === sentWatch) return;
     sentWatch = watch;
     socket.send(watch);
@@ -76,7 +84,7 @@ window.pepiPreviews = (() => {
     const n = view.getUint16(0);
     const header = JSON.parse(decoder.decode(new Uint8Array(buffer, 2, n)));
     const img = images.get(header.key);
-    if (!img) return;
+    if (!img || !visible.has(header.key)) return; // left the view while on its way
     const url = URL.createObjectURL(new Blob([new Uint8Array(buffer, 2 + n)], { type: "image/jpeg" }));
     const old = img.dataset.blob;
     img.dataset.blob = url;
@@ -94,6 +102,8 @@ window.pepiPreviews = (() => {
   }
 
   function stats(msg) {
+    const most = msg.error && /at most (\d+)/.exec(msg.error);
+    if (most) { limit = parseInt(most[1], 10); sentWatch = ""; schedule(); return; }
     if (!msg.stats) return;
     for (const [key, count] of Object.entries(msg.stats.dropped || {})) dropped(key, count);
   }
@@ -104,15 +114,19 @@ window.pepiPreviews = (() => {
     observer.observe(img);
   }
 
+  function release(img) {
+    if (img.dataset.blob) URL.revokeObjectURL(img.dataset.blob);
+    delete img.dataset.blob;
+    img.removeAttribute("src");
+  }
+
   // A card no longer shows it (node offline, card gone): stop watching, free its frame.
   function detach(img) {
     const key = img.dataset.key;
     observer.unobserve(img);
     if (images.get(key) === img) images.delete(key);
     visible.delete(key);
-    if (img.dataset.blob) URL.revokeObjectURL(img.dataset.blob);
-    delete img.dataset.blob;
-    img.removeAttribute("src");
+    release(img);
     schedule();
   }
 
