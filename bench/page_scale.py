@@ -99,6 +99,7 @@ def stream_rate(url: str, params: dict[str, str], seconds: float) -> tuple[float
     (the diff stream's first batch holds every node in full, once per viewer)."""
     received = events = 0
     warm = time.monotonic() + WARM_UP_S
+    first_batch = params.get("nodes") == "diff"  # skip it: every node in full, once
     started = None
     with (
         httpx.Client(base_url=url, timeout=httpx.Timeout(10, read=seconds + 10)) as client,
@@ -106,6 +107,9 @@ def stream_rate(url: str, params: dict[str, str], seconds: float) -> tuple[float
     ):
         for chunk in stream.iter_bytes():
             now = time.monotonic()
+            if first_batch:
+                first_batch = b"event: nodes" not in chunk
+                continue
             if now < warm:
                 continue
             if started is None:
