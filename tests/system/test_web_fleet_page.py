@@ -31,6 +31,14 @@ NODES = 200
 ROOT = "pepi-t/page"
 HEARTBEAT_S = 2.0
 OUTPUT = REPO / "test-output" / "web"
+IN_VIEW = """() => {
+  const top = document.querySelector("header.fleet").getBoundingClientRect().bottom;
+  return Array.from(document.querySelectorAll("#nodes .node")).filter((c) => {
+    const r = c.getBoundingClientRect();
+    return r.top >= top && r.bottom <= innerHeight && r.left >= 0 && r.right <= innerWidth;
+  }).length;
+}"""
+"""Cards wholly on screen, under the sticky header."""
 
 
 @pytest.fixture
@@ -97,6 +105,8 @@ def test_web_fleet_page_renders_200_nodes_and_follows_an_offline_one(
         expect(page.locator("#count-online")).to_have_text(str(NODES))
         expect(page.locator("#node-shown")).to_have_text(f"{NODES} of {NODES} shown")
         expect(page.locator("#nodes")).to_have_class(re.compile(r"\bdense\b"))  # a large rig
+        page.locator("#nodes").evaluate("grid => grid.scrollIntoView()")
+        assert page.evaluate(IN_VIEW) >= 100, "the grid shows fewer than 100 cameras at once"
         ids = cards.evaluate_all("cards => cards.map(c => c.dataset.node)")
         assert ids == sorted(fleet.node_ids)
         first = page.locator(f"#node-{fleet.node_ids[0]}")

@@ -7,11 +7,12 @@ window.pepiNodes = (() => {
   const box = document.getElementById("nodes");
   const entries = new Map(); // node id -> { data, card, fields }
   const busy = new Map(); // node id -> capture sets it owes a result
-  const PROBLEM_RANK = { offline: 0, removed: 0, stale: 1, online: 3 };
+  const PROBLEM_RANK = { offline: 0, removed: 0, unreachable: 0, stale: 1, online: 3 };
   const UNREACHABLE = {
     offline: (t) => `Unreachable since ${t}: the node went offline (power, network or its agent stopped).`,
     stale: (t) => `No heartbeat since ${t}: the node may be overloaded or cut off.`,
     removed: (t) => `Removed ${t}: its retained status was cleared.`,
+    unreachable: (t) => `Unreachable since ${t}: the bridge from its site's broker is down; triggers cannot reach it.`,
   };
   const view = { filter: "all", sort: "id", find: "" };
   let orderTimer = null;
