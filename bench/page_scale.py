@@ -6,9 +6,9 @@ once ``/api/nodes`` lists all N online, a fresh page is opened and measured:
 
 1. time from navigation start until every node's card shows its state (``performance.now()``
    in the page when the N-th ``.node.state-online`` card exists);
-2. after ``--window`` s (+2 s warm-up) of the fleet streaming heartbeats: the renderer's
-   RSS (the largest Chromium renderer process) and JS heap (CDP ``Performance.getMetrics``),
-   and the requests the page itself made meanwhile;
+2. after ``--window`` s (after a heartbeat period of warm-up) of the fleet streaming
+   heartbeats: the renderer's RSS (the largest Chromium renderer process) and JS heap
+   (CDP ``Performance.getMetrics``), and the requests the page itself made meanwhile;
 3. the latency of the page's own API requests while the fleet streams (``/api/nodes`` and
    ``/api/captures?limit=5`` fetched from the page, ``--requests`` each; one not answered
    within 10 s is given up and counted as 10 s);
@@ -45,7 +45,6 @@ from pepi_fleet.broker.runner import EmbeddedBroker
 TARGET_N = 1000
 TARGET_RENDER_S = 3.0
 TARGET_RENDERER_MB = 300.0
-WARM_UP_S = 2.0
 API_LIMIT_MS = 10_000.0
 
 ALL_RENDERED = """n => {
@@ -95,11 +94,12 @@ class Figures:
 
 
 def stream_rate(
-    url: str, params: dict[str, str], seconds: float
+    url: str, params: dict[str, str], seconds: float, warm_up_s: float
 ) -> tuple[float | None, float | None]:
-    """(kB/s, events/s) of ``/api/events`` with ``params`` over ``seconds``, after a warm-up."""
+    """(kB/s, events/s) of ``/api/events`` with ``params`` over ``seconds``, after
+    ``warm_up_s``: a new diff stream sends each node in full once, at its next heartbeat."""
     received = events = 0
-    warm = time.monotonic() + WARM_UP_S
+    warm = time.monotonic() + warm_up_s
     give_up = warm + seconds + 10  # a controller without ?nodes=diff sends no batches
     # the diff stream's first batch holds every node in full, once: count from the next one
     batches_to_skip = 2 if params.get("nodes") == "diff" else 0
@@ -150,7 +150,7 @@ def measure_page(browser: Browser, fig: Figures, url: str, args: argparse.Namesp
         streams = [
             threading.Thread(
                 target=lambda k=kind: rates.__setitem__(
-                    k, stream_rate(url, {"nodes": k}, args.window)
+                    k, stream_rate(url, {"nodes": k}, args.window, args.heartbeat + 1)
                 )
             )
             for kind in ("diff", "status")
