@@ -29,6 +29,7 @@ class NodeDiffer:
         self._sent: dict[str, NodeFields] = {}
         self._sent_at: dict[str, float] = {}
         self._dirty: set[str] = set()
+        self._held: dict[str, float] = {}  # node -> when its quiet changes may go out
 
     def mark(self, node_id: str) -> None:
         """The node may have changed (a heartbeat, a presence change)."""
@@ -36,19 +37,23 @@ class NodeDiffer:
 
     @property
     def pending(self) -> bool:
-        """Whether a ``flush`` may have something to send."""
-        return bool(self._dirty)
+        """Whether a ``flush`` may have something to send (now or once a node's quiet
+        period ends)."""
+        return bool(self._dirty or self._held)
 
     def flush(
         self, lookup: Callable[[str], NodeFields | None], now: float
     ) -> tuple[list[NodeFields], list[str]]:
         """The changed fields of every marked node (each with its ``node_id``) and the ids of
-        marked nodes ``lookup`` no longer knows. Nodes whose only changes are quiet ones and
-        were sent less than ``quiet_s`` ago stay marked for a later flush."""
+        marked nodes ``lookup`` no longer knows. A node whose only changes are quiet ones and
+        was sent less than ``quiet_s`` ago is held, and looked up again only when marked
+        again or when its quiet period ends."""
         changed: list[NodeFields] = []
         removed: list[str] = []
-        held: set[str] = set()
-        for node_id in sorted(self._dirty):
+        due = {n for n, at in self._held.items() if at <= now}
+        # a held node is looked at again when marked (maybe urgent news) or when due
+        for node_id in sorted(self._dirty | due):
+            self._held.pop(node_id, None)
             fields = lookup(node_id)
             if fields is None:
                 removed.append(node_id)  # the page may know it from its snapshot
@@ -59,12 +64,12 @@ class NodeDiffer:
             if not diff:
                 continue
             if not urgent and now - self._sent_at[node_id] < self.quiet_s:
-                held.add(node_id)
+                self._held[node_id] = self._sent_at[node_id] + self.quiet_s
                 continue
             self._sent.setdefault(node_id, {}).update(diff)
             self._sent_at[node_id] = now
             changed.append({"node_id": node_id, **diff})
-        self._dirty = held
+        self._dirty = set()
         return changed, removed
 
     def _diff(self, node_id: str, fields: NodeFields) -> tuple[NodeFields, bool]:

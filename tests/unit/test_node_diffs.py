@@ -80,3 +80,25 @@ def test_node_differ_reports_a_node_gone_from_the_controller_as_removed() -> Non
     changed, removed = differ.flush(lambda i: node() if i == "cam01" else None, now=0.0)
     assert [c["node_id"] for c in changed] == ["cam01"]
     assert removed == ["ghost"]
+
+
+def test_node_differ_looks_a_held_node_up_again_only_when_marked_or_due() -> None:
+    differ = NodeDiffer(quiet_s=5.0)
+    looked: list[float] = []
+
+    def lookup(_id: str) -> dict[str, Any]:
+        looked.append(now)
+        return node(last_heartbeat_at=100.0 + now)
+
+    now = 0.0
+    differ.mark("cam01")
+    differ.flush(lookup, now)
+    now = 1.0
+    differ.mark("cam01")
+    assert differ.flush(lookup, now) == ([], [])
+    for now in (1.5, 2.0, 4.5):  # a 1000-node fleet must not cost a lookup per node per flush
+        differ.flush(lookup, now)
+    now = 5.0
+    changed, _ = differ.flush(lookup, now)
+    assert changed == [{"node_id": "cam01", "last_heartbeat_at": 105.0}]
+    assert looked == [0.0, 1.0, 5.0]
