@@ -100,6 +100,7 @@ window.pepiNodes = (() => {
     f.card.className = `card node state-${state}${degraded(d) ? " degraded" : ""}${isBusy(d.node_id) ? " busy" : ""}`;
     f.card.dataset.state = state;
     f.badge.textContent = isBusy(d.node_id) ? `${state} \u00b7 capturing` : state;
+    f.card.title = `${d.node_id}: ${f.badge.textContent}`;
     f.address.textContent = d.host || "unknown address";
     const unreachable = UNREACHABLE[state];
     f.unreachable.hidden = !unreachable;
