@@ -130,6 +130,13 @@ def test_web_fleet_page_renders_200_nodes_and_follows_an_offline_one(
         page.select_option("#node-filter", "offline")
         expect(page.locator("#nodes .node:visible")).to_have_count(1)
         expect(page.locator("#nodes .node:visible")).to_have_id(f"node-{victim.node_id}")
+        # a scheduled capture: every node it expects is busy until its result is in
+        page.select_option("#node-filter", "busy")
+        page.locator("#delay").fill("3")
+        page.get_by_role("button", name="Capture all").click()
+        expect(page.locator("#nodes .node:visible")).to_have_count(NODES - 1)
+        expect(page.locator(f"#node-{victim.node_id}")).to_be_hidden()  # offline: not expected
+        expect(page.locator("#nodes .node:visible")).to_have_count(0, timeout=20_000)
         page.select_option("#node-filter", "all")
         page.select_option("#node-sort", "state")
         expect(cards.first).to_have_id(f"node-{victim.node_id}")  # problems first
