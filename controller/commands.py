@@ -211,6 +211,23 @@ def _ms_to_s(ctx: click.Context, param: click.Parameter, value: float | None) ->
     help="Seconds a capture started by a PEPI client (Thrift start_capture) stays on its node "
     "after the controller has verified its copy, so that client can still retrieve it.",
 )
+@click.option(
+    "--preview-linger",
+    "preview_linger_s",
+    envvar="PEPI_PREVIEW_LINGER",
+    type=click.FloatRange(0, 3600),
+    default=5.0,
+    show_default=True,
+    help="Seconds the preview relay keeps pulling a camera's stream after its last viewer left.",
+)
+@click.option(
+    "--preview-max-watch",
+    envvar="PEPI_PREVIEW_MAX_WATCH",
+    type=click.IntRange(1, 4096),
+    default=64,
+    show_default=True,
+    help="Previews one browser (one WebSocket) may watch at once.",
+)
 @click.pass_context
 def controller_command(ctx: click.Context, /, **options: Any) -> None:
     """Run the controller: presence, capture sets, loss-free downloads into --data-dir.

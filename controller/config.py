@@ -88,6 +88,20 @@ class ControllerConfig(BaseModel):
         description="warn before a scheduled capture beyond this offset",
     )
 
+    preview_linger_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="how long the preview relay keeps pulling a camera after its last viewer left",
+    )
+    preview_max_watch: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="previews one WebSocket viewer may watch at once",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _password_from_file(cls, data: Any) -> Any:

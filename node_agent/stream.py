@@ -7,15 +7,16 @@ import logging
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from pepi_fleet.core.mjpeg import CONTENT_TYPE, encode_part
 from pepi_fleet.node.slots import ConnectionSlots, Slot
 
 logger = logging.getLogger(__name__)
 
-BOUNDARY = "pepiframe"
 _PATH = re.compile(r"^/(stream|snapshot)/(\d+)\.(mjpeg|jpg)$")
 
 MAX_CLIENTS = 16
@@ -153,7 +154,7 @@ class MjpegServer:
 
     def _send_stream(self, req: BaseHTTPRequestHandler, slot: Slot, camera: int) -> None:
         req.send_response(200)
-        req.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        req.send_header("Content-Type", CONTENT_TYPE)
         req.send_header("Cache-Control", "no-store")
         req.send_header("Connection", "close")
         req.close_connection = True
@@ -162,14 +163,10 @@ class MjpegServer:
             req.end_headers()
             while not self._stopping.is_set():
                 slot.working()
+                taken_at = time.time()
                 jpeg = self._preview(camera)
                 slot.writing()
-                req.wfile.write(
-                    f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                    f"Content-Length: {len(jpeg)}\r\n\r\n".encode()
-                    + jpeg
-                    + b"\r\n"
-                )
+                req.wfile.write(encode_part(jpeg, taken_at))
                 req.wfile.flush()
                 slot.working()
                 self._stopping.wait(self._interval)

@@ -15,6 +15,9 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pepi_fleet.controller.preview_relay import PreviewRelay
+from pepi_fleet.controller.preview_streams import stream_url
+from pepi_fleet.controller.preview_upstream import pull_mjpeg
 from pepi_fleet.controller.service import Controller
 from pepi_fleet.controller.web import (
     routes_auth,
@@ -24,6 +27,7 @@ from pepi_fleet.controller.web import (
     routes_files,
     routes_nodes,
     routes_page,
+    routes_previews,
     routes_set_view,
 )
 from pepi_fleet.controller.web.guard import default_allowed_hosts
@@ -74,6 +78,12 @@ def create_app(controller: Controller, access: WebAccess | None = None) -> FastA
     app.state.controller = controller
     app.state.access = access
     app.state.stopping = threading.Event()
+    app.state.relay = PreviewRelay(
+        lambda node_id, camera: stream_url(node_id, camera, controller.node(node_id)),
+        pull_mjpeg,
+        linger_s=controller.config.preview_linger_s,
+    )
+    app.state.preview_max_watch = controller.config.preview_max_watch
     modules = (
         routes_nodes,
         routes_captures,
@@ -86,6 +96,7 @@ def create_app(controller: Controller, access: WebAccess | None = None) -> FastA
     for module in modules:
         app.include_router(module.router)
     app.include_router(routes_export.router)
+    app.include_router(routes_previews.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)

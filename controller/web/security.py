@@ -135,6 +135,9 @@ class SecurityMiddleware:
         self.access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -147,6 +150,31 @@ class SecurityMiddleware:
             refusal = self._unauthorised(method, path, headers, principal)
         if refusal is not None:
             await refusal(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket handshake is a GET that browsers send with cookies from any page:
+        besides the Host and the login (viewers may watch), its Origin must be ours."""
+        headers = Headers(scope=scope)
+        host = headers.get("host")
+        refusal: tuple[int, str] | None = None
+        principal = None
+        if not host_allowed(host, self.access.allowed_hosts):
+            refusal = (400, f"Host {(host or '')[:100]!r} is not a name of this controller")
+        elif (why := cross_origin(host, headers.get("origin"), None, None)) is not None:
+            refusal = (403, f"cross-origin WebSocket refused: {why}")
+        else:
+            principal = self.access.principal(headers)
+            if principal is None:
+                refusal = (
+                    401,
+                    "log in first: on the page at /login, or send Authorization: Bearer "
+                    "<API token>",
+                )
+        if refusal is not None:
+            await _refuse_websocket(scope, receive, send, *refusal)
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
@@ -201,6 +229,25 @@ class SecurityMiddleware:
                 "anything: ask for an operator login",
             )
         return None
+
+
+async def _refuse_websocket(
+    scope: Scope, receive: Receive, send: Send, status: int, detail: str
+) -> None:
+    """Answer the handshake with an HTTP error (where the server can), else close it."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = json.dumps({"detail": detail}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+        return
+    await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})
 
 
 def _has_body(headers: Headers) -> bool:

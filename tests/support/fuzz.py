@@ -30,6 +30,7 @@ from pepi_fleet.broker.runner import EmbeddedBroker
 from pepi_fleet.node.agent import NodeAgent
 from pepi_fleet.node.camera.synthetic import SyntheticCamera
 from pepi_fleet.node.config import NodeConfig
+from pepi_fleet.node.secret import SECRET_FILE
 from pepi_fleet.node.store import CaptureStore, StoreLimits
 from pepi_fleet.schemas import CaptureResult, CaptureStatus
 from pepi_fleet.schemas.ids import CAPTURE_ID_PATTERN, is_capture_id
@@ -38,7 +39,7 @@ TOPIC_KINDS = ("capture", "node_capture", "set", "clock_ping")
 RESOLUTION = (64, 48)
 FPS = 240.0
 JPEG_QUALITY = 90
-DATA_DIR_ENTRIES = {"captures", "staging", "taken-ids.log"}
+DATA_DIR_ENTRIES = {"captures", "staging", "taken-ids.log", SECRET_FILE}
 
 # -- strategies ---------------------------------------------------------------------------------
 

@@ -10,22 +10,27 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import click
 import pytest
 from pydantic import BaseModel
+from support.nodes import node_process
+from support.web import controller_process, wait_ready, wait_until
 
 from pepi_fleet.broker.access import PRODUCTION_ROOT, render_acl
-from pepi_fleet.broker.runner import BrokerError, find_mosquitto, free_port
+from pepi_fleet.broker.runner import BrokerError, EmbeddedBroker, find_mosquitto, free_port
 from pepi_fleet.cli import main
 from pepi_fleet.controller.config import ControllerConfig
 from pepi_fleet.node.config import NodeConfig
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
+THRIFT_OVERLAY = REPO / "docker-compose.thrift.yml"
 ENV_EXAMPLE = REPO / "deploy" / "compose.env.example"
 COMPOSE_BIN = shutil.which("docker-compose")
 CONFIG_MODELS: dict[str, type[BaseModel]] = {"node": NodeConfig, "controller": ControllerConfig}
@@ -53,11 +58,14 @@ needs_compose = pytest.mark.skipif(
 )
 
 
-def compose(*args: str, env_file: Path = ENV_EXAMPLE) -> subprocess.CompletedProcess[str]:
-    """Run docker-compose on the repo's file; our own PEPI_* variables must not leak in."""
+def compose(
+    *args: str, env_file: Path = ENV_EXAMPLE, files: tuple[Path, ...] = (COMPOSE_FILE,)
+) -> subprocess.CompletedProcess[str]:
+    """Run docker-compose on the repo's file(s); our own PEPI_* variables must not leak in."""
     assert COMPOSE_BIN is not None
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEPI_")}
-    cmd = [COMPOSE_BIN, "--env-file", str(env_file), "-f", str(COMPOSE_FILE), *args]
+    chosen = [arg for path in files for arg in ("-f", str(path))]
+    cmd = [COMPOSE_BIN, "--env-file", str(env_file), *chosen, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
 
 
@@ -270,3 +278,83 @@ def test_compose_broker_healthcheck_passes_only_with_the_password(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
+
+
+def published(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(host address, host port, container port) of every port a service publishes."""
+    out = []
+    for port in service.get("ports") or []:
+        host_ip, host_port, target = str(port).removesuffix("/tcp").rsplit(":", 2)
+        out.append((host_ip, int(host_port), int(target)))
+    return out
+
+
+def test_compose_every_service_has_a_healthcheck(services: dict[str, Any]) -> None:
+    assert {"broker", "controller", *COMPOSE_NODES} <= services.keys()
+    for name, service in services.items():
+        check = service.get("healthcheck") or {}
+        assert not check.get("disable") and check.get("test"), f"{name} has no healthcheck"
+        assert check["test"][0] in ("CMD", "CMD-SHELL"), name
+
+
+def test_compose_page_and_previews_need_only_the_controllers_port(
+    services: dict[str, Any],
+) -> None:
+    """The nodes' previews (http://cam01:6001/..., a name only the compose network knows)
+    reach the browser through the controller's relay: no node publishes a port."""
+    controller = services["controller"]
+    _, params = parse_pepi_args([str(a) for a in controller["command"]], {})
+    assert published(controller) == [("127.0.0.1", 8080, params["web_port"])]
+    for node in COMPOSE_NODES:
+        assert published(services[node]) == [], f"{node} publishes a port"
+    assert published(services["broker"]) == [("127.0.0.1", 1883, 1883)]  # MQTT, not the page
+
+
+@needs_compose
+def test_compose_thrift_overlay_publishes_each_nodes_thrift_port_on_loopback() -> None:
+    result = compose("config", files=(COMPOSE_FILE, THRIFT_OVERLAY))
+    assert result.returncode == 0, result.stderr
+    services = load_yaml(result.stdout)["services"]
+    ports = {node: published(services[node]) for node in COMPOSE_NODES}
+    assert all(len(p) == 1 and p[0][0] == "127.0.0.1" and p[0][2] == 6000 for p in ports.values())
+    assert len({p[0][1] for p in ports.values()}) == len(COMPOSE_NODES), ports
+    assert published(services["controller"]) == [("127.0.0.1", 8080, 8080)]
+
+
+def healthcheck_code(service: dict[str, Any]) -> str:
+    """The Python a pepi service's healthcheck runs (``python -c CODE``)."""
+    kind, python, flag, code = service["healthcheck"]["test"]
+    assert (kind, python, flag) == ("CMD", "python", "-c")
+    return str(code)
+
+
+def run_check(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+
+
+def test_compose_pepi_healthchecks_pass_on_a_running_node_and_controller_only(
+    services: dict[str, Any], broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """The nodes' and the controller's healthchecks, run against a real node and controller
+    (their container ports swapped for free ones): they pass while it serves, fail after."""
+    root = f"pepi-t/{uuid.uuid4().hex[:10]}"
+    node = node_process(broker, root, "hc-node", tmp_path)
+    ctl = controller_process(broker, root, tmp_path)
+    node_code = healthcheck_code(services["cam01"])
+    assert all(healthcheck_code(services[n]) == node_code for n in COMPOSE_NODES)
+    node_code = node_code.replace("'127.0.0.1', 6000)", f"'127.0.0.1', {node.thrift_port})")
+    node_code = node_code.replace("127.0.0.1:6001/", f"127.0.0.1:{node.stream_port}/")
+    ctl_code = healthcheck_code(services["controller"])
+    ctl_code = ctl_code.replace("127.0.0.1:8080/", f"127.0.0.1:{ctl.web_port}/")
+    assert str(node.thrift_port) in node_code and str(node.stream_port) in node_code
+    assert str(ctl.web_port) in ctl_code
+    try:
+        node.start()
+        wait_ready(ctl.start())
+        wait_until(lambda: run_check(node_code).returncode == 0, 20, "the node's healthcheck")
+        assert run_check(ctl_code).returncode == 0
+    finally:
+        node.stop()
+        ctl.stop()
+    assert run_check(node_code).returncode != 0
+    assert run_check(ctl_code).returncode != 0

@@ -306,7 +306,7 @@ def test_requirements_node_are_pyproject_minus_numpy_the_web_stack_and_broker_to
 
     # numpy from apt; the web stack (and its password hashing) is the controller's;
     # cryptography is `pepi broker init`'s
-    web_and_apt = {"numpy", "fastapi", "uvicorn", "argon2-cffi", "cryptography"}
+    web_and_apt = {"numpy", "fastapi", "uvicorn", "websockets", "argon2-cffi", "cryptography"}
     assert sorted(node) == sorted(r for r in project["dependencies"] if name(r) not in web_and_apt)
 
 

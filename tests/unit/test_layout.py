@@ -106,7 +106,7 @@ def test_layout_node_entry_loads_no_controller_or_web_stack() -> None:
         "assert cmd is not None and cmd.name == 'node'\n"
         "import pepi_fleet.node.agent, pepi_fleet.node.thrift_server, pepi_fleet.node.stream"
     )
-    for heavy in ("fastapi", "uvicorn", "starlette", "pepi_fleet.controller"):
+    for heavy in ("fastapi", "uvicorn", "starlette", "websockets", "pepi_fleet.controller"):
         assert not any(m == heavy or m.startswith(heavy + ".") for m in loaded), heavy
 
 
