@@ -129,7 +129,8 @@ class ControllerProc:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pepi_fleet", "controller", *args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                preexec_fn=die_with_parent(os.getpid()),
+                # -m puts the working directory first on sys.path: run in the checkout measured
+                cwd=self.checkout or HERE, preexec_fn=die_with_parent(os.getpid()),
             )  # fmt: skip
         return started
 

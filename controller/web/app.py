@@ -28,6 +28,7 @@ from pepi_fleet.controller.web import (
     routes_nodes,
     routes_page,
     routes_previews,
+    routes_set_view,
     routes_settings,
 )
 from pepi_fleet.controller.web.guard import default_allowed_hosts
@@ -92,6 +93,7 @@ def create_app(controller: Controller, access: WebAccess | None = None) -> FastA
         routes_events,
         routes_page,
         routes_auth,
+        routes_set_view,
     )
     for module in modules:
         app.include_router(module.router)

@@ -1,4 +1,7 @@
-"""The web page at ``/`` and the HTML fragments its script swaps in (node cards, sets)."""
+"""The web page at ``/`` and the capture-set fragments its script swaps in.
+
+Node cards are built by the page's script from ``GET /api/nodes`` and the event stream's
+``nodes`` diffs (``static/nodes.js``)."""
 
 from __future__ import annotations
 
@@ -9,22 +12,22 @@ from functools import lru_cache
 from pathlib import Path
 from string import Template
 from typing import get_args
+from urllib.parse import quote
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from pepi_fleet.controller.access import OPEN, Principal
 from pepi_fleet.controller.export import Layout
 from pepi_fleet.controller.ledger import ImageState
 from pepi_fleet.controller.node_report import FleetOut, NodeOut
-from pepi_fleet.controller.presence import NodeState, NodeView
+from pepi_fleet.controller.presence import NodeState
 from pepi_fleet.controller.service import Controller
 from pepi_fleet.controller.web.api_models import CaptureSetDetail
 from pepi_fleet.controller.web.routes_captures import capture_detail
 from pepi_fleet.controller.web.routes_deps import (
     CaptureIdPath,
     ControllerDep,
-    NodeIdPath,
     PrincipalDep,
     unknown_capture,
 )
@@ -45,14 +48,8 @@ EXPORTS: list[tuple[Layout, str]] = [
 ]
 NONE = "\N{EN DASH}"
 NO_CACHE = {"Cache-Control": "no-store"}
-UNREACHABLE = {
-    NodeState.OFFLINE: "Unreachable since {t}: the node went offline "
-    "(power, network or its agent stopped).",
-    NodeState.STALE: "No heartbeat since {t}: the node may be overloaded or cut off.",
-    NodeState.REMOVED: "Removed {t}: its retained status was cleared.",
-    NodeState.UNREACHABLE: "Unreachable since {t}: the bridge from its site's broker is down; "
-    "triggers cannot reach it.",
-}
+SCRIPTS = ("format.js", "previews.js", "nodes.js", "app.js", "settings.js")
+"""The page's scripts, in the order they run (plain deferred scripts, no build step)."""
 
 
 class Safe(str):
@@ -113,76 +110,9 @@ def spread_text(spread_s: float | None) -> str:
     return NONE if spread_s is None else f"{spread_s * 1000:.3f} ms"
 
 
-def node_card(node: NodeOut) -> Safe:
-    """One node's card."""
-    online = node.state is NodeState.ONLINE
-    if online and node.stream_urls:
-        previews = join(
-            [
-                Safe(
-                    f'<img class="preview" src="{html.escape(url)}" '
-                    f'alt="live preview of {node.node_id} camera {i}">'
-                )
-                for i, url in enumerate(node.stream_urls)
-            ]
-        )
-    else:
-        text = "no preview" if online else f"no preview: node {node.state}"
-        previews = tag("div", text, class_="preview off")
-    cameras = ", ".join(
-        f"cam{c.index} {c.resolution[0]}x{c.resolution[1]} {c.model}" for c in node.cameras
-    )
-    store = node.store
-    unreachable = UNREACHABLE.get(node.state)
-    problem = node_problem(node)
-    return render(
-        "node_card.html",
-        node_id=node.node_id,
-        state=node.state.value,
-        host=node.host or "unknown address",
-        preview_key=" ".join(node.stream_urls) if online else "off",
-        previews=previews,
-        unreachable=Safe(unreachable.format(t=when(node.changed_at))) if unreachable else "",
-        unreachable_hidden="" if unreachable else " hidden",
-        cameras=cameras or NONE,
-        store=(
-            f"{plural(store.captures, 'capture')} · {size(store.bytes)} · "
-            f"{size(store.free_bytes)} free"
-            if store
-            else NONE
-        ),
-        heartbeat=Safe(
-            when(node.last_heartbeat_at)
-            + (f" (every {node.heartbeat_s:g} s)" if node.heartbeat_s else "")
-        ),
-        clock=clock_text(node),
-        capture_disabled="" if online else " disabled",
-        problem=problem or "",
-        problem_hidden="" if problem else " hidden",
-    )
-
-
-def node_problem(node: NodeOut) -> str | None:
-    """What is wrong with a node that still answers: its own health verdict, an id clash."""
-    problems = [p for p in (node.conflict,) if p]
-    if node.health and node.health != "ok":
-        problems.insert(0, node.health)
-    return " · ".join(problems) or None
-
-
-def clock_text(node: NodeOut) -> str:
-    """The offset from the controller's clock (± half the probe's round trip) and whether
-    the node's OS says its clock is synchronised; each shown when known."""
-    parts = []
-    if node.clock_offset_s is not None:
-        offset = f"offset {node.clock_offset_s * 1000:+.3f} ms"
-        if node.clock_rtt_s is not None:
-            offset += f" ± {node.clock_rtt_s * 500:.3f} ms"
-        parts.append(offset)
-    synced = node.clock.synced if node.clock is not None else None
-    if synced is not None:
-        parts.append("synchronised" if synced else "not synchronised")
-    return " · ".join(parts) or "unknown"
+def set_view_url(capture_id: str) -> str:
+    """Where the set view of a capture set is (``routes_set_view``)."""
+    return f"/sets/{quote(capture_id, safe='')}"
 
 
 def export_links(capture_id: str) -> Safe:
@@ -210,7 +140,9 @@ def capture_set(detail: CaptureSetDetail) -> Safe:
     for f in detail.files:
         label = f"{f.node_id} cam{f.camera}"
         if f.thumbnail_url and f.url:
-            img = Safe(f'<img src="{f.thumbnail_url}" alt="{label}" title="{label}">')
+            img = Safe(
+                f'<img src="{f.thumbnail_url}" alt="{label}" title="{label}" loading="lazy">'
+            )
             thumbs.append(tag("a", img, href=f.url, target="_blank", rel="noopener"))
         elif f.state is ImageState.FAILED:
             thumbs.append(tag("span", f"{label}: retrying", class_="thumb failed"))
@@ -220,6 +152,7 @@ def capture_set(detail: CaptureSetDetail) -> Safe:
     images = f"{detail.images_done}/{detail.images_total} images"
     if detail.images_failed:
         images += f", {detail.images_failed} failed"
+    view = tag("a", "set view", href=set_view_url(detail.capture_id), class_="set-view")
     zip_link = (
         join(
             [
@@ -240,6 +173,7 @@ def capture_set(detail: CaptureSetDetail) -> Safe:
         when=Safe(when(detail.triggered_at) + scheduled + html.escape(target)),
         spread=spread_text(detail.spread_s),
         images=images,
+        view=view,
         zip=zip_link,
         parts=join(parts),
         thumbs=join(thumbs),
@@ -261,6 +195,13 @@ def settings_section(controller: Controller, nodes: list[NodeOut]) -> Safe:
         node_options=join([tag("option", n, value=n) for n in online]),
         awb_options=join([tag("option", f"auto: {m}", value=m) for m in get_args(AwbMode)]),
         max_exposure=MAX_EXPOSURE_US,
+    )
+
+
+def scripts(version: str) -> Safe:
+    """The ``<script>`` tags of the page."""
+    return join(
+        [Safe(f'<script src="/static/{name}?v={version}" defer></script>') for name in SCRIPTS]
     )
 
 
@@ -289,7 +230,8 @@ def page(controller: Controller, principal: Principal = OPEN) -> Safe:
     )
     return render(
         "page.html",
-        version=static_version(),
+        version=(version := static_version()),
+        scripts=scripts(version),
         role=principal.role.value,
         user=principal.name,
         user_hidden="" if principal.name else " hidden",
@@ -300,9 +242,9 @@ def page(controller: Controller, principal: Principal = OPEN) -> Safe:
         broker_text="connected" if fleet.broker_connected else "unreachable",
         last_spread=spread_text(spreads[0] if spreads else None),
         messages=messages,
-        cards=join([node_card(n) for n in fleet.nodes]),
         no_nodes_hidden=" hidden" if fleet.nodes else "",
         settings=settings_section(controller, fleet.nodes),
+        nodes_toolbar=render("nodes_toolbar.html"),
         captures=join([capture_set(d) for d in details]),
         no_captures_hidden=" hidden" if details else "",
     )
@@ -312,17 +254,6 @@ def page(controller: Controller, principal: Principal = OPEN) -> Safe:
 def index(controller: ControllerDep, principal: PrincipalDep) -> HTMLResponse:
     """The page."""
     return HTMLResponse(page(controller, principal or OPEN), headers=NO_CACHE)
-
-
-@router.get("/ui/nodes/{node_id}", response_class=HTMLResponse)
-def node_fragment(node_id: NodeIdPath, controller: ControllerDep) -> HTMLResponse:
-    """One node card, for the script to swap in."""
-    view: NodeView | None = controller.node(node_id)
-    if view is None:
-        raise HTTPException(404, f"no node {node_id!r} is known")
-    return HTMLResponse(
-        node_card(NodeOut.of(view, time.time(), controller.clock_of(node_id))), headers=NO_CACHE
-    )
 
 
 @router.get("/ui/captures/{capture_id}", response_class=HTMLResponse)

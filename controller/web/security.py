@@ -45,8 +45,8 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"same-origin"),
     (
         b"content-security-policy",
-        # previews come straight from the nodes (http://<node>:6001/...)
-        b"default-src 'self'; img-src 'self' data: http: https:; frame-ancestors 'none'; "
+        # previews come through the controller's relay, shown from blob: URLs
+        b"default-src 'self'; img-src 'self' data: blob:; frame-ancestors 'none'; "
         b"base-uri 'none'; form-action 'self'",
     ),
 ]

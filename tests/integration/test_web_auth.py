@@ -121,7 +121,8 @@ def set_ids(rig: Rig) -> set[str]:
 
 def test_web_auth_nothing_without_a_login(rig: Rig) -> None:
     with rig.client() as anonymous:
-        for path in ("/api/nodes", "/api/captures", "/api/events", "/openapi.json", "/ui/nodes/x"):
+        paths = ("/api/nodes", "/api/captures", "/api/events", "/openapi.json", "/ui/captures/x")
+        for path in paths:
             res = anonymous.get(path)
             assert_refused(res, 401, "log in")
             assert res.headers["www-authenticate"].startswith("Bearer")

@@ -95,10 +95,11 @@ def test_web_page_live_cards_capture_all_zip_and_offline(
             card = page.locator(f"#node-{node.node_id}")
             expect(card.locator("h3")).to_have_text(f"{node.node_id} @ 127.0.0.1")
             expect(card.locator("[data-field=cameras]")).to_contain_text("640x480")
+            # through the controller's relay, over the page's one WebSocket: never the node's
             preview = card.locator("img.preview")
-            stream = f"http://127.0.0.1:{node.stream_port}/stream/0.mjpeg"
-            expect(preview).to_have_attribute("src", stream)
+            expect(preview).to_have_attribute("data-key", f"{node.node_id}/0")
             page.wait_for_function("img => img.naturalWidth > 0", arg=preview.element_handle())
+            assert preview.get_attribute("src").startswith("blob:")
             # refreshed on heartbeats until the controller has probed the clock; the node's
             # own word on its clock (the OS's NTP state) stays next to the measured offset
             clock = re.compile(MEASURED_OFFSET + SYNCED_TEXT[synced[node.node_id]])
@@ -144,6 +145,19 @@ def test_web_page_live_cards_capture_all_zip_and_offline(
                 image = Image.open(io.BytesIO(zf.read(name)))
                 assert image.format == "JPEG" and image.size == (640, 480)
 
+        # the set view: every camera's image side by side, timed to the set's median
+        sets = context.new_page()
+        sets.goto(controller.url + latest.locator("a.set-view").get_attribute("href"))
+        tiles = sets.locator("#tiles .tile")
+        expect(tiles).to_have_count(3)
+        expect(sets.locator("#tiles .tile-image img")).to_have_count(3)
+        for i, node in enumerate(nodes):
+            expect(tiles.nth(i).locator("figcaption b")).to_have_text(f"{node.node_id} cam0")
+            expect(tiles.nth(i).locator(".offset")).to_have_text(re.compile(r"^[+-]\d+\.\d{3} ms"))
+        expect(sets.locator("#set-summary")).to_contain_text("3/3 cameras")
+        shot(sets, "page-set-view.png")
+        sets.close()
+
         # docs/screenshot.png is a copy of this file, refreshed by hand when the page changes
         shot(page, "page-desktop.png")
         phone = browser.new_context(
@@ -153,7 +167,9 @@ def test_web_page_live_cards_capture_all_zip_and_offline(
         phone_page.goto(controller.url + "/", wait_until="domcontentloaded")
         expect(phone_page.locator("#nodes .node.state-online")).to_have_count(3)
         expect(phone_page.locator("#captures .set .thumbs img")).to_have_count(6)
+        # previews and thumbnails load as they scroll into view
         for img in phone_page.locator("img.preview, .thumbs img").element_handles():
+            img.scroll_into_view_if_needed()
             phone_page.wait_for_function("img => img.naturalWidth > 0", arg=img)
         width = phone_page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"the page scrolls sideways on a phone ({width} px)"

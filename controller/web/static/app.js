@@ -1,4 +1,5 @@
-// pepi-fleet controller page: keeps the server-rendered page current from /api/events (SSE).
+// pepi-fleet controller page: capture commands, capture sets and the live event stream
+// (/api/events?nodes=diff); the node cards are static/nodes.js's, previews static/previews.js's.
 "use strict";
 (() => {
   const $ = (sel, root = document) => root.querySelector(sel);
@@ -9,18 +10,12 @@
   const ownTriggers = new Set(); // sets this page triggered: their clock warnings came with the answer
   let clockBannerSet = null;
 
+  const localTimes = window.pepiFormat.localTimes;
+
   function fragment(html) {
     const t = document.createElement("template");
     t.innerHTML = html.trim();
     return t.content.firstElementChild;
-  }
-
-  function localTimes(root) {
-    $$("time[data-ts]", root).forEach((t) => {
-      const d = new Date(parseFloat(t.dataset.ts) * 1000);
-      t.textContent = d.toLocaleTimeString();
-      t.title = d.toLocaleString();
-    });
   }
 
   function message(key, text, kind = "error") {
@@ -55,59 +50,30 @@
     timers.set(key, setTimeout(() => { timers.delete(key); task(); }, ms));
   }
 
-  // -- nodes ----------------------------------------------------------------------------------
+  // -- nodes (static/nodes.js draws them) -----------------------------------------------------
 
-  function updateCounts() {
-    const cards = $$("#nodes .node");
-    for (const state of ["online", "stale", "offline"]) {
-      $(`#count-${state}`).textContent = cards.filter((c) => c.dataset.state === state).length;
-    }
-    $("#no-nodes").hidden = cards.length > 0;
-  }
+  const N = window.pepiNodes;
+  let pending = null; // diffs that arrive while the snapshot is on its way, replayed after it
 
-  function stopPreviews(card) {
-    $$("img.preview", card).forEach((img) => { img.removeAttribute("src"); img.remove(); });
-  }
-
-  function setNodeState(id, state) {
-    const card = document.getElementById(`node-${id}`);
-    if (!card || card.dataset.state === state) return;
-    card.className = card.className.replace(/\bstate-\S+/, `state-${state}`);
-    card.dataset.state = state;
-    $('[data-field="state"]', card).textContent = state;
-    $("[data-capture-node]", card).disabled = state !== "online";
-    if (state !== "online") {
-      stopPreviews(card);
-      const box = $(".previews", card);
-      box.dataset.key = "off";
-      box.innerHTML = '<div class="preview off"></div>';
-      box.firstChild.textContent = `no preview: node ${state}`;
-    }
-    updateCounts();
-  }
-
-  async function refreshNode(id) {
-    const res = await fetch(`/ui/nodes/${encodeURIComponent(id)}`);
+  async function loadNode(id) {
+    const res = await fetch(`/api/nodes/${encodeURIComponent(id)}`);
     if (res.status === 401) { loginAgain(); return; }
-    const old = document.getElementById(`node-${id}`);
-    if (res.status === 404) { if (old) { stopPreviews(old); old.remove(); } updateCounts(); return; }
-    if (!res.ok) return;
-    const fresh = fragment(await res.text());
-    localTimes(fresh);
-    if (old) {
-      const before = $(".previews", old);
-      const after = $(".previews", fresh);
-      if (before.dataset.key === after.dataset.key) after.replaceWith(before); // keep the stream
-      else stopPreviews(old);
-      old.replaceWith(fresh);
-    } else {
-      const next = $$("#nodes .node").find((c) => c.dataset.node > id);
-      $("#nodes").insertBefore(fresh, next || null);
-    }
-    updateCounts();
+    if (res.status === 404) { N.remove(id); return; }
+    if (res.ok) N.apply(await res.json());
   }
 
-  const queueNode = (id) => serialise(`node:${id}`, () => refreshNode(id));
+  function nodeDiff(d) {
+    if (pending) { pending.push(d); return; }
+    d.removed.forEach((id) => N.remove(id));
+    for (const change of d.changed) {
+      // a node first seen in a diff that is not its first (the snapshot missed it): fetch it
+      if (!N.has(change.node_id) && !("state" in change && "cameras" in change)) {
+        serialise(`node:${change.node_id}`, () => loadNode(change.node_id));
+      } else {
+        N.apply(change);
+      }
+    }
+  }
 
   // -- capture sets -----------------------------------------------------------------------------
 
@@ -146,14 +112,19 @@
   }
 
   async function resync() {
-    const res = await fetch("/api/nodes");
-    if (res.status === 401) { loginAgain(); return; }
-    if (!res.ok) return;
-    const fleet = await res.json();
-    setBroker(fleet.broker_connected);
-    const known = new Set(fleet.nodes.map((n) => n.node_id));
-    fleet.nodes.forEach((n) => { setNodeState(n.node_id, n.state); queueNode(n.node_id); });
-    $$("#nodes .node").filter((c) => !known.has(c.dataset.node)).forEach((c) => queueNode(c.dataset.node));
+    pending = [];
+    try {
+      const res = await fetch("/api/nodes");
+      if (res.status === 401) { loginAgain(); return; }
+      if (!res.ok) return;
+      const fleet = await res.json();
+      setBroker(fleet.broker_connected);
+      N.snapshot(fleet);
+    } finally {
+      const replay = pending;
+      pending = null;
+      replay.forEach(nodeDiff);
+    }
     const page = await (await fetch("/api/captures?limit=5")).json();
     page.items.forEach((s) => queueSet(s.capture_id));
   }
@@ -218,7 +189,7 @@
   // -- live events ------------------------------------------------------------------------------
 
   function connect() {
-    const events = new EventSource("/api/events");
+    const events = new EventSource("/api/events?nodes=diff");
     const on = (type, handle) => events.addEventListener(type, (e) => handle(JSON.parse(e.data)));
     events.addEventListener("open", () => { message("sse", ""); resync().catch(() => {}); });
     events.addEventListener("error", () => {
@@ -227,18 +198,32 @@
     });
     on("hello", (d) => setBroker(d.broker_connected));
     on("broker", (d) => setBroker(d.connected, d.reason));
-    on("presence", (d) => { setNodeState(d.node_id, d.state); queueNode(d.node_id); });
-    on("status", (d) => later(`status:${d.node_id}`, 1500, () => queueNode(d.node_id)));
+    on("presence", (d) => {
+      if (pending) return; // the snapshot and the next diff carry it
+      if (N.has(d.node_id)) N.apply({ node_id: d.node_id, state: d.state, changed_at: d.time });
+      else serialise(`node:${d.node_id}`, () => loadNode(d.node_id));
+    });
+    on("nodes", nodeDiff);
     on("set_opened", (d) => {
       queueSet(d.capture_id);
+      (d.expected || []).forEach((id) => N.setBusy(id, d.capture_id, true));
       // Sets triggered elsewhere (CLI, automations) warn here; this page's own show theirs
       // next to the capture result.
       const warnings = ownTriggers.has(d.capture_id) ? [] : d.clock_warnings || [];
       clockBannerSet = warnings.length ? d.capture_id : null;
       message("clock", warnings.length ? `Capture ${d.capture_id} may be out of sync: ${warnings.join("; ")}` : "", "warn");
     });
-    on("result", (d) => { if (d.capture_id) queueSet(d.capture_id); });
-    on("set_complete", (d) => { queueSet(d.summary.capture_id); setSpread(d.summary.spread_s); });
+    on("result", (d) => {
+      if (!d.capture_id) return;
+      N.setBusy(d.node_id, d.capture_id, false);
+      // a thousand results must not mean a thousand fetches of the set
+      later(`set:${d.capture_id}`, 500, () => queueSet(d.capture_id));
+    });
+    on("set_complete", (d) => {
+      N.clearSet(d.summary.capture_id);
+      queueSet(d.summary.capture_id);
+      setSpread(d.summary.spread_s);
+    });
   }
 
   const logout = $("#logout");
