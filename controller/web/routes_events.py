@@ -48,7 +48,9 @@ With ``?nodes=diff`` (the page's own stream), ``status`` is not sent; instead, a
 
 * ``nodes``: ``{changed: [{node_id, <changed fields of GET /api/nodes/{node_id}>}],
   removed: [node_id]}``; a node's first entry holds all its fields, later ones only what
-  changed; the last heartbeat and clock offset alone go out at most every 15 s per node.
+  changed; the last heartbeat and clock offset alone, and camera readings that automatic
+  exposure, white balance and focus move by themselves, go out at most every 15 s per node
+  (a changed mode or value set by hand goes out at once).
 
 ``data:`` is JSON with ``type``, ``seq`` and ``time`` added. A comment line is sent
 every 15 s to keep proxies from closing the stream."""

@@ -167,10 +167,16 @@ def test_web_page_live_cards_capture_all_zip_and_offline(
         phone_page.goto(controller.url + "/", wait_until="domcontentloaded")
         expect(phone_page.locator("#nodes .node.state-online")).to_have_count(3)
         expect(phone_page.locator("#captures .set .thumbs img")).to_have_count(6)
-        # previews and thumbnails load as they scroll into view
-        for img in phone_page.locator("img.preview, .thumbs img").element_handles():
-            img.scroll_into_view_if_needed()
-            phone_page.wait_for_function("img => img.naturalWidth > 0", arg=img)
+        # previews and thumbnails load as they scroll into view; looked up afresh each time, as
+        # the page may redraw a set's thumbnails (a held element handle would be detached)
+        images = phone_page.locator("img.preview, .thumbs img")
+        for i in range(images.count()):
+            images.nth(i).scroll_into_view_if_needed()
+            phone_page.wait_for_function(
+                "i => { const img = document.querySelectorAll('img.preview, .thumbs img')[i];"
+                " return img && img.naturalWidth > 0; }",
+                arg=i,
+            )
         width = phone_page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"the page scrolls sideways on a phone ({width} px)"
         shot(phone_page, "page-phone.png")

@@ -125,3 +125,42 @@ def test_web_settings_form_applies_to_the_fleet_and_lock_copies_the_reference(
     finally:
         page.context.close()
         api.close()
+
+
+def test_web_cards_show_applied_exposure_and_fleet_line_follows_the_event_stream(
+    browser: Browser,
+    start_node: Callable[..., NodeProcess],
+    controller: ControllerProcess,
+) -> None:
+    ids = ["card-a", "card-b"]
+    for node_id in ids:
+        start_node(node_id)
+    api = httpx.Client(base_url=controller.url, timeout=30)
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    try:
+        wait_nodes(api, set(ids))
+        page.goto(controller.url + "/", wait_until="domcontentloaded")
+        expect(page.locator("#fleet-settings")).to_have_text("none")
+        exposure = page.locator("#node-card-a [data-field=exposure]")
+        expect(exposure).to_contain_text("auto \u00b7 gain")  # the camera's own choice
+        expect(exposure).to_contain_text("WB auto")
+
+        # changed elsewhere (the API, not this page's form): the page follows without a reload
+        change = {"exposure_time_us": 8000, "analogue_gain": 2.0, "colour_gains": [1.9, 1.6]}
+        assert api.put("/api/settings", json=change).status_code == 200
+        expect(page.locator("#fleet-settings")).to_contain_text('"exposure_time_us":8000')
+        line = "cam0 1/125 s \u00b7 gain 2.0 \u00b7 WB manual 1.9/1.6"
+        for node_id in ids:
+            expect(page.locator(f"#node-{node_id} [data-field=exposure]")).to_have_text(line)
+        expect(page.locator("#node-card-b")).to_have_attribute("title", f"card-b: online\n{line}")
+
+        # a second change while already manual reaches the cards at once too
+        assert api.put("/api/settings", json={"exposure_time_us": 4000}).status_code == 200
+        expect(page.locator("#fleet-settings")).to_contain_text('"exposure_time_us":4000')
+        expect(exposure).to_have_text("cam0 1/250 s \u00b7 gain 2.0 \u00b7 WB manual 1.9/1.6")
+
+        assert api.post("/api/settings/clear", json={}).status_code == 200
+        expect(page.locator("#fleet-settings")).to_have_text("none")
+    finally:
+        page.context.close()
+        api.close()

@@ -102,3 +102,46 @@ def test_node_differ_looks_a_held_node_up_again_only_when_marked_or_due() -> Non
     changed, _ = differ.flush(lookup, now)
     assert changed == [{"node_id": "cam01", "last_heartbeat_at": 105.0}]
     assert looked == [0.0, 1.0, 5.0]
+
+
+def camera(**controls: Any) -> dict[str, Any]:
+    auto = {
+        "exposure_time_us": 20000,
+        "analogue_gain": 1.2,
+        "colour_gains": [1.8, 1.9],
+        "colour_temperature_k": 4000,
+        "frame_duration_us": 33333,
+        "auto_exposure": True,
+        "auto_white_balance": True,
+    }
+    return {"index": 0, "model": "synthetic", "controls": {**auto, **controls}}
+
+
+def test_node_differ_sends_a_settings_change_of_the_cameras_at_once() -> None:
+    differ = NodeDiffer(quiet_s=5.0)
+    differ.mark("cam01")
+    differ.flush(lambda _id: node(cameras=[camera()]), now=0.0)
+    manual = camera(
+        exposure_time_us=8000, analogue_gain=2.0, colour_gains=[1.9, 1.6], auto_exposure=False
+    )
+    manual["controls"]["auto_white_balance"] = False
+    differ.mark("cam01")
+    changed, _ = differ.flush(lambda _id: node(cameras=[manual]), now=0.5)
+    assert changed == [{"node_id": "cam01", "cameras": [manual]}]
+    # a new fixed exposure while already manual: sent at once too
+    shorter = {**manual, "controls": {**manual["controls"], "exposure_time_us": 4000}}
+    differ.mark("cam01")
+    changed, _ = differ.flush(lambda _id: node(cameras=[shorter]), now=1.0)
+    assert changed[0]["cameras"][0]["controls"]["exposure_time_us"] == 4000
+
+
+def test_node_differ_holds_readings_that_auto_exposure_moves_by_itself() -> None:
+    differ = NodeDiffer(quiet_s=5.0)
+    differ.mark("cam01")
+    differ.flush(lambda _id: node(cameras=[camera()]), now=0.0)
+    drifted = camera(exposure_time_us=21000, colour_gains=[1.81, 1.9], frame_duration_us=33334)
+    differ.mark("cam01")
+    assert differ.flush(lambda _id: node(cameras=[drifted]), now=1.0) == ([], [])
+    assert differ.pending
+    changed, _ = differ.flush(lambda _id: node(cameras=[drifted]), now=5.5)
+    assert changed == [{"node_id": "cam01", "cameras": [drifted]}]

@@ -204,6 +204,8 @@
       else serialise(`node:${d.node_id}`, () => loadNode(d.node_id));
     });
     on("nodes", nodeDiff);
+    // the fleet's camera settings changed (this page, another one, a lock): settings.js shows it
+    on("settings", (d) => document.dispatchEvent(new CustomEvent("pepi:settings", { detail: d.fleet })));
     on("set_opened", (d) => {
       queueSet(d.capture_id);
       (d.expected || []).forEach((id) => N.setBusy(id, d.capture_id, true));

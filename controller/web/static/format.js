@@ -35,6 +35,33 @@ window.pepiFormat = (() => {
     return text.join(", ") || NONE;
   }
 
+  const decimals = (x) => x.toFixed(2).replace(/0$/, "");
+
+  function shutter(us) {
+    if (us >= 1e6) return `${decimals(us / 1e6)} s`;
+    return `1/${Math.round(1e6 / us)} s`;
+  }
+
+  // What each camera applied to its latest frame: "cam0 1/125 s · gain 2.0 · WB manual 1.9/1.6";
+  // values the camera chose by itself are marked "auto". One line per camera, [] if none known.
+  function exposures(list) {
+    const lines = [];
+    for (const cam of list || []) {
+      const c = cam.controls;
+      if (!c) continue;
+      const parts = [];
+      const auto = c.auto_exposure ? " auto" : "";
+      if (c.exposure_time_us) parts.push(`${shutter(c.exposure_time_us)}${auto}`);
+      if (c.analogue_gain !== null && c.analogue_gain !== undefined) parts.push(`gain ${decimals(c.analogue_gain)}${auto}`);
+      const gains = c.colour_gains ? ` ${decimals(c.colour_gains[0])}/${decimals(c.colour_gains[1])}` : "";
+      const kelvin = c.auto_white_balance && c.colour_temperature_k ? ` (${c.colour_temperature_k} K)` : "";
+      if (gains || c.auto_white_balance !== null) parts.push(`WB ${c.auto_white_balance === false ? "manual" : "auto"}${gains}${kelvin}`);
+      if (c.af_mode) parts.push(`focus ${c.af_mode}${c.lens_position !== null && c.lens_position !== undefined ? ` ${decimals(c.lens_position)} dpt` : ""}`);
+      if (parts.length) lines.push(`cam${cam.index} ${parts.join(" \u00b7 ")}`);
+    }
+    return lines;
+  }
+
   function store(s) {
     if (!s) return NONE;
     return `${plural(s.captures, "capture")} \u00b7 ${size(s.bytes)} \u00b7 ${size(s.free_bytes)} free`;
@@ -55,5 +82,5 @@ window.pepiFormat = (() => {
   }
 
   document.addEventListener("DOMContentLoaded", () => localTimes(document));
-  return { NONE, size, plural, localTime, localTimes, cameras, store, clock };
+  return { NONE, size, plural, localTime, localTimes, cameras, exposures, store, clock };
 })();

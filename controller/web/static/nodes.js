@@ -46,7 +46,7 @@ window.pepiNodes = (() => {
     problem.dataset.field = "problem";
     const dl = el("dl");
     const fields = { card, address, badge, previews, unreachable, problem };
-    for (const [name, label] of [["cameras", "cameras"], ["store", "stored"], ["heartbeat", "heartbeat"], ["clock", "clock"]]) {
+    for (const [name, label] of [["cameras", "cameras"], ["exposure", "exposure"], ["store", "stored"], ["heartbeat", "heartbeat"], ["clock", "clock"]]) {
       const dd = el("dd");
       dd.dataset.field = name;
       dl.append(el("dt", "", label), dd);
@@ -100,7 +100,9 @@ window.pepiNodes = (() => {
     f.card.className = `card node state-${state}${degraded(d) ? " degraded" : ""}${isBusy(d.node_id) ? " busy" : ""}`;
     f.card.dataset.state = state;
     f.badge.textContent = isBusy(d.node_id) ? `${state} \u00b7 capturing` : state;
-    f.card.title = `${d.node_id}: ${f.badge.textContent}`;
+    const exposures = F.exposures(d.cameras);
+    // the grid's tiles show nothing but the state: their tooltip carries the exposure too
+    f.card.title = [`${d.node_id}: ${f.badge.textContent}`, ...exposures].join("\n");
     f.address.textContent = d.host || "unknown address";
     const unreachable = UNREACHABLE[state];
     f.unreachable.hidden = !unreachable;
@@ -110,6 +112,7 @@ window.pepiNodes = (() => {
     f.problem.hidden = problems.length === 0;
     f.problem.textContent = problems.join(" \u00b7 ");
     f.cameras.textContent = F.cameras(d.cameras);
+    f.exposure.textContent = exposures.join("\n") || F.NONE;
     f.store.textContent = F.store(d.store);
     const beat = d.last_heartbeat_at ? F.localTime(d.last_heartbeat_at) : null;
     f.heartbeat.textContent = (beat ? beat.text : F.NONE) + (d.heartbeat_s ? ` (every ${d.heartbeat_s} s)` : "");

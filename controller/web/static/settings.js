@@ -1,4 +1,5 @@
-// pepi-fleet page: the camera settings form and the lock-exposure button (/api/settings).
+// pepi-fleet page: the camera settings form and the lock-exposure button (/api/settings);
+// the fleet line follows the event stream's "settings" events (relayed by app.js).
 "use strict";
 (() => {
   const $ = (sel) => document.querySelector(sel);
@@ -15,6 +16,9 @@
     const text = JSON.stringify(fleet);
     $("#fleet-settings").textContent = text === "{}" ? "none" : text;
   }
+
+  // every change of the fleet's settings, from any page or a lock, arrives on the event stream
+  document.addEventListener("pepi:settings", (ev) => showFleet(ev.detail || {}));
 
   async function send(method, url, body) {
     const res = await fetch(url, {
