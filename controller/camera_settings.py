@@ -99,9 +99,15 @@ class CameraSettingsDesk:
     ``subscriptions``); it only records and wakes waiters, so paho's thread may call it.
     """
 
-    def __init__(self, topics: Topics, publish: Publish) -> None:
+    def __init__(
+        self,
+        topics: Topics,
+        publish: Publish,
+        on_fleet: Callable[[NodeSettings], None] = lambda fleet: None,
+    ) -> None:
         self.topics = topics
         self._publish = publish
+        self._on_fleet = on_fleet  # fleet settings the broker holds changed (any writer)
         self._lock = threading.Condition()
         self._fleet = NodeSettings()
         self._readings: dict[str, MeterReading] = {}
@@ -129,9 +135,12 @@ class CameraSettingsDesk:
                 else decode(NodeSettings, msg.payload, MAX_SETTINGS_BYTES)
             )
             with self._lock:
+                changed = fleet != self._fleet
                 self._fleet = fleet
                 self._echoes[msg.topic] = msg.payload
                 self._lock.notify_all()
+            if changed:
+                self._on_fleet(fleet)
             return True
         if parsed.kind is TopicKind.METER_READING:
             reading = decode(MeterReading, msg.payload, MAX_SETTINGS_BYTES)

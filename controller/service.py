@@ -168,6 +168,7 @@ class Controller:
         self.camera_settings = CameraSettingsDesk(
             t,
             lambda topic, payload, retain: self.link.publish(topic, payload, retain=retain),
+            on_fleet=self._fleet_settings_changed,
         )
         self.sync_election = SyncElection(
             t,

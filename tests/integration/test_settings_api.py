@@ -186,3 +186,36 @@ def test_api_fleet_setting_changes_are_events(api: httpx.Client) -> None:
                     break
             assert time.monotonic() < deadline, fleets
     assert fleets == [{"jpeg_quality": 75}, {}]
+
+
+def test_fleet_settings_written_past_the_controller_are_events(
+    broker: EmbeddedBroker, root: str, api: httpx.Client
+) -> None:
+    """``pepi settings`` and automations write the retained fleet settings on the broker
+    directly: the page hears of it from the controller's event stream all the same."""
+    creds = controller_credentials(broker)
+    fleets: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 30
+    with (
+        httpx.Client(base_url=str(api.base_url), timeout=httpx.Timeout(5, read=20)) as sse,
+        sse.stream("GET", "/api/events") as stream,
+    ):
+        kind = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: ") and kind == "hello":
+                mosquitto_pub(
+                    broker.port,
+                    f"{root}/settings",
+                    json.dumps({"jpeg_quality": 61}),
+                    "-r",
+                    username=creds.username,
+                    password=creds.password,
+                )
+            elif line.startswith("data: ") and kind == "settings":
+                fleets.append(json.loads(line.removeprefix("data: "))["fleet"])
+                break
+            assert time.monotonic() < deadline, fleets
+    assert fleets == [{"jpeg_quality": 61}]
+    assert api.get("/api/settings").json() == {"fleet": {"jpeg_quality": 61}}
