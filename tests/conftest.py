@@ -6,8 +6,10 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from support.browser import CHROMIUM, CHROMIUM_ARGS, chromium_missing
 from support.controllers import StartController, controller_starter
 from support.mqtt_watch import Watcher
 from support.nodes import NodeProcess, node_process
@@ -82,6 +84,20 @@ def start_controller(
     """``start(set_timeout_s=5.0, wait=True)`` a real ``pepi controller``; all stopped after."""
     with controller_starter(broker, root, watcher, tmp_path) as start:
         yield start
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium (Debian's) driven by Playwright, one per test module."""
+    reason = chromium_missing()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright  # only the browser tests need it
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
 
 
 def wait_online(watcher: Watcher, root: str, node: NodeProcess, after: float = 0.0) -> None:

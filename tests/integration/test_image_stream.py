@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.stored_captures import store_capture
 from support.thrift_clients import camera_server
 
 from pepi_fleet.controller.downloader import Downloader
@@ -22,13 +23,11 @@ from pepi_fleet.controller.retrieval import retry_delay
 from pepi_fleet.controller.thrift_node_client import ThriftNodeClient
 from pepi_fleet.core import idl as pepi_idl
 from pepi_fleet.core import image_stream
-from pepi_fleet.core.thrift_map import capture_info, result_of
 from pepi_fleet.node.camera.synthetic import SyntheticCamera
 from pepi_fleet.node.capture_service import CaptureService
-from pepi_fleet.node.encode import encode_frame
-from pepi_fleet.node.store import CaptureStore, StoredCapture, StoreLimits, image_name
+from pepi_fleet.node.store import CaptureStore, StoreLimits, image_name
 from pepi_fleet.node.thrift_server import CameraServerHandler, ThriftServer
-from pepi_fleet.schemas.capture import CaptureResult, Frame
+from pepi_fleet.schemas.capture import CaptureResult
 
 NODE = "strm1"
 SECRET = "s" * 43
@@ -66,26 +65,7 @@ class Served:
 
     def take(self, capture_id: str) -> CaptureResult:
         """A real capture (synthetic chart, encoded as the node does) into the store."""
-        camera = SyntheticCamera(NODE, resolution=(640, 480), clock=lambda: T0, sleep=lambda s: 0)
-        (captured,) = camera.capture([0], capture_id, None)
-        encoded = encode_frame(captured, "jpeg", node_id=NODE, capture_id=capture_id)
-        frame = Frame(
-            camera=0,
-            timestamp=captured.timestamp,
-            width=encoded.width,
-            height=encoded.height,
-            format="jpeg",
-            bytes=len(encoded.data),
-            sha256=encoded.sha256,
-        )
-        stored = StoredCapture(
-            capture_id=capture_id, received_at=T0, fired_at=T0, frames=[frame], stored_at=T0
-        )
-        self.store.reserve(capture_id)
-        self.store.commit(stored, {0: encoded.data})
-        held = self.store.get(capture_id)
-        assert held is not None
-        return result_of(NODE, capture_info(held))
+        return store_capture(self.store, NODE, capture_id, T0, (640, 480))
 
     def stored_file(self, capture_id: str) -> Path:
         return self.store.root / "captures" / capture_id / image_name(0, "jpeg")

@@ -11,19 +11,18 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from support.stored_captures import store_capture
 
 from pepi_fleet.controller.downloader import Downloader
 from pepi_fleet.controller.idle_clients import IdleClients
 from pepi_fleet.controller.ledger import ImageState, Ledger, image_path
 from pepi_fleet.controller.node_client import Endpoint, NodeClient
 from pepi_fleet.controller.thrift_node_client import ThriftNodeClient
-from pepi_fleet.core.thrift_map import capture_info, result_of
 from pepi_fleet.node.camera.synthetic import SyntheticCamera
 from pepi_fleet.node.capture_service import CaptureService
-from pepi_fleet.node.encode import encode_frame
-from pepi_fleet.node.store import CaptureStore, StoredCapture, StoreLimits
+from pepi_fleet.node.store import CaptureStore, StoreLimits
 from pepi_fleet.node.thrift_server import CameraServerHandler, ThriftServer
-from pepi_fleet.schemas.capture import CaptureResult, Frame
+from pepi_fleet.schemas.capture import CaptureResult
 
 NODE = "kept1"
 SECRET = "k" * 43
@@ -44,28 +43,7 @@ class Node:
         self.server.start()
 
     def take(self, capture_id: str) -> CaptureResult:
-        camera = SyntheticCamera(
-            NODE, resolution=(320, 240), clock=lambda: T0, sleep=lambda s: None
-        )
-        (captured,) = camera.capture([0], capture_id, None)
-        encoded = encode_frame(captured, "jpeg", node_id=NODE, capture_id=capture_id)
-        frame = Frame(
-            camera=0,
-            timestamp=captured.timestamp,
-            width=encoded.width,
-            height=encoded.height,
-            format="jpeg",
-            bytes=len(encoded.data),
-            sha256=encoded.sha256,
-        )
-        stored = StoredCapture(
-            capture_id=capture_id, received_at=T0, fired_at=T0, frames=[frame], stored_at=T0
-        )
-        self.store.reserve(capture_id)
-        self.store.commit(stored, {0: encoded.data})
-        held = self.store.get(capture_id)
-        assert held is not None
-        return result_of(NODE, capture_info(held))
+        return store_capture(self.store, NODE, capture_id, T0, (320, 240))
 
 
 @dataclass

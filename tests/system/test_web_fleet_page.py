@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 from support.controllers import ControllerProcess
 from support.web import controller_process, wait_ready, wait_until
 
@@ -22,7 +22,6 @@ from pepi_fleet.core.availability import OFFLINE
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))  # bench/ is a folder of the checkout, not of the wheel
-from bench.chromium import CHROMIUM, CHROMIUM_ARGS, chromium_installed  # noqa: E402
 from bench.fleet_sim import FleetSim, start_sim_broker  # noqa: E402
 
 pytestmark = pytest.mark.system
@@ -74,16 +73,6 @@ def controller(
     finally:
         code = ctl.stop()
         assert code == 0, f"controller exited {code}:\n{ctl.log()[-3000:]}"
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    if not chromium_installed():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def online_count(api: httpx.Client) -> int:

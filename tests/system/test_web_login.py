@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import StartNode
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from support.controllers import ControllerProcess
 from support.web import add_token, add_user, controller_process, wait_nodes, wait_ready
 
@@ -21,8 +21,6 @@ pytestmark = pytest.mark.system
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPUT = REPO / "test-output" / "web"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 OPERATOR, VIEWER = ("olga", "olga-password-1"), ("vic", "vic-password-1")
 
 
@@ -41,16 +39,6 @@ def controller(
         yield ctl, token
     finally:
         assert ctl.stop() == 0, ctl.log()[-3000:]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

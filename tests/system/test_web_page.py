@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from support.controllers import ControllerProcess
 from support.nodes import NodeProcess
 from support.web import controller_process, wait_nodes, wait_ready
@@ -23,17 +23,6 @@ pytestmark = pytest.mark.system
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPUT = REPO / "test-output" / "web"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SPREAD = re.compile(r"^\d+\.\d{3} ms$")
 # measured over MQTT: the offset and half the probe's round trip
 MEASURED_OFFSET = r"^offset [+-]\d+\.\d{3} ms ± \d+\.\d{3} ms"
@@ -53,16 +42,6 @@ def controller(broker: EmbeddedBroker, root: str, tmp_path: Path) -> Iterator[Co
     finally:
         code = ctl.stop()
         assert code == 0, f"controller exited {code}:\n{ctl.log()[-3000:]}"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def shot(page: Page, name: str) -> Path:

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 from support.controllers import ControllerProcess
 from support.nodes import NodeProcess
 from support.web import controller_process, wait_nodes, wait_ready, wait_until
@@ -19,8 +19,6 @@ from pepi_fleet.broker.runner import EmbeddedBroker
 pytestmark = pytest.mark.system
 
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "web"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 
 
 @pytest.fixture
@@ -31,16 +29,6 @@ def controller(broker: EmbeddedBroker, root: str, tmp_path: Path) -> Iterator[Co
         yield wait_ready(ctl)
     finally:
         ctl.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def controls(api: httpx.Client, node_id: str) -> dict[str, Any]:
