@@ -4,7 +4,9 @@ arm in time, a node behind a slow link raises the lead, and a node that armed la
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,10 +17,16 @@ from support.expect import wait_result
 from support.mqtt_watch import Seen, Watcher
 from support.processes import PEPI
 
-from bench.delay_proxy import PROFILES, ProxyProcess, Route
 from pepi_fleet.broker.runner import EmbeddedBroker, free_port
 from pepi_fleet.controller.home_assistant import ControllerState
 from pepi_fleet.schemas import CaptureSetSummary, CaptureStatus
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    # bench/ is a folder of the checkout, not of the wheel; appended, so that pepi_fleet
+    # stays whichever one the suite runs against (see test_controller_fleet_burst)
+    sys.path.append(str(REPO))
+from bench.delay_proxy import PROFILES, ProxyProcess, Route  # noqa: E402
 
 FAR = PROFILES["far"]
 SLOW_ONE_WAY_MS = FAR.delay_ms
