@@ -16,8 +16,11 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bench.procs import terminate
+
+CHECKOUT = Path(__file__).resolve().parents[1]
 
 LISTEN_HOST = "127.0.0.1"
 CHUNK = 65536
@@ -273,7 +276,11 @@ class ProxyProcess:
         """Start and wait for ``ready`` (an early exit ends the wait with EOF)."""
         cmd = [sys.executable, "-m", "bench.delay_proxy", "--profile", self.profile.name]
         cmd += ["--seed", str(self._seed), *(f"--route={r}" for r in self.routes)]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        # From the folder that holds bench/ (it is not installed with the wheel): the proxy
+        # imports nothing of pepi_fleet, so no checkout copy of it can shadow the installed one.
+        self._proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=CHECKOUT
+        )
         self._expect("ready")
         return self
 

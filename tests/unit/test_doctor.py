@@ -103,6 +103,12 @@ class Identifies:
     def identify(self) -> str:
         return self.node_id
 
+    def send_stream(self, conn: object) -> None:
+        """No ``stream_image`` here: nothing follows a reply."""
+
+    def drop_stream(self) -> None:
+        """Nothing pending to drop."""
+
 
 @pytest.mark.parametrize(("running", "status"), [("cam01", "ok"), ("cam02", "fail")])
 def test_check_port_thrift_taken_by_this_node_or_another(
