@@ -1,6 +1,8 @@
 """TEST TOOL - Debian's headless Chromium through Playwright, and its renderers' memory.
 
-For the page's benches and browser tests; never for production.
+For the page's benches and the browser tests (tests/conftest.py imports it from the checkout);
+never for production. Without the background-networking flags Chromium keeps dialling
+Google's hosts, refused here.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ CHROMIUM_ARGS = [
 ]
 
 
-def chromium_installed() -> bool:
-    """Whether the browser the tests drive is on this machine."""
-    return Path(CHROMIUM).exists()
+def chromium_missing() -> str | None:
+    """Why the browser cannot be launched here, or None."""
+    if not Path(CHROMIUM).exists():
+        return "Debian's chromium is not installed (apt-get install chromium)"
+    return None
 
 
 def _descendants(root: int) -> list[int]:

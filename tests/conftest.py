@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.browser import CHROMIUM, CHROMIUM_ARGS, chromium_missing
 from support.controllers import StartController, controller_starter
 from support.mqtt_watch import Watcher
 from support.nodes import NodeProcess, node_process
@@ -18,6 +18,9 @@ from pepi_fleet.broker.runner import EmbeddedBroker
 
 TEST_ROOT_PATTERN = "pepi-t/+"
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))  # bench/ is a folder of the checkout, not of the wheel
+from bench.chromium import CHROMIUM, CHROMIUM_ARGS, chromium_missing  # noqa: E402
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
