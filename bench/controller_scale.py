@@ -45,7 +45,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bench.fleet_sim import FleetSim, start_sim_broker
-from bench.report import machine_line, table
+from bench.report import fmt_value, machine_line, table
 from pepi_fleet.broker.runner import EmbeddedBroker, die_with_parent, free_port
 from pepi_fleet.schemas.capture import CaptureCommand
 from pepi_fleet.schemas.controller import CaptureSetSummary
@@ -325,14 +325,6 @@ def run_one(fig: Figures, checkout: Path | None, args: argparse.Namespace, workd
         fig.broker_drops = broker.log_path.read_text(errors="replace").count("being dropped")
 
 
-def fmt(value: float | int | str | None, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 ROWS: list[tuple[str, str, int]] = [
     ("fleet start -> all online (s)", "fleet_online_s", 2),
     ("controller restart -> all online (s)", "restart_online_s", 2),
@@ -410,7 +402,11 @@ def main() -> None:
     rows = [
         [
             label,
-            *(fmt(getattr(results[v, n], key), digits) for n in args.nodes for v, _ in variants),
+            *(
+                fmt_value(getattr(results[v, n], key), digits)
+                for n in args.nodes
+                for v, _ in variants
+            ),
         ]
         for label, key, digits in ROWS
     ]

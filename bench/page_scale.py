@@ -39,7 +39,7 @@ from playwright.sync_api import Browser, sync_playwright
 from bench.chromium import CHROMIUM, CHROMIUM_ARGS, renderer_rss_mb
 from bench.controller_scale import ControllerProc, wait_api, wait_online
 from bench.fleet_sim import FleetSim, start_sim_broker
-from bench.report import machine_line, table
+from bench.report import fmt_value, machine_line, table
 from pepi_fleet.broker.runner import EmbeddedBroker
 
 TARGET_N = 1000
@@ -205,14 +205,6 @@ def run_one(
         broker.stop()
 
 
-def fmt(value: float | int | str | None, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 ROWS: list[tuple[str, str, int]] = [
     ("all node states rendered (s from navigation)", "render_s", 2),
     ("renderer RSS (MB)", "renderer_mb", 0),
@@ -238,8 +230,8 @@ def cell(fig: Figures, key: str, digits: int) -> str:
         return f"failed: {fig.error}"
     if key in PAIRS:
         a, b = (getattr(fig, k) for k in PAIRS[key])
-        return f"{fmt(a, digits)} · {fmt(b, digits)}"
-    return fmt(getattr(fig, key), digits)
+        return f"{fmt_value(a, digits)} · {fmt_value(b, digits)}"
+    return fmt_value(getattr(fig, key), digits)
 
 
 def main() -> None:
@@ -289,7 +281,7 @@ def main() -> None:
         ]
         for label, value, bound in checks:
             met = value is not None and value < bound
-            print(f"  {'MET    ' if met else 'NOT MET'}  {label} ({fmt(value, 2)})")
+            print(f"  {'MET    ' if met else 'NOT MET'}  {label} ({fmt_value(value, 2)})")
     print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

@@ -53,6 +53,15 @@ def fmt_ratio(value: float | None, base: float) -> str:
     return "inf" if np.isfinite(base) and base > 0 else "-"
 
 
+def fmt_value(value: float | int | str | None, digits: int = 1) -> str:
+    """A table cell: ``-`` for a figure not measured, floats to ``digits`` places."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
 def fmt_ms(value: float) -> str:
     if not np.isfinite(value):
         return "-"
