@@ -28,7 +28,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from paho.mqtt.properties import Properties
 
 from bench.fleet_sim import FleetSim, start_sim_broker
 from bench.report import fmt_value, machine_line, table
-from pepi_fleet.broker.runner import EmbeddedBroker, die_with_parent, free_port
+from pepi_fleet.broker.runner import EmbeddedBroker, die_with_parent, free_port, terminate
 from pepi_fleet.schemas.capture import CaptureCommand
 from pepi_fleet.schemas.controller import CaptureSetSummary
 from pepi_fleet.schemas.topics import Topics
@@ -148,14 +147,8 @@ class ControllerProc:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            terminate(proc, timeout=20)
 
 
 class Observer:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from pepi_fleet.broker.access import named_users, production_acl, render_acl
 from pepi_fleet.schemas.errors import PepiError
@@ -99,6 +100,21 @@ def die_with_parent(parent: int) -> Callable[[], None] | None:
             os.kill(os.getpid(), signal.SIGTERM)
 
     return arm
+
+
+def terminate(
+    proc: subprocess.Popen[Any], timeout: float = 10.0, sig: int = signal.SIGTERM
+) -> bool:
+    """Send ``sig`` to ``proc`` and wait, SIGKILL after ``timeout`` s; False if it had exited."""
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return True
 
 
 def find_mosquitto() -> str:
@@ -266,14 +282,8 @@ class EmbeddedBroker:
     def stop(self, kill: bool = False) -> None:
         """Stop mosquitto (SIGTERM, or SIGKILL with ``kill``); the workdir stays."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            terminate(proc, sig=signal.SIGKILL if kill else signal.SIGTERM)
 
     def restart(self, kill: bool = False) -> None:
         """Stop and start again on the same port with the same persistence."""

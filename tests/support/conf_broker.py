@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from pepi_fleet.broker.runner import die_with_parent, find_mosquitto, free_port
+from pepi_fleet.broker.runner import die_with_parent, find_mosquitto, free_port, terminate
 
 CONF_FILES = ("pepi.conf", "pepi-bridge.conf")
 
@@ -93,11 +92,5 @@ class ConfBroker:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            terminate(proc)

@@ -14,7 +14,6 @@ import ctypes
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -24,7 +23,7 @@ from typing import TypeVar
 
 import pytest
 
-from pepi_fleet.broker.runner import find_mosquitto
+from pepi_fleet.broker.runner import find_mosquitto, terminate
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -191,14 +190,8 @@ class DebianBroker:
 
     def stop(self) -> str:
         """Stop mosquitto; returns everything it printed and logged."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if self._proc is not None:
+            terminate(self._proc)
         return self.output()
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Self
 
-from pepi_fleet.broker.runner import Credentials
+from pepi_fleet.broker.runner import Credentials, terminate
 
 PEPI = [sys.executable, "-m", "pepi_fleet"]
 
@@ -70,12 +70,7 @@ class PepiProcess:
             return None
         if self.proc.poll() is None:
             resume(self.proc)  # a stopped process would hold SIGTERM until continued
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            terminate(self.proc, self.stop_timeout)
         return self.proc.returncode
 
     @property

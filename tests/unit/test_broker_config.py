@@ -1,8 +1,11 @@
-"""The broker's ACL rendering, the production mosquitto.conf, and the port helpers."""
+"""The broker's ACL rendering, the production mosquitto.conf, port and child-process helpers."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,7 @@ from pepi_fleet.broker.access import (
     production_acl,
     render_acl,
 )
-from pepi_fleet.broker.runner import EmbeddedBroker, free_port, port_is_free
+from pepi_fleet.broker.runner import EmbeddedBroker, free_port, port_is_free, terminate
 from pepi_fleet.node.camera.base import CapturedFrame
 from pepi_fleet.node.preview import thumbnail_jpeg
 
@@ -249,3 +252,37 @@ def test_port_is_free_false_while_something_listens() -> None:
         port = sock.getsockname()[1]
         assert not port_is_free(port)
     assert port_is_free(port)
+
+
+# -- stopping children --------------------------------------------------------------------------
+
+
+def _child(code: str) -> subprocess.Popen[bytes]:
+    """A Python child that prints once its handlers are set, so a signal cannot race them."""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    return proc
+
+
+def test_terminate_stops_a_child_with_sigterm() -> None:
+    proc = _child("import time; print('ready', flush=True); time.sleep(60)")
+    assert terminate(proc)
+    assert proc.returncode == -signal.SIGTERM
+
+
+def test_terminate_kills_a_child_that_ignores_sigterm() -> None:
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    proc = _child(code)
+    assert terminate(proc, timeout=0.5)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_terminate_leaves_an_exited_child_alone() -> None:
+    proc = _child("print('ready', flush=True)")
+    proc.wait()
+    assert not terminate(proc)
+    assert proc.returncode == 0
