@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,17 @@ def print_entries(entries: list[Entry], what: str) -> None:
     for e in entries:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created_at))
         click.echo(f"{e.name:<24} {e.role.value:<9} {created}")
+
+
+def remove_entry(remover: Callable[[str], bool], what: str, name: str, done: str) -> None:
+    """Remove the ``what`` (user or token) called ``name``; an unknown name is an error."""
+    try:
+        removed = remover(name)
+    except AccessError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not removed:
+        raise click.ClickException(f"no {what} {name!r}: 'pepi controller {what} list' lists them")
+    click.echo(f"{what} {name} {done}", err=True)
 
 
 @click.group("user")
@@ -89,13 +101,7 @@ def user_list(options: dict[str, Any]) -> None:
 @click.pass_obj
 def user_remove(options: dict[str, Any], name: str) -> None:
     """Remove a user; a running controller ends their sessions at their next request."""
-    try:
-        removed = store_of(options).remove_user(name)
-    except AccessError as exc:
-        raise click.ClickException(str(exc)) from exc
-    if not removed:
-        raise click.ClickException(f"no user {name!r}: 'pepi controller user list' lists them")
-    click.echo(f"user {name} removed", err=True)
+    remove_entry(store_of(options).remove_user, "user", name, "removed")
 
 
 @click.group("token")
@@ -129,10 +135,4 @@ def token_list(options: dict[str, Any]) -> None:
 @click.pass_obj
 def token_remove(options: dict[str, Any], name: str) -> None:
     """Revoke a token, at once, also on a running controller."""
-    try:
-        removed = store_of(options).remove_token(name)
-    except AccessError as exc:
-        raise click.ClickException(str(exc)) from exc
-    if not removed:
-        raise click.ClickException(f"no token {name!r}: 'pepi controller token list' lists them")
-    click.echo(f"token {name} revoked", err=True)
+    remove_entry(store_of(options).remove_token, "token", name, "revoked")

@@ -98,9 +98,10 @@ def test_access_cli_user_add_prompts_twice_list_remove(tmp_path: Path) -> None:
     code, out, _err = run(*base, "list")
     assert "olga" in out and "operator" in out and "vic" in out and "viewer" in out
     assert AccessStore(tmp_path, FAST).verify_password("olga", "pw-olga-1") is not None
-    assert run(*base, "remove", "vic")[0] == 0
     code, _out, err = run(*base, "remove", "vic")
-    assert code != 0 and "no user 'vic'" in err
+    assert code == 0 and "user vic removed" in err
+    code, _out, err = run(*base, "remove", "vic")
+    assert code != 0 and "no user 'vic': 'pepi controller user list' lists them" in err
 
 
 def test_access_cli_user_add_reads_a_password_file(tmp_path: Path) -> None:
@@ -131,8 +132,11 @@ def test_access_cli_token_add_prints_it_once(tmp_path: Path) -> None:
     code, out, _err = run(*base, "list")
     assert "ha" in out and token not in out
     assert json.loads((tmp_path / ACCESS_FILE).read_text())["tokens"]["ha"]["role"] == "operator"
-    assert run(*base, "remove", "ha")[0] == 0
+    code, _out, err = run(*base, "remove", "ha")
+    assert code == 0 and "token ha revoked" in err
     assert AccessStore(tmp_path, FAST).verify_token(token) is None
+    code, _out, err = run(*base, "remove", "ha")
+    assert code != 0 and "no token 'ha': 'pepi controller token list' lists them" in err
 
 
 def test_access_cli_needs_the_data_dir() -> None:
