@@ -21,6 +21,7 @@ from support.controllers import ControllerProcess
 from support.nodes import NodeProcess, node_process
 from support.web import (
     controller_process,
+    event_stream,
     wait_nodes,
     wait_ready,
     wait_set_downloaded,
@@ -372,24 +373,14 @@ def test_api_every_endpoint_answers_garbage_without_500(api: httpx.Client) -> No
 
 def test_api_events_stream_presence_results_and_sets(api: httpx.Client) -> None:
     seen: list[tuple[str, dict[str, Any]]] = []
-    deadline = time.monotonic() + 40
-    with (
-        httpx.Client(base_url=str(api.base_url), timeout=httpx.Timeout(5, read=20)) as sse,
-        sse.stream("GET", "/api/events") as stream,
-    ):
-        assert stream.headers["content-type"].startswith("text/event-stream")
-        kind = None
-        for line in stream.iter_lines():
-            if line.startswith("event: "):
-                kind = line.removeprefix("event: ")
-            elif line.startswith("data: ") and kind:
-                seen.append((kind, json.loads(line.removeprefix("data: "))))
-                if kind == "hello":
-                    res = api.post("/api/captures", json={"capture_id": "api-sse"})
-                    assert res.status_code == 202, res.text
-                if kind == "set_complete" and seen[-1][1]["summary"]["capture_id"] == "api-sse":
-                    break
-            assert time.monotonic() < deadline, [k for k, _ in seen]
+    with event_stream(str(api.base_url), timeout=40) as events:  # checks the content type
+        for kind, data in events:
+            seen.append((kind, data))
+            if kind == "hello":
+                res = api.post("/api/captures", json={"capture_id": "api-sse"})
+                assert res.status_code == 202, res.text
+            if kind == "set_complete" and data["summary"]["capture_id"] == "api-sse":
+                break
     kinds = [k for k, _ in seen]
     assert kinds[0] == "hello" and seen[0][1]["broker_connected"] is True
     assert "set_opened" in kinds and "status" in kinds

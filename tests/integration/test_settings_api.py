@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -15,7 +15,7 @@ from conftest import StartNode
 from support.controllers import StartController, controller_credentials
 from support.mqtt_watch import Watcher
 from support.pub import mosquitto_pub
-from support.web import wait_nodes, wait_until
+from support.web import event_stream, wait_nodes, wait_until
 
 from pepi_fleet.broker.runner import EmbeddedBroker
 
@@ -48,6 +48,21 @@ def wait_controls(client: httpx.Client, node_id: str, **expected: Any) -> dict[s
         return controls if all(controls[k] == v for k, v in expected.items()) else None
 
     return wait_until(check, 20, f"{node_id} applying {expected}")
+
+
+def fleet_events(api: httpx.Client, change: Callable[[], None], count: int) -> list[Any]:
+    """The fleet settings of the first ``count`` settings events after ``change()``, which
+    runs once the event stream said hello (so no event can be missed)."""
+    fleets = []
+    with event_stream(str(api.base_url)) as events:
+        for kind, data in events:
+            if kind == "hello":
+                change()
+            elif kind == "settings":
+                fleets.append(data["fleet"])
+                if len(fleets) == count:
+                    break
+    return fleets
 
 
 def test_api_fleet_settings_are_merged_retained_and_applied(api: httpx.Client) -> None:
@@ -167,25 +182,11 @@ def test_controller_command_lock_exposure_over_mqtt(
 
 
 def test_api_fleet_setting_changes_are_events(api: httpx.Client) -> None:
-    fleets: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 30
-    with (
-        httpx.Client(base_url=str(api.base_url), timeout=httpx.Timeout(5, read=20)) as sse,
-        sse.stream("GET", "/api/events") as stream,
-    ):
-        kind = None
-        for line in stream.iter_lines():
-            if line.startswith("event: "):
-                kind = line.removeprefix("event: ")
-            elif line.startswith("data: ") and kind == "hello":
-                assert api.put("/api/settings", json={"jpeg_quality": 75}).status_code == 200
-                assert api.post("/api/settings/clear", json={}).status_code == 200
-            elif line.startswith("data: ") and kind == "settings":
-                fleets.append(json.loads(line.removeprefix("data: "))["fleet"])
-                if len(fleets) == 2:
-                    break
-            assert time.monotonic() < deadline, fleets
-    assert fleets == [{"jpeg_quality": 75}, {}]
+    def change() -> None:
+        assert api.put("/api/settings", json={"jpeg_quality": 75}).status_code == 200
+        assert api.post("/api/settings/clear", json={}).status_code == 200
+
+    assert fleet_events(api, change, 2) == [{"jpeg_quality": 75}, {}]
 
 
 def test_fleet_settings_written_past_the_controller_are_events(
@@ -194,28 +195,16 @@ def test_fleet_settings_written_past_the_controller_are_events(
     """``pepi settings`` and automations write the retained fleet settings on the broker
     directly: the page hears of it from the controller's event stream all the same."""
     creds = controller_credentials(broker)
-    fleets: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 30
-    with (
-        httpx.Client(base_url=str(api.base_url), timeout=httpx.Timeout(5, read=20)) as sse,
-        sse.stream("GET", "/api/events") as stream,
-    ):
-        kind = None
-        for line in stream.iter_lines():
-            if line.startswith("event: "):
-                kind = line.removeprefix("event: ")
-            elif line.startswith("data: ") and kind == "hello":
-                mosquitto_pub(
-                    broker.port,
-                    f"{root}/settings",
-                    json.dumps({"jpeg_quality": 61}),
-                    "-r",
-                    username=creds.username,
-                    password=creds.password,
-                )
-            elif line.startswith("data: ") and kind == "settings":
-                fleets.append(json.loads(line.removeprefix("data: "))["fleet"])
-                break
-            assert time.monotonic() < deadline, fleets
-    assert fleets == [{"jpeg_quality": 61}]
+
+    def change() -> None:
+        mosquitto_pub(
+            broker.port,
+            f"{root}/settings",
+            json.dumps({"jpeg_quality": 61}),
+            "-r",
+            username=creds.username,
+            password=creds.password,
+        )
+
+    assert fleet_events(api, change, 1) == [{"jpeg_quality": 61}]
     assert api.get("/api/settings").json() == {"fleet": {"jpeg_quality": 61}}

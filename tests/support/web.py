@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +51,35 @@ def wait_ready(
 
     wait_until(ready, timeout, f"controller web API on {ctl.url}\n{ctl.log()[-3000:]}")
     return ctl
+
+
+@contextmanager
+def event_stream(
+    base_url: str, timeout: float = 30.0, params: dict[str, str] | None = None
+) -> Iterator[Iterator[tuple[str, Any]]]:
+    """The controller's ``/api/events``, as (event name, decoded data) pairs in order.
+
+    The consumer breaks off once it saw what it waits for; the stream fails the test if that
+    takes longer than ``timeout`` s.
+    """
+    deadline = time.monotonic() + timeout
+    with (
+        httpx.Client(base_url=base_url, timeout=httpx.Timeout(5, read=20)) as sse,
+        sse.stream("GET", "/api/events", params=params) as stream,
+    ):
+        assert stream.headers["content-type"].startswith("text/event-stream")
+
+        def events() -> Iterator[tuple[str, Any]]:
+            kind = None
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    kind = line.removeprefix("event: ")
+                elif line.startswith("data: ") and kind:
+                    yield kind, json.loads(line.removeprefix("data: "))
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"/api/events: not seen what was awaited in {timeout} s")
+
+        yield events()
 
 
 def wait_until(predicate: Callable[[], T | None], timeout: float, what: str) -> T:

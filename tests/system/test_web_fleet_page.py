@@ -3,7 +3,6 @@ stream's diffs, an offline node shown as such, filters and the dense grid."""
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import sys
@@ -14,7 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 from support.controllers import ControllerProcess
-from support.web import controller_process, wait_ready, wait_until
+from support.web import controller_process, event_stream, wait_ready, wait_until
 
 from pepi_fleet.broker.runner import EmbeddedBroker
 from pepi_fleet.core.availability import OFFLINE
@@ -147,17 +146,11 @@ def test_web_fleet_events_diff_stream_sends_each_node_once_then_changes(
     kinds: set[str] = set()
     victim = fleet.nodes[3]
     cut = False
-    with (
-        httpx.Client(base_url=controller.url, timeout=httpx.Timeout(5, read=20)) as sse,
-        sse.stream("GET", "/api/events", params={"nodes": "diff"}) as stream,
-    ):
-        kind = None
-        for line in stream.iter_lines():
-            if line.startswith("event: "):
-                kind = line.removeprefix("event: ")
-                kinds.add(kind)
-            elif line.startswith("data: ") and kind == "nodes":
-                for change in json.loads(line.removeprefix("data: "))["changed"]:
+    with event_stream(controller.url, timeout=120, params={"nodes": "diff"}) as events:
+        for kind, data in events:
+            kinds.add(kind)
+            if kind == "nodes":
+                for change in data["changed"]:
                     seen.setdefault(change["node_id"], []).append(change)
                 if len(seen) == NODES and not cut:  # every node arrived: now take one off
                     fleet.send(
