@@ -4,12 +4,13 @@ real nodes (synthetic cameras) and a real controller."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Page, expect
 from support.controllers import ControllerProcess
 from support.nodes import NodeProcess
 from support.web import controller_process, wait_nodes, wait_ready, wait_until
@@ -31,25 +32,44 @@ def controller(broker: EmbeddedBroker, root: str, tmp_path: Path) -> Iterator[Co
         ctl.stop()
 
 
+OpenPage = Callable[[list[str]], AbstractContextManager[tuple[httpx.Client, Page]]]
+
+
+@pytest.fixture
+def open_page(
+    browser: Browser, start_node: Callable[..., NodeProcess], controller: ControllerProcess
+) -> OpenPage:
+    """``with open_page(ids) as (api, page)``: those nodes started and online, the page open
+    on them with no fleet settings yet; the page and the API client closed after."""
+
+    @contextmanager
+    def open_on(ids: list[str]) -> Iterator[tuple[httpx.Client, Page]]:
+        for node_id in ids:
+            start_node(node_id)
+        api = httpx.Client(base_url=controller.url, timeout=30)
+        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        try:
+            wait_nodes(api, set(ids))
+            page.goto(controller.url + "/", wait_until="domcontentloaded")
+            expect(page.locator("#fleet-settings")).to_have_text("none")
+            yield api, page
+        finally:
+            page.context.close()
+            api.close()
+
+    return open_on
+
+
 def controls(api: httpx.Client, node_id: str) -> dict[str, Any]:
     found: dict[str, Any] = api.get(f"/api/nodes/{node_id}").json()["cameras"][0]["controls"]
     return found
 
 
 def test_web_settings_form_applies_to_the_fleet_and_lock_copies_the_reference(
-    browser: Browser,
-    start_node: Callable[..., NodeProcess],
-    controller: ControllerProcess,
+    open_page: OpenPage,
 ) -> None:
     ids = ["page-a", "page-b"]
-    for node_id in ids:
-        start_node(node_id)
-    api = httpx.Client(base_url=controller.url, timeout=30)
-    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-    try:
-        wait_nodes(api, set(ids))
-        page.goto(controller.url + "/", wait_until="domcontentloaded")
-        expect(page.locator("#fleet-settings")).to_have_text("none")
+    with open_page(ids) as (api, page):
         expect(page.locator("#settings-node option")).to_have_count(3)  # fleet + two nodes
 
         # an inconsistent entry is refused with the server's reason, nothing sent
@@ -110,25 +130,13 @@ def test_web_settings_form_applies_to_the_fleet_and_lock_copies_the_reference(
                 20,
                 f"{node_id} locked to page-b",
             )
-    finally:
-        page.context.close()
-        api.close()
 
 
 def test_web_cards_show_applied_exposure_and_fleet_line_follows_the_event_stream(
-    browser: Browser,
-    start_node: Callable[..., NodeProcess],
-    controller: ControllerProcess,
+    open_page: OpenPage,
 ) -> None:
     ids = ["card-a", "card-b"]
-    for node_id in ids:
-        start_node(node_id)
-    api = httpx.Client(base_url=controller.url, timeout=30)
-    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-    try:
-        wait_nodes(api, set(ids))
-        page.goto(controller.url + "/", wait_until="domcontentloaded")
-        expect(page.locator("#fleet-settings")).to_have_text("none")
+    with open_page(ids) as (api, page):
         exposure = page.locator("#node-card-a [data-field=exposure]")
         expect(exposure).to_contain_text("auto \u00b7 gain")  # the camera's own choice
         expect(exposure).to_contain_text("WB auto")
@@ -149,6 +157,3 @@ def test_web_cards_show_applied_exposure_and_fleet_line_follows_the_event_stream
 
         assert api.post("/api/settings/clear", json={}).status_code == 200
         expect(page.locator("#fleet-settings")).to_have_text("none")
-    finally:
-        page.context.close()
-        api.close()
