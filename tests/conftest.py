@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.controllers import StartController, controller_starter
+from support.controllers import ControllerProcess, StartController, controller_starter
 from support.mqtt_watch import Watcher
 from support.nodes import NodeProcess, node_process
 
@@ -87,6 +87,23 @@ def start_controller(
     """``start(set_timeout_s=5.0, wait=True)`` a real ``pepi controller``; all stopped after."""
     with controller_starter(broker, root, watcher, tmp_path) as start:
         yield start
+
+
+StartCam1 = Callable[..., tuple[NodeProcess, ControllerProcess]]
+
+
+@pytest.fixture
+def start_cam1(start_node: StartNode, start_controller: StartController) -> StartCam1:
+    """``start(*controller_args)``: node cam1, then a controller that has seen it come online;
+    (node, controller)."""
+
+    def start(*extra: str) -> tuple[NodeProcess, ControllerProcess]:
+        node = start_node("cam1")
+        ctl = start_controller(*extra)
+        ctl.wait_log("node cam1: None -> online")
+        return node, ctl
+
+    return start
 
 
 @pytest.fixture(scope="module")

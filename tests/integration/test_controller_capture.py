@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import StartNode
+from conftest import StartCam1, StartNode
 from support.controllers import (
     StartController,
     assert_set_on_disk,
@@ -72,12 +72,9 @@ def test_controller_two_triggers_make_two_sets(
     broker: EmbeddedBroker,
     root: str,
     watcher: Watcher,
-    start_node: StartNode,
-    start_controller: StartController,
+    start_cam1: StartCam1,
 ) -> None:
-    node = start_node("cam1")
-    ctl = start_controller()
-    ctl.wait_log("node cam1: None -> online")
+    node, ctl = start_cam1()
     for capture_id in ("first", "second"):
         mosquitto_pub(broker.port, f"{root}/capture", capture_id)
         result = wait_result(watcher, root, "cam1", capture_id)

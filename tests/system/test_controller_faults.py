@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import StartNode, wait_online
+from conftest import StartCam1, StartNode, wait_online
 from support.controllers import (
     StartController,
     assert_set_on_disk,
@@ -149,12 +149,10 @@ def test_controller_retrieves_capture_when_node_returns(
     broker: EmbeddedBroker,
     root: str,
     watcher: Watcher,
-    start_node: StartNode,
-    start_controller: StartController,
+    start_cam1: StartCam1,
 ) -> None:
-    node = start_node("cam1")
-    ctl = start_controller()
-    mark = ctl.wait_log("node cam1: None -> online")
+    node, ctl = start_cam1()
+    mark = ctl.wait_log("node cam1: None -> online")  # where its later log starts
 
     # The controller hears of the result only once the node is already dead.
     ctl.freeze()

@@ -6,9 +6,8 @@ import hashlib
 import time
 
 import pytest
-from conftest import StartNode
+from conftest import StartCam1
 from support.controllers import (
-    StartController,
     assert_set_on_disk,
     ledger_states,
     restart,
@@ -38,12 +37,9 @@ def test_controller_recovers_captures_taken_while_it_was_down(
     broker: EmbeddedBroker,
     root: str,
     watcher: Watcher,
-    start_node: StartNode,
-    start_controller: StartController,
+    start_cam1: StartCam1,
 ) -> None:
-    node = start_node("cam1")
-    ctl = start_controller()
-    ctl.wait_log("node cam1: None -> online")
+    node, ctl = start_cam1()
     ctl.stop()  # a clean MQTT session: the broker queues nothing for it while it is away
 
     mosquitto_pub(broker.port, f"{root}/capture", "while-down")
@@ -74,12 +70,9 @@ def test_controller_keeps_pepi_captures_until_the_hold_and_follows_a_recapture(
     broker: EmbeddedBroker,
     root: str,
     watcher: Watcher,
-    start_node: StartNode,
-    start_controller: StartController,
+    start_cam1: StartCam1,
 ) -> None:
-    node = start_node("cam1")
-    ctl = start_controller("--thrift-hold", "8")
-    ctl.wait_log("node cam1: None -> online")
+    node, ctl = start_cam1("--thrift-hold", "8")
 
     with camera_server(node.thrift_port) as pepi:
         pepi.start_capture("1")
@@ -125,12 +118,9 @@ def test_controller_retries_a_corrupt_transfer_until_verified(
     broker: EmbeddedBroker,
     root: str,
     watcher: Watcher,
-    start_node: StartNode,
-    start_controller: StartController,
+    start_cam1: StartCam1,
 ) -> None:
-    node = start_node("cam1")
-    ctl = start_controller()
-    ctl.wait_log("node cam1: None -> online")
+    node, ctl = start_cam1()
 
     ctl.freeze()
     try:
