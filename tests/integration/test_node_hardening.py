@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import StartNode, wait_online
-from support.expect import assert_retrievable, wait_result
+from support.expect import capture_ok, loses_nothing, wait_result
 from support.mqtt_watch import Seen, Watcher
 from support.nodes import NodeProcess
 from support.processes import pepi_env
@@ -31,15 +31,6 @@ def _controller_pub(broker: EmbeddedBroker, topic: str, payload: str) -> None:
     mosquitto_pub(broker.port, topic, payload, username="controller", password=password)
 
 
-def _assert_still_captures(
-    broker: EmbeddedBroker, root: str, watcher: Watcher, node: str, capture_id: str
-) -> CaptureResult:
-    mosquitto_pub(broker.port, f"{root}/capture", capture_id)
-    result = wait_result(watcher, root, node, capture_id)
-    assert result.status is CaptureStatus.OK, result.error
-    return result
-
-
 # -- 1. no input kills a thread -----------------------------------------------------------------
 
 
@@ -48,14 +39,11 @@ def test_node_deeply_nested_capture_command_is_an_error_and_node_keeps_capturing
     broker: EmbeddedBroker, root: str, watcher: Watcher, start_node: StartNode, depth: int
 ) -> None:
     node = start_node("cam1")
-    kept = _assert_still_captures(broker, root, watcher, "cam1", "kept")
-    began = time.time()
-    mosquitto_pub(broker.port, f"{root}/capture", "[" * depth + "]" * depth)
-    error = wait_result(watcher, root, "cam1", status=CaptureStatus.ERROR, after=began)
-    assert error.capture_id is None and f"{root}/capture" in (error.error or "")
-    _assert_still_captures(broker, root, watcher, "cam1", "after")
-    assert node.alive
-    assert_retrievable(node, kept)
+    with loses_nothing(broker, root, watcher, node):
+        began = time.time()
+        mosquitto_pub(broker.port, f"{root}/capture", "[" * depth + "]" * depth)
+        error = wait_result(watcher, root, "cam1", status=CaptureStatus.ERROR, after=began)
+        assert error.capture_id is None and f"{root}/capture" in (error.error or "")
 
 
 def test_node_deeply_nested_settings_and_ping_are_logged_and_survived(
@@ -70,7 +58,7 @@ def test_node_deeply_nested_settings_and_ping_are_logged_and_survived(
         lambda s: s.topic == f"{root}/nodes/cam1/clock/pong" and b'"seq":7' in s.payload,
         what="pong after the deep ping",
     )
-    _assert_still_captures(broker, root, watcher, "cam1", "after")
+    capture_ok(broker, root, watcher, "cam1", "after")
     assert "bad settings" in node.log() and "bad clock ping" in node.log()
 
 
@@ -93,7 +81,7 @@ def test_node_far_future_at_is_an_error_and_node_keeps_capturing(
     assert "at too far ahead" in (result.error or ""), result.error
     with fleet_server(node.thrift_port, node.data_dir) as server:
         assert "far" not in {c.capture_id for c in server.list_captures()}
-    _assert_still_captures(broker, root, watcher, "cam1", "after")
+    capture_ok(broker, root, watcher, "cam1", "after")
 
 
 def test_node_tiny_fps_settings_are_refused_and_nothing_is_applied(
@@ -104,7 +92,7 @@ def test_node_tiny_fps_settings_are_refused_and_nothing_is_applied(
         _controller_pub(broker, f"{root}/nodes/cam1/set", payload)
     # too large for the synthetic sensor (4056x3040), fine for the schema: refused whole
     _controller_pub(broker, f"{root}/nodes/cam1/set", '{"resolution": [5000, 4000], "fps": 10}')
-    result = _assert_still_captures(broker, root, watcher, "cam1", "after")
+    result = capture_ok(broker, root, watcher, "cam1", "after")
     assert result.fired_at is not None and result.fired_at - result.received_at < 0.5
     assert (result.frames[0].width, result.frames[0].height) == (640, 480)
     log = node.log()
@@ -119,7 +107,7 @@ def test_node_released_capture_id_stays_duplicate_across_a_restart(
     broker: EmbeddedBroker, root: str, watcher: Watcher, start_node: StartNode
 ) -> None:
     node = start_node("cam1")
-    _assert_still_captures(broker, root, watcher, "cam1", "scan-9")
+    capture_ok(broker, root, watcher, "cam1", "scan-9")
     with fleet_server(node.thrift_port, node.data_dir) as server:
         assert server.release("scan-9") is True
     began = time.time()
@@ -143,7 +131,7 @@ def test_node_repeated_button_token_is_duplicate_naming_what_to_send(
     broker: EmbeddedBroker, root: str, watcher: Watcher, start_node: StartNode
 ) -> None:
     start_node("cam1")
-    _assert_still_captures(broker, root, watcher, "cam1", "PRESS")
+    capture_ok(broker, root, watcher, "cam1", "PRESS")
     mosquitto_pub(broker.port, f"{root}/capture", "PRESS")
     result = wait_result(watcher, root, "cam1", "PRESS", CaptureStatus.DUPLICATE)
     error = result.error or ""
@@ -179,7 +167,7 @@ def test_node_live_retained_trigger_and_its_clear_are_late(
         mosquitto_pub(broker.port, topic, None, "-r")  # the clear is retained too
     clear = wait_result(watcher, root, "cam1", status=CaptureStatus.LATE, after=cleared)
     assert (clear.capture_id or "").startswith("auto-") and "retained" in (clear.error or "")
-    _assert_still_captures(broker, root, watcher, "cam1", "after")
+    capture_ok(broker, root, watcher, "cam1", "after")
     fired = [r.capture_id for r in results(began) if r.status is CaptureStatus.OK]
     assert fired == ["after"]
 
@@ -310,7 +298,7 @@ def _statuses(watcher: Watcher, root: str, after: float) -> Iterator[NodeStatus]
 def test_node_exits_nonzero_and_goes_offline_when_the_capture_thread_dies(
     broker: EmbeddedBroker, root: str, watcher: Watcher, faulty: FaultyNode
 ) -> None:
-    _assert_still_captures(broker, root, watcher, "faulty", "before")
+    capture_ok(broker, root, watcher, "faulty", "before")
     began = time.time()
     mosquitto_pub(broker.port, f"{root}/capture", "die")
     try:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from PIL import Image
 
+from pepi_fleet.broker.runner import EmbeddedBroker
 from pepi_fleet.node.encode import read_exif_timestamp
 from pepi_fleet.schemas import CaptureResult, CaptureStatus
 from support.mqtt_watch import Seen, Watcher
 from support.nodes import NodeProcess
+from support.pub import mosquitto_pub
 from support.thrift_clients import fleet_server
 
 
@@ -35,6 +39,29 @@ def wait_result(
 
     seen = watcher.wait_for(match, what=f"result {capture_id} {status}")
     return CaptureResult.model_validate_json(seen.payload)
+
+
+def capture_ok(
+    broker: EmbeddedBroker, root: str, watcher: Watcher, node: str, capture_id: str
+) -> CaptureResult:
+    """Trigger ``capture_id`` on the whole fleet; ``node``'s result, which must be ok."""
+    mosquitto_pub(broker.port, f"{root}/capture", capture_id)
+    result = wait_result(watcher, root, node, capture_id)
+    assert result.status is CaptureStatus.OK, result.error
+    return result
+
+
+@contextmanager
+def loses_nothing(
+    broker: EmbeddedBroker, root: str, watcher: Watcher, node: NodeProcess
+) -> Iterator[None]:
+    """Around bad input: the node captures before and after it, stays up, and still serves
+    the capture taken before intact."""
+    kept = capture_ok(broker, root, watcher, node.node_id, "kept")
+    yield
+    capture_ok(broker, root, watcher, node.node_id, "after")
+    assert node.alive
+    assert_retrievable(node, kept)
 
 
 def assert_retrievable(node: NodeProcess, result: CaptureResult) -> None:
