@@ -20,27 +20,14 @@ from pepi_fleet.controller.service import Controller
 from pepi_fleet.core.mqtt_link import InboundMessage
 from pepi_fleet.schemas import CaptureResult, NodeStatus
 from pepi_fleet.schemas.topics import Topics
+from support.clock import ManualClock
 from support.fake_node_client import FakeFleet
 
-T0 = 1_763_712_000.0
 ROOT = "pepi-t/seam"
 DOWNLOAD_WAIT_S = 30.0
 TIMEOUT = 10.0
 
 Event = dict[str, Any]
-
-
-class ManualClock:
-    """The controller's clock: moves only when the test says so (the worker polls it)."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support.clock import T0, ManualClock
 
 from pepi_fleet.node.camera.base import CapturedFrame
 from pepi_fleet.node.camera.synthetic import SyntheticCamera
@@ -18,19 +19,8 @@ from pepi_fleet.node.capture_service import CaptureRequest, CaptureService, Capt
 from pepi_fleet.node.store import CaptureStore, DuplicateCapture, StoreLimits, image_name
 from pepi_fleet.schemas.capture import CaptureCommand, CaptureResult, CaptureStatus, auto_capture_id
 
-T0 = 1_763_712_000.0
 NODE = "node-a"
 TIMEOUT = 10.0
-
-
-class FixedClock:
-    """The node's wall clock, frozen: immediate captures fire at once, future ones stay armed."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Results:
@@ -58,7 +48,8 @@ class Results:
 
 class Rig:
     def __init__(self, tmp_path: Path, limits: StoreLimits, max_armed: int, cameras: int) -> None:
-        self.clock = FixedClock()
+        # the node's wall clock, frozen: immediate captures fire at once, future ones stay armed
+        self.clock = ManualClock()
         self.camera = SyntheticCamera(
             NODE, resolution=(64, 48), count=cameras, clock=self.clock, sleep=lambda s: None
         )

@@ -5,19 +5,10 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from support.clock import T0, ManualClock
 
 from pepi_fleet.controller.capture_sets import CaptureSetBook, SetKind
 from pepi_fleet.schemas import CaptureResult, CaptureStatus, Frame, auto_capture_id
-
-T0 = 1_763_712_000.0
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def frame(camera: int, timestamp: float, tag: str = "") -> Frame:
@@ -53,17 +44,17 @@ def result(
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-def book(clock: FakeClock) -> CaptureSetBook:
+def book(clock: ManualClock) -> CaptureSetBook:
     return CaptureSetBook(clock)
 
 
 def test_capture_sets_explicit_id_completes_when_all_expected_answer(
-    book: CaptureSetBook, clock: FakeClock
+    book: CaptureSetBook, clock: ManualClock
 ) -> None:
     book.open_trigger("scan-042", {"a", "b"}, T0, None)
     first = book.add_result(result("a", "scan-042"), T0 + 0.2)
@@ -80,7 +71,7 @@ def test_capture_sets_explicit_id_completes_when_all_expected_answer(
     assert book.tick() == []  # each summary once
 
 
-def test_capture_sets_times_out_with_missing_node(book: CaptureSetBook, clock: FakeClock) -> None:
+def test_capture_sets_times_out_with_missing_node(book: CaptureSetBook, clock: ManualClock) -> None:
     book.open_trigger("scan-1", {"a", "b"}, T0, None)
     book.add_result(result("a", "scan-1"), T0 + 0.1)
     clock.now = T0 + 9.9
@@ -94,7 +85,7 @@ def test_capture_sets_times_out_with_missing_node(book: CaptureSetBook, clock: F
 
 
 def test_capture_sets_timeout_counts_from_later_of_trigger_and_at(
-    book: CaptureSetBook, clock: FakeClock
+    book: CaptureSetBook, clock: ManualClock
 ) -> None:
     book.open_trigger("later", {"a"}, T0, None, at=T0 + 30)
     clock.now = T0 + 39.9
@@ -233,7 +224,7 @@ def test_capture_sets_two_idless_triggers_in_same_ms_get_distinct_names(
 
 
 def test_capture_sets_result_without_open_set_opens_orphan(
-    book: CaptureSetBook, clock: FakeClock
+    book: CaptureSetBook, clock: ManualClock
 ) -> None:
     a = book.add_result(result("a", "7", source="thrift"), T0)
     b = book.add_result(result("b", "7", source="thrift"), T0 + 0.5)
@@ -257,7 +248,7 @@ def test_capture_sets_orphan_auto_results_group_by_receipt_time(book: CaptureSet
 
 
 def test_capture_sets_repeated_explicit_id_reopens_set(
-    book: CaptureSetBook, clock: FakeClock
+    book: CaptureSetBook, clock: ManualClock
 ) -> None:
     book.open_trigger("s", {"a"}, T0, None)
     book.add_result(result("a", "s"), T0)
@@ -282,7 +273,7 @@ def test_capture_sets_result_without_capture_id_is_not_filed(book: CaptureSetBoo
 
 
 def test_capture_sets_trigger_with_no_expected_nodes_waits_for_deadline(
-    book: CaptureSetBook, clock: FakeClock
+    book: CaptureSetBook, clock: ManualClock
 ) -> None:
     book.open_trigger("s", set(), T0, None)
     assert book.tick() == []
@@ -291,7 +282,7 @@ def test_capture_sets_trigger_with_no_expected_nodes_waits_for_deadline(
     assert not summary.complete and summary.outcomes == []
 
 
-def test_capture_sets_forgets_completed_sets_after_keep_time(clock: FakeClock) -> None:
+def test_capture_sets_forgets_completed_sets_after_keep_time(clock: ManualClock) -> None:
     book = CaptureSetBook(clock, keep_completed_s=60)
     book.open_trigger("s", {"a"}, T0, None)
     book.add_result(result("a", "s"), T0)
@@ -301,7 +292,7 @@ def test_capture_sets_forgets_completed_sets_after_keep_time(clock: FakeClock) -
     assert book.get("s") is None
 
 
-def test_capture_sets_ask_the_ledger_only_about_an_earlier_runs_set(clock: FakeClock) -> None:
+def test_capture_sets_ask_the_ledger_only_about_an_earlier_runs_set(clock: ManualClock) -> None:
     asked: list[tuple[str, str]] = []
 
     def held_before(set_id: str, r: CaptureResult) -> bool:

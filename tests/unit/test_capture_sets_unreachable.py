@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from test_capture_sets import T0, FakeClock, result
+from support.clock import T0, ManualClock
+from test_capture_sets import result
 
 from pepi_fleet.controller.capture_sets import CaptureSetBook
 
 
 def test_set_unreachable_node_not_waited_for_and_named_missing() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     book = CaptureSetBook(clock, timeout_s=10.0)
     view = book.open_trigger("scan-1", {"a", "b"}, T0, unreachable={"n1"})
     assert view.expected == {"a", "b"}
@@ -25,7 +26,7 @@ def test_set_unreachable_node_not_waited_for_and_named_missing() -> None:
 
 
 def test_set_all_reachable_nodes_answered_is_complete() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     book = CaptureSetBook(clock, timeout_s=10.0)
     book.open_trigger("scan-2", {"a"}, T0)
     book.add_result(result("a", "scan-2"), T0 + 0.1)
@@ -34,7 +35,7 @@ def test_set_all_reachable_nodes_answered_is_complete() -> None:
 
 
 def test_set_per_node_trigger_names_only_its_target() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     book = CaptureSetBook(clock, timeout_s=1.0)
     view = book.open_trigger("solo-1", {"a"}, T0, target_node="n1", unreachable={"n1", "n2"})
     assert view.expected == frozenset()
@@ -46,7 +47,7 @@ def test_set_per_node_trigger_names_only_its_target() -> None:
 
 def test_set_unreachable_node_that_answers_after_all_counts() -> None:
     """Its bridge came back in time (a scheduled capture): its result is kept, not missing."""
-    clock = FakeClock()
+    clock = ManualClock()
     book = CaptureSetBook(clock, timeout_s=1.0)
     book.open_trigger("scan-3", {"a"}, T0, unreachable={"n1"})
     book.add_result(result("n1", "scan-3"), T0 + 0.1)

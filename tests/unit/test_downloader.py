@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.clock import ManualClock
 from support.fake_node_client import FakeFleet
 
 from pepi_fleet.controller.downloader import ORPHAN_GRACE_S, RECONCILE_EVERY_S, Downloader
@@ -18,21 +19,7 @@ from pepi_fleet.controller.manifest import MANIFEST_FILE, Manifest
 from pepi_fleet.controller.retrieval import BATCH_IMAGES, retry_delay
 from pepi_fleet.schemas import CaptureResult
 
-T0 = 1_763_712_000.0
 HOLD_S = 30.0
-
-
-class ManualClock:
-    """Time moves only when a test says so."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

@@ -9,19 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.clock import T0, ManualClock
 
 from pepi_fleet.controller.ledger import LEDGER_FILE, ImageState, Ledger, LedgerError, image_path
 from pepi_fleet.schemas import CaptureResult, CaptureStatus, Frame
-
-T0 = 1_763_712_000.0
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def frame(camera: int, timestamp: float, fmt: str = "jpeg") -> Frame:
@@ -58,12 +49,12 @@ def result(
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-def ledger(tmp_path: Path, clock: FakeClock) -> Iterator[Ledger]:
+def ledger(tmp_path: Path, clock: ManualClock) -> Iterator[Ledger]:
     led = Ledger(tmp_path, clock)
     yield led
     led.close()
@@ -158,7 +149,7 @@ def test_ledger_tracks_spread_of_frames_and_fired(ledger: Ledger) -> None:
     assert record.fired_spread_s == pytest.approx(0.5)
 
 
-def test_ledger_done_and_failed_states(ledger: Ledger, clock: FakeClock) -> None:
+def test_ledger_done_and_failed_states(ledger: Ledger, clock: ManualClock) -> None:
     ledger.record_result("s", result("a", "s", [frame(0, T0), frame(1, T0)]))
     first, second = ledger.owed_by("a")
     ledger.mark_downloading(first.id)
@@ -247,7 +238,7 @@ def test_ledger_survives_concurrent_writers(ledger: Ledger) -> None:
 
 
 def test_ledger_holds_thrift_captures_for_pepi_clients(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     ledger = Ledger(tmp_path, clock, thrift_hold_s=600)
     pepi = result("a", "1", [frame(0, T0)]).model_copy(update={"source": "thrift"})
     ledger.record_result("1", pepi)

@@ -3,7 +3,8 @@ miss a node, a camera or fire late read incomplete and say why."""
 
 from __future__ import annotations
 
-from test_capture_sets import T0, FakeClock, frame, result
+from support.clock import T0, ManualClock
+from test_capture_sets import frame, result
 
 from pepi_fleet.controller.capture_sets import CaptureSetBook
 from pepi_fleet.schemas import CaptureResult, CaptureSetSummary, CaptureStatus
@@ -18,7 +19,7 @@ def fresh(node: str, capture_id: str, t: float, source: str = "mqtt") -> Capture
     )
 
 
-def complete_set(book: CaptureSetBook, clock: FakeClock, capture_id: str) -> None:
+def complete_set(book: CaptureSetBook, clock: ManualClock, capture_id: str) -> None:
     book.open_trigger(capture_id, NODES, clock())
     for node in NODES:
         book.add_result(fresh(node, capture_id, clock()), clock())
@@ -26,7 +27,7 @@ def complete_set(book: CaptureSetBook, clock: FakeClock, capture_id: str) -> Non
 
 
 def test_set_grouping_reused_id_recaptured_lands_in_one_new_set() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     book = CaptureSetBook(clock)
     complete_set(book, clock, "scan-042")
     clock.now += 60
@@ -40,7 +41,7 @@ def test_set_grouping_reused_id_recaptured_lands_in_one_new_set() -> None:
 
 
 def test_set_grouping_pepi_recaptures_are_one_set_per_trigger() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     book = CaptureSetBook(clock)
     # A PEPI client numbers from 1: it starts capture "1" on each node over Thrift, twice.
     firsts = {book.add_result(fresh(n, "1", T0 + i * 0.2, "thrift"), T0 + i * 0.2).set_id
@@ -53,7 +54,7 @@ def test_set_grouping_pepi_recaptures_are_one_set_per_trigger() -> None:
 
 
 def test_set_grouping_after_restart_uses_the_ledger_memory() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     earlier = {"scan-7"}  # what the ledger of the previous run holds
 
     def held_before(set_id: str, r: CaptureResult) -> bool:
@@ -65,14 +66,14 @@ def test_set_grouping_after_restart_uses_the_ledger_memory() -> None:
     assert sets == {"scan-7-2"}
 
 
-def summary_of(book: CaptureSetBook, clock: FakeClock) -> CaptureSetSummary:
+def summary_of(book: CaptureSetBook, clock: ManualClock) -> CaptureSetSummary:
     clock.now += 60
     (summary,) = book.tick()
     return summary
 
 
 def test_set_summary_missing_node_is_incomplete_and_named() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     book = CaptureSetBook(clock)
     book.open_trigger("s1", NODES, clock())
     for node in NODES[:2]:
@@ -84,7 +85,7 @@ def test_set_summary_missing_node_is_incomplete_and_named() -> None:
 
 
 def test_set_summary_late_firer_is_an_outlier() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     book = CaptureSetBook(clock, fire_tolerance_s=0.1)
     book.open_trigger("s2", NODES, clock())
     for node, delay in zip(NODES, [0.0, 0.004, 6.0], strict=True):
@@ -99,7 +100,7 @@ def test_set_summary_late_firer_is_an_outlier() -> None:
 
 
 def test_set_summary_missing_camera_is_incomplete() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     book = CaptureSetBook(clock)
     book.open_trigger("s3", NODES[:1], clock(), cameras={"cam01": [0, 1]})
     book.add_result(fresh("cam01", "s3", clock()), clock())  # camera 0 only
@@ -109,7 +110,7 @@ def test_set_summary_missing_camera_is_incomplete() -> None:
 
 
 def test_set_summary_all_present_in_time_is_complete() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     book = CaptureSetBook(clock)
     book.open_trigger("s4", NODES, clock(), cameras={n: [0] for n in NODES})
     for node in NODES:
@@ -119,7 +120,7 @@ def test_set_summary_all_present_in_time_is_complete() -> None:
 
 
 def test_set_summary_duplicate_answers_do_not_split_or_complete_falsely() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     book = CaptureSetBook(clock)
     complete_set(book, clock, "scan-9")
     clock.now += 5

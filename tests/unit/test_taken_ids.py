@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from support.clock import T0, ManualClock
+
 from pepi_fleet.node.taken_ids import DAY_S, TAKEN_IDS_FILE, TakenIds
-
-T0 = 1_763_712_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_taken_ids_survive_a_restart(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = ManualClock()
     path = tmp_path / TAKEN_IDS_FILE
     ids = TakenIds(path, clock=clock)
     ids.add("scan-1")
@@ -31,7 +23,7 @@ def test_taken_ids_survive_a_restart(tmp_path: Path) -> None:
 
 
 def test_taken_ids_forget_the_oldest_beyond_the_count(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = ManualClock()
     path = tmp_path / TAKEN_IDS_FILE
     ids = TakenIds(path, max_ids=3, clock=clock)
     for n in range(10):
@@ -45,7 +37,7 @@ def test_taken_ids_forget_the_oldest_beyond_the_count(tmp_path: Path) -> None:
 
 
 def test_taken_ids_forget_ids_older_than_the_age_bound(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = ManualClock()
     path = tmp_path / TAKEN_IDS_FILE
     ids = TakenIds(path, max_age_s=30 * DAY_S, clock=clock)
     ids.add("old")
@@ -60,13 +52,13 @@ def test_taken_ids_forget_ids_older_than_the_age_bound(tmp_path: Path) -> None:
 def test_taken_ids_skip_a_damaged_file_line_and_keep_the_rest(tmp_path: Path) -> None:
     path = tmp_path / TAKEN_IDS_FILE
     path.write_text(f"{T0} good\nnot-a-time x\n{T0} ../../etc\n{T0}\n\x00\xff\n{T0 + 1} fine\n")
-    ids = TakenIds(path, clock=Clock())
+    ids = TakenIds(path, clock=ManualClock())
     assert ids.taken_at("good") == T0 and ids.taken_at("fine") == T0 + 1
     assert len(ids) == 2
     assert path.read_text().splitlines() == [f"{T0:.3f} good", f"{T0 + 1:.3f} fine"]
 
 
 def test_taken_ids_in_memory_without_a_file() -> None:
-    ids = TakenIds(None, clock=Clock())
+    ids = TakenIds(None, clock=ManualClock())
     ids.add("a")
     assert ids.taken_at("a") == T0

@@ -1,0 +1,18 @@
+"""A clock the test moves by hand, for the parts that take an injected clock."""
+
+from __future__ import annotations
+
+T0 = 1_763_712_000.0  # 2025-11-21T08:00:00Z
+
+
+class ManualClock:
+    """Time moves only when the test says so (``clock.now = t`` or ``clock.advance(s)``)."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
