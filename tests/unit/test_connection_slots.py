@@ -7,16 +7,9 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from support.clock import ManualClock
 
 from pepi_fleet.node.slots import ConnectionSlots, Phase
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Peer:
@@ -61,7 +54,7 @@ def release_when_hung_up(slots: ConnectionSlots, peer: Peer) -> threading.Thread
 def test_connection_slots_admit_up_to_the_limit_then_evict_the_oldest_reader(
     peers: list[Peer],
 ) -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     slots = ConnectionSlots("test", 2, write_grace_s=1.0, clock=clock)
     first, second = new(peers), new(peers)
     assert slots.admit(first.server) is not None
@@ -78,7 +71,7 @@ def test_connection_slots_admit_up_to_the_limit_then_evict_the_oldest_reader(
 
 
 def test_connection_slots_never_evict_a_connection_being_served(peers: list[Peer]) -> None:
-    slots = ConnectionSlots("test", 1, write_grace_s=1.0, clock=Clock())
+    slots = ConnectionSlots("test", 1, write_grace_s=1.0, clock=ManualClock(100.0))
     busy = new(peers)
     slot = slots.admit(busy.server)
     assert slot is not None
@@ -88,7 +81,7 @@ def test_connection_slots_never_evict_a_connection_being_served(peers: list[Peer
 
 
 def test_connection_slots_evict_a_writer_only_after_the_grace(peers: list[Peer]) -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     slots = ConnectionSlots("test", 1, write_grace_s=1.0, clock=clock)
     deaf = new(peers)
     slot = slots.admit(deaf.server)
@@ -104,7 +97,7 @@ def test_connection_slots_evict_a_writer_only_after_the_grace(peers: list[Peer])
 
 
 def test_connection_slots_prefer_readers_over_stuck_writers(peers: list[Peer]) -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     slots = ConnectionSlots("test", 2, write_grace_s=1.0, clock=clock)
     writer, reader = new(peers), new(peers)
     stuck = slots.admit(writer.server)
@@ -123,7 +116,7 @@ def test_connection_slots_turn_away_when_the_victim_does_not_end(
     peers: list[Peer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("pepi_fleet.node.slots.EVICT_WAIT_S", 0.05)
-    slots = ConnectionSlots("test", 1, write_grace_s=1.0, clock=Clock())
+    slots = ConnectionSlots("test", 1, write_grace_s=1.0, clock=ManualClock(100.0))
     assert slots.admit(new(peers).server) is not None  # its thread never releases
     assert slots.admit(new(peers).server) is None
     assert len(slots) == 1

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
+from support.clock import ManualClock
+
 from pepi_fleet.core.mqtt_link import LogThrottle
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_log_throttle_lets_first_event_through_then_holds_back_within_interval() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     throttle = LogThrottle(60.0, clock)
     assert throttle.allow() == 0
     for step in (1, 2, 4, 8, 16):
@@ -23,7 +17,7 @@ def test_log_throttle_lets_first_event_through_then_holds_back_within_interval()
 
 
 def test_log_throttle_reports_how_many_were_held_back_after_the_interval() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     throttle = LogThrottle(60.0, clock)
     throttle.allow()
     for _ in range(5):
@@ -36,7 +30,7 @@ def test_log_throttle_reports_how_many_were_held_back_after_the_interval() -> No
 
 
 def test_log_throttle_reset_lets_the_next_event_through_at_once() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     throttle = LogThrottle(60.0, clock)
     throttle.allow()
     clock.now += 1

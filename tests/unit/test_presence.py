@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
+from support.clock import ManualClock
+
 from pepi_fleet.controller.presence import NodeState, PresenceTracker, StateChange
 from pepi_fleet.schemas import NodeStatus
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def status(node_id: str, heartbeat_s: float = 5.0, sent_at: float = 0.0) -> NodeStatus:
@@ -31,7 +25,7 @@ def status(node_id: str, heartbeat_s: float = 5.0, sent_at: float = 0.0) -> Node
 
 
 def test_presence_new_node_known_when_retained_status_arrives() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tracker = PresenceTracker(clock)
     assert tracker.on_availability("n1", "online") == []
     assert tracker.nodes() == []
@@ -45,12 +39,12 @@ def test_presence_new_node_known_when_retained_status_arrives() -> None:
 
 
 def test_presence_status_alone_makes_node_online() -> None:
-    tracker = PresenceTracker(FakeClock())
+    tracker = PresenceTracker(ManualClock(1000.0))
     assert tracker.on_status("n1", status("n1")) == [StateChange("n1", None, NodeState.ONLINE)]
 
 
 def test_presence_goes_stale_after_three_heartbeats_despite_retained_online() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tracker = PresenceTracker(clock)
     tracker.on_availability("n1", "online")
     tracker.on_status("n1", status("n1", heartbeat_s=5.0))
@@ -65,7 +59,7 @@ def test_presence_goes_stale_after_three_heartbeats_despite_retained_online() ->
 
 
 def test_presence_stale_uses_receive_clock_not_sent_at() -> None:
-    clock = FakeClock(now=5000.0)
+    clock = ManualClock(5000.0)
     tracker = PresenceTracker(clock)
     # A node whose own clock is far behind still counts as fresh when its status arrives.
     tracker.on_status("n1", status("n1", heartbeat_s=2.0, sent_at=10.0))
@@ -73,7 +67,7 @@ def test_presence_stale_uses_receive_clock_not_sent_at() -> None:
 
 
 def test_presence_heartbeat_is_timed_by_when_it_arrived() -> None:
-    clock = FakeClock(now=5000.0)
+    clock = ManualClock(5000.0)
     tracker = PresenceTracker(clock)
     # Handed in later than it arrived (a one-shot session reads first, judges after):
     # 3 heartbeats after its arrival it is stale, whatever the node's clock said.
@@ -85,7 +79,7 @@ def test_presence_heartbeat_is_timed_by_when_it_arrived() -> None:
 
 
 def test_presence_heartbeat_brings_stale_node_back_online() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tracker = PresenceTracker(clock)
     tracker.on_status("n1", status("n1", heartbeat_s=1.0))
     clock.now += 10
@@ -95,7 +89,7 @@ def test_presence_heartbeat_brings_stale_node_back_online() -> None:
 
 
 def test_presence_last_will_offline_and_reconnect() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tracker = PresenceTracker(clock)
     tracker.on_status("n1", status("n1"))
     changes = tracker.on_availability("n1", "offline")
@@ -112,14 +106,14 @@ def test_presence_last_will_offline_and_reconnect() -> None:
 
 
 def test_presence_retained_offline_before_status_stays_offline() -> None:
-    tracker = PresenceTracker(FakeClock())
+    tracker = PresenceTracker(ManualClock(1000.0))
     tracker.on_availability("n1", "offline")
     assert tracker.on_status("n1", status("n1")) == [StateChange("n1", None, NodeState.OFFLINE)]
     assert tracker.online_ids() == set()
 
 
 def test_presence_cleared_status_removes_node() -> None:
-    tracker = PresenceTracker(FakeClock())
+    tracker = PresenceTracker(ManualClock(1000.0))
     tracker.on_status("n1", status("n1"))
     changes = tracker.on_status("n1", None)
     assert changes == [StateChange("n1", NodeState.ONLINE, NodeState.REMOVED)]
@@ -131,7 +125,7 @@ def test_presence_cleared_status_removes_node() -> None:
 
 
 def test_presence_removed_node_returns_with_new_status() -> None:
-    tracker = PresenceTracker(FakeClock())
+    tracker = PresenceTracker(ManualClock(1000.0))
     tracker.on_status("n1", status("n1"))
     tracker.on_status("n1", None)
     assert tracker.on_status("n1", status("n1")) == [
@@ -140,13 +134,13 @@ def test_presence_removed_node_returns_with_new_status() -> None:
 
 
 def test_presence_clearing_unknown_node_is_ignored() -> None:
-    tracker = PresenceTracker(FakeClock())
+    tracker = PresenceTracker(ManualClock(1000.0))
     assert tracker.on_status("ghost", None) == []
     assert tracker.nodes() == []
 
 
 def test_presence_ignores_bad_availability_and_mismatched_status() -> None:
-    tracker = PresenceTracker(FakeClock())
+    tracker = PresenceTracker(ManualClock(1000.0))
     tracker.on_status("n1", status("n1"))
     assert tracker.on_availability("n1", "maybe") == []
     assert tracker.on_status("n2", status("n1")) == []
@@ -155,7 +149,7 @@ def test_presence_ignores_bad_availability_and_mismatched_status() -> None:
 
 
 def test_presence_query_does_not_swallow_changes() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tracker = PresenceTracker(clock)
     tracker.on_status("n1", status("n1", heartbeat_s=1.0))
     clock.now += 5
@@ -166,7 +160,7 @@ def test_presence_query_does_not_swallow_changes() -> None:
 
 
 def test_presence_keeps_last_status_per_node() -> None:
-    tracker = PresenceTracker(FakeClock())
+    tracker = PresenceTracker(ManualClock(1000.0))
     tracker.on_status("n1", status("n1", sent_at=1.0))
     tracker.on_status("n2", status("n2"))
     tracker.on_status("n1", status("n1", sent_at=2.0))
@@ -185,7 +179,7 @@ def _from(node_id: str, host: str) -> NodeStatus:
 
 
 def test_presence_two_machines_with_one_id_are_flagged_a_moved_node_is_not() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tracker = PresenceTracker(clock)
     for host in ("10.0.0.5", "10.0.0.9"):  # moved once (a new DHCP lease): no conflict
         tracker.on_status("cam1", _from("cam1", host))
@@ -205,7 +199,7 @@ def test_presence_two_machines_with_one_id_are_flagged_a_moved_node_is_not() -> 
 def test_presence_report_carries_the_nodes_health() -> None:
     from pepi_fleet.controller.node_report import NodeOut
 
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tracker = PresenceTracker(clock)
     tracker.on_status("cam1", status("cam1").model_copy(update={"health": "degraded: camera"}))
     view = tracker.node("cam1")
@@ -214,7 +208,7 @@ def test_presence_report_carries_the_nodes_health() -> None:
 
 
 def test_presence_each_node_goes_stale_at_its_own_deadline() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tracker = PresenceTracker(clock)
     tracker.on_status("fast", status("fast", heartbeat_s=1.0))
     tracker.on_status("slow", status("slow", heartbeat_s=10.0))
@@ -230,7 +224,7 @@ def test_presence_each_node_goes_stale_at_its_own_deadline() -> None:
 
 
 def test_presence_thousand_nodes_heartbeats_stay_online_and_counted() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tracker = PresenceTracker(clock)
     ids = [f"n{i:04d}" for i in range(1000)]
     for round_ in range(5):  # every node beats every 5 s, phases spread over the period

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from test_presence import FakeClock, status
+from support.clock import ManualClock
+from test_presence import status
 
 from pepi_fleet.controller.presence import NodeState, PresenceTracker, StateChange
 from pepi_fleet.schemas import NodeStatus
@@ -12,7 +13,7 @@ def site_status(node_id: str, site: str | None, heartbeat_s: float = 5.0) -> Nod
     return status(node_id, heartbeat_s).model_copy(update={"site": site})
 
 
-def fleet(clock: FakeClock) -> PresenceTracker:
+def fleet(clock: ManualClock) -> PresenceTracker:
     """n1 and n2 on site north, n3 on site south, c1 on the central broker; all online."""
     tracker = PresenceTracker(clock)
     tracker.on_bridge("north", "1")
@@ -28,7 +29,7 @@ def states(tracker: PresenceTracker) -> dict[str, NodeState]:
 
 
 def test_presence_bridge_down_makes_only_that_sites_nodes_unreachable() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tracker = fleet(clock)
     clock.now += 1
     changes = tracker.on_bridge("north", "0")
@@ -51,7 +52,7 @@ def test_presence_bridge_down_makes_only_that_sites_nodes_unreachable() -> None:
 
 
 def test_presence_bridge_back_waits_for_a_fresh_heartbeat_then_online() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tracker = fleet(clock)
     tracker.on_bridge("north", "0")
     clock.now += 60
@@ -71,7 +72,7 @@ def test_presence_bridge_back_waits_for_a_fresh_heartbeat_then_online() -> None:
 def test_presence_retained_state_forwarded_on_reconnect_counts() -> None:
     """mosquitto re-sends a site's retained messages when its bridge reconnects: an
     ``offline`` the node's will left during the outage arrives then."""
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tracker = fleet(clock)
     tracker.on_bridge("north", "0")
     clock.now += 30
@@ -81,7 +82,7 @@ def test_presence_retained_state_forwarded_on_reconnect_counts() -> None:
 
 
 def test_presence_offline_node_stays_offline_when_its_bridge_drops() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tracker = fleet(clock)
     tracker.on_availability("n2", "offline")
     assert tracker.on_bridge("north", "0") == [
@@ -92,7 +93,7 @@ def test_presence_offline_node_stays_offline_when_its_bridge_drops() -> None:
 def test_presence_controller_starting_during_an_outage_trusts_no_retained_online() -> None:
     """A controller (re)started while the bridge is down reads the retained ``0`` and the
     site's last retained statuses: the nodes are unreachable, whatever order they come in."""
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tracker = PresenceTracker(clock)
     tracker.on_status("n1", site_status("n1", "north"))
     tracker.on_bridge("north", "0")
@@ -102,7 +103,7 @@ def test_presence_controller_starting_during_an_outage_trusts_no_retained_online
 
 def test_presence_first_bridge_up_seen_needs_no_fresh_heartbeat() -> None:
     """A bridge never seen down (the retained ``1`` at start-up) holds nobody back."""
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tracker = PresenceTracker(clock)
     tracker.on_status("n1", site_status("n1", "north"))
     clock.now += 1
@@ -111,7 +112,7 @@ def test_presence_first_bridge_up_seen_needs_no_fresh_heartbeat() -> None:
 
 
 def test_presence_node_that_moves_site_follows_its_new_bridge() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tracker = fleet(clock)
     tracker.on_status("n1", site_status("n1", "south"))
     changes = tracker.on_bridge("north", "0")
@@ -123,7 +124,7 @@ def test_presence_node_that_moves_site_follows_its_new_bridge() -> None:
 
 
 def test_presence_cleared_or_bad_bridge_state() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tracker = fleet(clock)
     tracker.on_bridge("north", "0")
     assert tracker.on_bridge("north", "maybe") == []  # ignored, with a warning
@@ -156,7 +157,7 @@ def test_presence_one_shot_reader_sees_a_site_down() -> None:
         ),
         InboundMessage(topics.site_bridge("south"), b"x" * 100, True, 1000.0),  # ignored
     ]
-    tracker = tracker_from_messages(topics, messages, FakeClock())
+    tracker = tracker_from_messages(topics, messages, ManualClock(1000.0))
     assert states(tracker) == {"c1": NodeState.ONLINE, "n1": NodeState.UNREACHABLE}
     assert tracker.bridges() == {"north": False}
 
@@ -165,7 +166,7 @@ def test_presence_unreachable_in_reports() -> None:
     """(The page's card for it is built in the browser: tests/system/test_web_fleet_page.py.)"""
     from pepi_fleet.controller.node_report import FleetOut
 
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tracker = fleet(clock)
     tracker.on_bridge("north", "0")
     out = FleetOut.of(tracker.nodes(), True, clock.now, lambda _n: None, tracker.bridges())

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
+from support.clock import ManualClock
+
 from pepi_fleet.controller.web.sessions import LoginThrottle, SessionBook
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_sessions_open_until_expiry_or_close() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     book = SessionBook(clock, ttl_s=60)
     a, b = book.open("olga"), book.open("vic")
     assert a != b and len(a) >= 43
@@ -29,13 +23,13 @@ def test_sessions_open_until_expiry_or_close() -> None:
 
 
 def test_sessions_are_bounded() -> None:
-    book = SessionBook(Clock(), max_sessions=3)
+    book = SessionBook(ManualClock(1000.0), max_sessions=3)
     ids = [book.open(f"u{i}") for i in range(5)]
     assert [book.user(i) for i in ids] == [None, None, "u2", "u3", "u4"]
 
 
 def test_throttle_after_five_failures_waits_out_the_window() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     throttle = LoginThrottle(clock, limit=5, window_s=60)
     for _ in range(5):
         assert throttle.attempt("10.0.0.9") == 0
@@ -47,7 +41,7 @@ def test_throttle_after_five_failures_waits_out_the_window() -> None:
 
 
 def test_throttle_success_clears_the_record() -> None:
-    throttle = LoginThrottle(Clock(), limit=2, window_s=60)
+    throttle = LoginThrottle(ManualClock(1000.0), limit=2, window_s=60)
     throttle.attempt("a")
     throttle.succeeded("a")
     assert throttle.attempt("a") == 0
@@ -56,5 +50,5 @@ def test_throttle_success_clears_the_record() -> None:
 
 
 def test_throttle_counts_parallel_attempts_before_they_finish() -> None:
-    throttle = LoginThrottle(Clock(), limit=3, window_s=60)
+    throttle = LoginThrottle(ManualClock(1000.0), limit=3, window_s=60)
     assert [throttle.attempt("a") == 0 for _ in range(4)] == [True, True, True, False]
