@@ -40,12 +40,11 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from bench.fleet_sim import FleetSim, start_sim_broker
 from bench.report import fmt_value, machine_line, table
 from pepi_fleet.broker.runner import EmbeddedBroker, die_with_parent, free_port, terminate
+from pepi_fleet.core.mqtt_link import expiry_properties
 from pepi_fleet.schemas.capture import CaptureCommand
 from pepi_fleet.schemas.controller import CaptureSetSummary
 from pepi_fleet.schemas.topics import Topics
@@ -169,11 +168,10 @@ class Observer:
         self._client.loop_start()
 
     def trigger(self, capture_id: str, expiry_s: int = 2) -> float:
-        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        props.MessageExpiryInterval = expiry_s
         payload = CaptureCommand(capture_id=capture_id).model_dump_json(exclude_none=True)
         sent = time.time()
-        self._client.publish(self.topics.capture(), payload, qos=1, properties=props)
+        properties = expiry_properties(expiry_s)
+        self._client.publish(self.topics.capture(), payload, qos=1, properties=properties)
         return sent
 
     def wait_summary(

@@ -145,6 +145,15 @@ ABRUPT_CLOSES_FOR_TAKEOVER = 2
 """Suspect closes in a row taken as a session takeover (one alone may be a broker restart)."""
 
 
+def expiry_properties(expiry_s: int | None) -> Properties | None:
+    """PUBLISH properties carrying an MQTT 5 message expiry of ``expiry_s`` s; None without."""
+    if expiry_s is None:
+        return None
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.MessageExpiryInterval = expiry_s
+    return properties
+
+
 def takeover_backoff_s(takeovers: int) -> float:
     """Wait before reconnecting after the ``takeovers``-th session takeover in a row."""
     doublings = max(0, min(takeovers, 32) - 1)
@@ -250,10 +259,7 @@ class MqttLink:
         expiry_s: int | None = None,
     ) -> mqtt.MQTTMessageInfo:
         """Queue a publish (never blocks; safe from any thread, including callbacks)."""
-        properties = None
-        if expiry_s is not None:
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.MessageExpiryInterval = expiry_s
+        properties = expiry_properties(expiry_s)
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if qos > 0 and info.rc == mqtt.MQTT_ERR_SUCCESS:
             self._note_sent(info.mid)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+
+from pepi_fleet.core.mqtt_link import expiry_properties
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,7 @@ class Watcher:
         retain: bool = False,
         expiry_s: int | None = None,
     ) -> mqtt.MQTTMessageInfo:
-        props = None
-        if expiry_s is not None:
-            props = Properties(PacketTypes.PUBLISH)
-            props.MessageExpiryInterval = expiry_s
+        props = expiry_properties(expiry_s)
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         info.wait_for_publish(5)
         return info
