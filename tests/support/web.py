@@ -82,6 +82,18 @@ def event_stream(
         yield events()
 
 
+@contextmanager
+def serving(ctl: ControllerProcess, token: str | None = None) -> Iterator[ControllerProcess]:
+    """``ctl`` started and ready (``token``: as for ``wait_ready``); stopped after, and it must
+    exit cleanly (0)."""
+    ctl.start()
+    try:
+        yield wait_ready(ctl, token=token)
+    finally:
+        code = ctl.stop()
+        assert code == 0, f"controller exited {code}:\n{ctl.log()[-3000:]}"
+
+
 def wait_until(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
     """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
     deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 from support.controllers import ControllerProcess
-from support.web import controller_process, event_stream, wait_ready, wait_until
+from support.web import controller_process, event_stream, serving, wait_until
 
 from pepi_fleet.broker.runner import EmbeddedBroker
 from pepi_fleet.core.availability import OFFLINE
@@ -65,13 +65,8 @@ def controller(
     sim_broker: EmbeddedBroker, fleet: FleetSim, tmp_path: Path
 ) -> Iterator[ControllerProcess]:
     ctl = controller_process(sim_broker, ROOT, tmp_path)
-    ctl.start()
-    try:
-        wait_ready(ctl)
+    with serving(ctl):
         yield ctl
-    finally:
-        code = ctl.stop()
-        assert code == 0, f"controller exited {code}:\n{ctl.log()[-3000:]}"
 
 
 def online_count(api: httpx.Client) -> int:

@@ -12,7 +12,7 @@ import pytest
 from conftest import StartNode
 from playwright.sync_api import Browser, Page, expect
 from support.controllers import ControllerProcess
-from support.web import add_token, add_user, controller_process, wait_nodes, wait_ready
+from support.web import add_token, add_user, controller_process, serving, wait_nodes
 
 from pepi_fleet.broker.runner import EmbeddedBroker
 from pepi_fleet.controller.web.sessions import SESSION_COOKIE
@@ -33,12 +33,8 @@ def controller(
     add_user(ctl.data_dir, OPERATOR[0], "operator", OPERATOR[1])
     add_user(ctl.data_dir, VIEWER[0], "viewer", VIEWER[1])
     token = add_token(ctl.data_dir, "checks", "viewer")
-    ctl.start()
-    try:
-        wait_ready(ctl, token=token)
+    with serving(ctl, token):
         yield ctl, token
-    finally:
-        assert ctl.stop() == 0, ctl.log()[-3000:]
 
 
 @pytest.fixture

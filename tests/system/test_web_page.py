@@ -15,7 +15,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 from support.controllers import ControllerProcess
 from support.nodes import NodeProcess
-from support.web import controller_process, wait_nodes, wait_ready
+from support.web import controller_process, serving, wait_nodes
 
 from pepi_fleet.broker.runner import EmbeddedBroker
 
@@ -35,13 +35,8 @@ STRICT_TOLERANCE_MS = "0.001"
 def controller(broker: EmbeddedBroker, root: str, tmp_path: Path) -> Iterator[ControllerProcess]:
     """A real ``pepi controller`` with its web page on a free port, warning about any clock."""
     ctl = controller_process(broker, root, tmp_path, "--clock-tolerance-ms", STRICT_TOLERANCE_MS)
-    ctl.start()
-    try:
-        wait_ready(ctl)
+    with serving(ctl):
         yield ctl
-    finally:
-        code = ctl.stop()
-        assert code == 0, f"controller exited {code}:\n{ctl.log()[-3000:]}"
 
 
 def shot(page: Page, name: str) -> Path:

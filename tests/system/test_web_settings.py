@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 from support.controllers import ControllerProcess
 from support.nodes import NodeProcess
-from support.web import controller_process, wait_nodes, wait_ready, wait_until
+from support.web import controller_process, serving, wait_nodes, wait_until
 
 from pepi_fleet.broker.runner import EmbeddedBroker
 
@@ -25,11 +25,8 @@ SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "web"
 @pytest.fixture
 def controller(broker: EmbeddedBroker, root: str, tmp_path: Path) -> Iterator[ControllerProcess]:
     ctl = controller_process(broker, root, tmp_path)
-    ctl.start()
-    try:
-        yield wait_ready(ctl)
-    finally:
-        ctl.stop()
+    with serving(ctl):
+        yield ctl
 
 
 OpenPage = Callable[[list[str]], AbstractContextManager[tuple[httpx.Client, Page]]]
