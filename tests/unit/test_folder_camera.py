@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support.clock import ManualClock
 
 from pepi_fleet.node.camera.factory import make_camera
 from pepi_fleet.node.camera.folder import FolderCamera
@@ -16,19 +17,6 @@ from pepi_fleet.schemas.errors import CameraError
 NOW = 1_767_225_600.0123
 
 RED, GREEN, BLUE = (200, 30, 30), (30, 200, 30), (30, 30, 200)
-
-
-class FakeTime:
-    """A clock that only moves when the camera sleeps."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -46,7 +34,7 @@ def _colour(pixels: np.ndarray) -> tuple[int, ...]:
 
 
 def test_folder_camera_replays_images_in_name_order_and_cycles(dataset: Path) -> None:
-    fake = FakeTime(NOW)
+    fake = ManualClock(NOW)
     camera = FolderCamera(dataset, clock=fake, sleep=fake.sleep)
     colours = [_colour(camera.capture([0], f"c{i}", None)[0].pixels) for i in range(4)]
     expected = [RED, GREEN, BLUE, RED]
@@ -55,7 +43,7 @@ def test_folder_camera_replays_images_in_name_order_and_cycles(dataset: Path) ->
 
 
 def test_folder_camera_returns_rgb_uint8_pixels(dataset: Path) -> None:
-    fake = FakeTime(NOW)
+    fake = ManualClock(NOW)
     camera = FolderCamera(dataset, clock=fake, sleep=fake.sleep)
     for _ in range(3):
         (frame,) = camera.capture([0], "cap", None)
@@ -65,7 +53,7 @@ def test_folder_camera_returns_rgb_uint8_pixels(dataset: Path) -> None:
 
 
 def test_folder_camera_frames_sit_on_the_frame_grid(dataset: Path) -> None:
-    fake = FakeTime(NOW)
+    fake = ManualClock(NOW)
     camera = FolderCamera(dataset, fps=10.0, clock=fake, sleep=fake.sleep)
     (frame,) = camera.capture([0], "cap", None)
     assert frame.timestamp == pytest.approx(NOW - 0.0123 + 0.1)
@@ -104,7 +92,7 @@ def test_folder_camera_preview_is_a_scaled_jpeg_of_the_next_image(dataset: Path)
 
 
 def test_folder_camera_set_resolution_scales_frames(dataset: Path) -> None:
-    fake = FakeTime(NOW)
+    fake = ManualClock(NOW)
     camera = FolderCamera(dataset, clock=fake, sleep=fake.sleep)
     camera.set_resolution(32, 24)
     assert camera.capture([0], "cap", None)[0].pixels.shape == (24, 32, 3)

@@ -6,6 +6,7 @@ import math
 import random
 
 import pytest
+from support.clock import ManualClock
 
 from pepi_fleet.core.frame_grid import FrameGrid, align_to_frame_grid, frame_period
 from pepi_fleet.node.camera.synthetic import SyntheticCamera
@@ -16,23 +17,10 @@ NOW = 1_767_225_600.0  # 2026-01-01, a realistic Unix time where float precision
 FRAME_RATES = (24.0, 25.0, 29.97, 30.0, 50.0, 59.94, 60.0, 120.0)
 
 
-class FakeTime:
-    """A clock that only moves when the camera sleeps."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_frame_grid_aligned_at_is_exactly_a_frame_of_a_frame_locked_node() -> None:
     rng = random.Random(11)
     for fps in FRAME_RATES:
-        fake = FakeTime(NOW)
+        fake = ManualClock(NOW)
         node = SyntheticCamera(
             "rig-01", resolution=(64, 48), fps=fps, frame_lock=True, clock=fake, sleep=fake.sleep
         )

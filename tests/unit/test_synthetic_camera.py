@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from PIL import Image
+from support.clock import ManualClock
 
 from pepi_fleet.node.camera.base import Camera
 from pepi_fleet.node.camera.synthetic import BAND_ROWS, SyntheticCamera
@@ -18,25 +19,10 @@ NOW = 1_767_225_600.0123  # 2026-01-01, just after a 30 fps boundary
 SMALL = (320, 240)
 
 
-class FakeTime:
-    """A clock that only moves when the camera sleeps."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def make(
-    node_id: str = "node-a", fake: FakeTime | None = None, **kwargs: object
-) -> tuple[SyntheticCamera, FakeTime]:
-    fake = fake or FakeTime(NOW)
+    node_id: str = "node-a", fake: ManualClock | None = None, **kwargs: object
+) -> tuple[SyntheticCamera, ManualClock]:
+    fake = fake or ManualClock(NOW)
     options: dict[str, object] = {"resolution": SMALL, **kwargs}
     camera = SyntheticCamera(node_id, clock=fake, sleep=fake.sleep, **options)  # type: ignore[arg-type]
     return camera, fake
