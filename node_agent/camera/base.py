@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -9,10 +10,20 @@ import numpy as np
 import numpy.typing as npt
 
 from pepi_fleet.schemas.camera import CameraControls, CameraSettings
-from pepi_fleet.schemas.status import CameraInfo
+from pepi_fleet.schemas.errors import CameraError
+from pepi_fleet.schemas.status import MAX_FPS, MIN_FPS, CameraInfo
 
 RGBArray = npt.NDArray[np.uint8]
 """Height x width x 3, uint8."""
+
+
+def check_fps(fps: float) -> float:
+    """``fps`` if a camera may run at it, else a CameraError naming the range."""
+    if not (math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
+        raise CameraError(
+            f"frame rate must be between {MIN_FPS:g} and {MAX_FPS:g} fps, got {fps!r}"
+        )
+    return fps
 
 
 @dataclass(frozen=True)

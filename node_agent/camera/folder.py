@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -13,10 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pepi_fleet.node.camera.base import CapturedFrame
+from pepi_fleet.node.camera.base import CapturedFrame, check_fps
 from pepi_fleet.node.frame_clock import FrameClock
 from pepi_fleet.schemas.errors import CameraError
-from pepi_fleet.schemas.status import MAX_FPS, MIN_FPS, CameraInfo
+from pepi_fleet.schemas.status import CameraInfo
 
 logger = logging.getLogger(__name__)
 
@@ -126,11 +125,7 @@ class FolderCamera:
         """Nothing to release."""
 
     def _make_frame_clock(self, fps: float) -> FrameClock:
-        if not (math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
-            raise CameraError(
-                f"frame rate must be between {MIN_FPS:g} and {MAX_FPS:g} fps, got {fps!r}"
-            )
-        return FrameClock.for_fps(fps, self._phase_s)
+        return FrameClock.for_fps(check_fps(fps), self._phase_s)
 
 
 def _check_cameras(cameras: list[int]) -> None:

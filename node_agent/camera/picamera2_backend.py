@@ -10,13 +10,12 @@ the cameras use libcamera's software camera sync (``pi_sync``).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Literal
 
-from pepi_fleet.node.camera.base import CapturedFrame
+from pepi_fleet.node.camera.base import CapturedFrame, check_fps
 from pepi_fleet.node.camera.pi_preview import PreviewHub
 from pepi_fleet.node.camera.pi_stream import (
     FRAME_TIMEOUT_S,
@@ -28,7 +27,7 @@ from pepi_fleet.node.camera.pi_sync import SyncRole, camera_modes, resolve_role,
 from pepi_fleet.node.camera.pi_timing import Immediate, Scheduled, Target, target_time
 from pepi_fleet.schemas.camera import CameraControls, CameraSettings, SyncMode
 from pepi_fleet.schemas.errors import CameraError
-from pepi_fleet.schemas.status import MAX_FPS, MIN_FPS, CameraInfo
+from pepi_fleet.schemas.status import CameraInfo
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ class Picamera2Camera:
                 f"{count} camera(s) asked for but libcamera sees {available}; "
                 "check the ribbon cables and 'rpicam-hello --list-cameras'"
             )
-        _check_fps(fps)
+        check_fps(fps)
         self.frame_lock = frame_lock
         modes: list[SyncMode] = ["off"] * count
         if frame_lock:
@@ -120,7 +119,7 @@ class Picamera2Camera:
 
     def set_fps(self, fps: float) -> None:
         """Ask every camera for ``fps``; ``infos`` reports what each delivers."""
-        _check_fps(fps)
+        check_fps(fps)
         for stream in self._streams:
             stream.set_fps(fps)
 
@@ -171,11 +170,3 @@ def _taken(stream: CameraStream, future: Future[HeldFrame], target: Target) -> C
         stream.abandon(future)
         raise CameraError(f"camera {stream.index} gave no frame in {wait:.1f} s") from exc
     return held.take(stream.index, stream.model)
-
-
-def _check_fps(fps: float) -> float:
-    if not (math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
-        raise CameraError(
-            f"frame rate must be between {MIN_FPS:g} and {MAX_FPS:g} fps, got {fps!r}"
-        )
-    return fps

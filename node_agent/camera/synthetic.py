@@ -16,13 +16,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pepi_fleet.core.frame_grid import frame_period
-from pepi_fleet.node.camera.base import CapturedFrame
+from pepi_fleet.node.camera.base import CapturedFrame, check_fps
 from pepi_fleet.node.camera.sensors import SENSORS
 from pepi_fleet.node.camera.synthetic_exposure import SyntheticExposure, check_synthetic_settings
 from pepi_fleet.node.frame_clock import FrameClock, phase_for_node
 from pepi_fleet.schemas.camera import CameraControls, CameraSettings, merge_settings
 from pepi_fleet.schemas.errors import CameraError
-from pepi_fleet.schemas.status import MAX_FPS, MIN_FPS, CameraInfo
+from pepi_fleet.schemas.status import CameraInfo
 
 logger = logging.getLogger(__name__)
 
@@ -170,11 +170,7 @@ class SyntheticCamera:
         self._closed = True
 
     def _make_frame_clock(self, fps: float) -> FrameClock:
-        if not (math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
-            raise CameraError(
-                f"frame rate must be between {MIN_FPS:g} and {MAX_FPS:g} fps, got {fps!r}"
-            )
-        period = frame_period(fps)
+        period = frame_period(check_fps(fps))
         if self._frame_lock:
             phase = 0.0
         elif self._phase_s is not None:

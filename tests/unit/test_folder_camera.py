@@ -64,6 +64,15 @@ def test_folder_camera_frames_sit_on_the_frame_grid(dataset: Path) -> None:
     assert frame.timestamp * 10 == pytest.approx(round(frame.timestamp * 10))
 
 
+@pytest.mark.parametrize("fps", [0.0, float("nan"), 1e6])
+def test_folder_camera_refuses_a_frame_rate_out_of_range(dataset: Path, fps: float) -> None:
+    with pytest.raises(CameraError, match="frame rate must be between"):
+        FolderCamera(dataset, fps=fps)
+    camera = FolderCamera(dataset, fps=10.0)
+    with pytest.raises(CameraError, match="frame rate must be between"):
+        camera.set_fps(fps)
+
+
 def test_folder_camera_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("no images here")
     with pytest.raises(CameraError, match=r"has no \.jpg, \.jpeg or \.png images"):
