@@ -108,7 +108,7 @@ def init_broker_dir(
         )
         folder = directory / SITES_DIR / spec.site / BROKER_DIR
         _site_broker(folder, spec, ca, conf, made)
-        acl = render_acl(root, False, spec.nodes)
+        acl = render_acl(root, False, spec.nodes, site_broker=True)
         _write(folder / "acl", acl.encode(), SECRET_MODE, made)
         _write(folder / BRIDGE_CONF_NAME, bridge.encode(), SECRET_MODE, made)
         _write_password_file(folder / "passwd", site_passwords, passwd_tool)

@@ -39,6 +39,8 @@ ROOT = "pepi/v1"
 CENTRAL_NODES = ("cam01",)
 SITE = "north"
 SITE_NODES = ("cam05", "cam06")
+LEARNS_SITE = "cam06"
+"""Started without --site: it learns its site from its broker's bridge state."""
 
 
 @dataclass
@@ -121,7 +123,8 @@ def rig(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
         for node_id in CENTRAL_NODES:
             nodes[node_id] = node(secrets, tmp_path, node_id, central.tls_port, None).start()
         for node_id in SITE_NODES:
-            nodes[node_id] = node(secrets, tmp_path, node_id, site.tls_port, SITE).start()
+            given = None if node_id == LEARNS_SITE else SITE
+            nodes[node_id] = node(secrets, tmp_path, node_id, site.tls_port, given).start()
         automation = (secrets / "logins" / "automation" / "password").read_text().strip()
         watcher = Watcher(central.plain_port, [f"{ROOT}/#"], "automation", automation)
         yield Rig(secrets, central, site, bridge_link, controller, nodes, watcher)
@@ -162,10 +165,13 @@ def test_site_bridge_presence_capture_cut_and_restore(rig: Rig) -> None:
         lambda n: (
             states(n) == every("online", everyone)
             and all(n[i]["clock_rtt_s"] is not None for i in everyone)
+            and n[LEARNS_SITE]["site"] is not None
         ),
-        "every node online with a measured clock",
+        "every node online with a measured clock, cam06 with a site",
         timeout=60,
     )
+    # cam06, started without --site, learnt it from its broker; cam01 on the central broker
+    # (whose ACL keeps the sites' bridge states from nodes) has none
     assert {i: nodes[i]["site"] for i in everyone} == {"cam01": None, "cam05": SITE, "cam06": SITE}
     assert bridge_state(rig) == {SITE: True}
     # a node without a site publishes the status controllers before sites read
