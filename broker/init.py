@@ -211,6 +211,9 @@ def _site_steps(report: InitReport, spec: SiteSpec) -> list[str]:
         f"  pepi node --node-id {spec.nodes[0]} --site {spec.site} --broker "
         f"mqtts://{spec.hosts[0]}:8883 --ca-file /etc/pepi/ca.crt "
         f"--password-file /etc/pepi/{PASSWORD_NAME} ...",
+        f"  or on a Pi: sudo deploy/install-pi.sh --node-id {spec.nodes[0]} --site {spec.site} "
+        f"--broker mqtts://{spec.hosts[0]}:8883 --ca-file ./ca.crt "
+        f"--password-file ./{PASSWORD_NAME} ...",
     ]
 
 

@@ -179,6 +179,9 @@ def test_broker_init_cli_sites(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "pepi-bridge.conf /etc/mosquitto/conf.d/pepi-bridge.conf" in result.output
     assert "pepi node --node-id cam05 --site north --broker mqtts://gw-north:8883" in result.output
+    assert "install-pi.sh --node-id cam05 --site north --broker mqtts://gw-north:8883" in (
+        result.output
+    )
     assert password(d, "bridge-north") not in result.output
     result = CliRunner().invoke(main, [*args, "--site-host", "south=gw"])
     assert result.exit_code != 0
