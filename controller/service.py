@@ -477,8 +477,10 @@ class Controller:
             views = self.presence.nodes()
             online = [v for v in views if v.state is NodeState.ONLINE]
             expected = {v.node_id for v in online}
-            # behind a bridge that is down: not waited for, named missing in the summary
-            unreachable = {v.node_id for v in views if v.state is NodeState.UNREACHABLE}
+            # behind a bridge that is down: not waited for, named per site in the summary
+            unreachable = {
+                v.node_id: v.site for v in views if v.state is NodeState.UNREACHABLE and v.site
+            }
             cameras = {
                 v.node_id: command.cameras or [c.index for c in v.status.cameras]
                 for v in online
@@ -500,6 +502,7 @@ class Controller:
             kind=str(view.kind),
             at=view.at,
             target_node=view.target_node,
+            unreachable=view.unreachable,
         )
         warnings = self.clock_warnings(view.expected) if view.at is not None else []
         for warning in warnings:
@@ -785,6 +788,7 @@ def summary_from_ledger(
         record.fired_spread_s,
         at=record.at,
         fire_tolerance_s=fire_tolerance_s,
+        unreachable=record.unreachable,
     )
 
 
