@@ -28,6 +28,7 @@ from support.processes import PEPI, PepiProcess, pepi_env, resume, suspend
 from support.thrift_clients import fleet_server
 
 CONTROLLER_USER = "controller"
+AUTOMATION_USER = "automation"
 
 
 @dataclass
@@ -142,6 +143,12 @@ def controller_credentials(broker: EmbeddedBroker) -> Credentials:
     """The broker's ``controller`` login (created once, so running controllers keep theirs)."""
     password = broker.users.get(CONTROLLER_USER)
     return Credentials(CONTROLLER_USER, password) if password else broker.add_user(CONTROLLER_USER)
+
+
+def automation_credentials(broker: EmbeddedBroker) -> Credentials:
+    """The broker's ``automation`` login (Home Assistant's, scripts'), created once."""
+    password = broker.users.get(AUTOMATION_USER)
+    return Credentials(AUTOMATION_USER, password) if password else broker.add_user(AUTOMATION_USER)
 
 
 def controller_process(
