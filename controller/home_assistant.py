@@ -50,6 +50,11 @@ class ControllerState(BaseModel):
     last_set_images_done: int = 0
     last_set_images_expected: int = 0
     schedule_delay_s: float = DEFAULT_SCHEDULE_DELAY_S
+    adaptive_delay: bool = Field(
+        default=False,
+        description="the scheduled capture fires trigger_lead_s ahead instead of "
+        "schedule_delay_s (Home Assistant's Adaptive delay switch)",
+    )
     trigger_lead_s: float | None = Field(
         default=None,
         description="how far ahead a capture without a time is scheduled (`pepi capture "
@@ -61,12 +66,17 @@ class ControllerState(BaseModel):
 
 
 class ControllerCommand(BaseModel):
-    """``<root>/controller/command``: what Home Assistant's button and number send."""
+    """``<root>/controller/command``: what Home Assistant's buttons, number and switch send."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    action: str = Field(pattern=r"^(capture_scheduled|set_schedule_delay|lock_exposure)$")
+    action: str = Field(
+        pattern=r"^(capture_scheduled|set_schedule_delay|set_adaptive_delay|lock_exposure)$"
+    )
     value: float | None = Field(default=None, allow_inf_nan=False)
+    enabled: bool | None = Field(
+        default=None, description="set_adaptive_delay: true = the adaptive lead, false = value"
+    )
     reference: str | None = Field(
         default=None,
         pattern=r"^[a-z0-9][a-z0-9_-]{0,31}(:[0-9]{1,2})?$",
@@ -76,9 +86,10 @@ class ControllerCommand(BaseModel):
 
 @dataclass(frozen=True)
 class ScheduledCapture:
-    """A command's outcome: trigger every node ``delay_s`` ahead, on the frame grid."""
+    """A command's outcome: trigger every node ``delay_s`` ahead, on the frame grid
+    (None: the adaptive trigger lead, which the controller knows)."""
 
-    delay_s: float
+    delay_s: float | None
 
 
 @dataclass(frozen=True)
@@ -164,6 +175,15 @@ class HomeAssistantBridge:
             self._state = self._state.model_copy(update={"schedule_delay_s": delay})
             self.flush(force=True)
             return None
+        if command.action == "set_adaptive_delay":
+            if command.enabled is None:
+                logger.warning("set_adaptive_delay without enabled (true or false) ignored")
+                return None
+            self._state = self._state.model_copy(update={"adaptive_delay": command.enabled})
+            self.flush(force=True)
+            return None
+        if self._state.adaptive_delay:
+            return ScheduledCapture(None)
         return ScheduledCapture(self._state.schedule_delay_s)
 
     def update_counts(self, online: int, stale: int, offline: int, unreachable: int = 0) -> None:

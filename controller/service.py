@@ -642,9 +642,16 @@ class Controller:
             return
         if scheduled is None:
             return
-        at = align_to_frame_grid(self._clock() + scheduled.delay_s, self.config.align_fps)
+        delay = scheduled.delay_s
+        if delay is None:
+            delay = self.trigger_lead().lead_s
+        at = align_to_frame_grid(self._clock() + delay, self.config.align_fps)
         capture_id = self.trigger(at=at)
-        logger.info("Home Assistant: capture %s scheduled at %.3f", capture_id, at)
+        how = "fixed" if scheduled.delay_s is not None else "adaptive"
+        logger.info(
+            "Home Assistant: capture %s scheduled at %.3f (%s delay %.3f s)",
+            capture_id, at, how, delay,
+        )  # fmt: skip
 
     def _lock_from_command(self, command: LockExposure) -> None:
         try:
