@@ -25,7 +25,7 @@ from pepi_fleet.controller.clock_probe import ClockBook, ClockEstimate, ProbeRot
 from pepi_fleet.controller.config import ControllerConfig
 from pepi_fleet.controller.downloader import RECONCILE_BUDGET_PER_S, Downloader
 from pepi_fleet.controller.events import EventHub
-from pepi_fleet.controller.home_assistant import HomeAssistantBridge, LockExposure
+from pepi_fleet.controller.home_assistant import CHOICES_FILE, HomeAssistantBridge, LockExposure
 from pepi_fleet.controller.ledger import Ledger, SetDetail
 from pepi_fleet.controller.node_client import Endpoint, NodeClient, NodeClientFactory
 from pepi_fleet.controller.presence import NodeState, NodeView, PresenceTracker, StateChange
@@ -164,6 +164,7 @@ class Controller:
             _page_url(config.web_host, config.web_port, https=config.tls_cert is not None),
             clock,
             enabled=config.discovery,
+            choices_file=config.data_dir / CHOICES_FILE,
         )
         self.camera_settings = CameraSettingsDesk(
             t,

@@ -4,10 +4,12 @@ retained state that shows which one the scheduled capture uses."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from pepi_fleet.controller.home_assistant import (
+    CHOICES_FILE,
     ControllerCommand,
     ControllerState,
     HomeAssistantBridge,
@@ -113,3 +115,36 @@ def test_ha_commands_switch_payloads_are_controller_commands() -> None:
     # the state compares against state_on/off, not the JSON commands
     assert (SWITCH["state_on"], SWITCH["state_off"]) == ("ON", "OFF")
     assert "value_json.adaptive_delay" in SWITCH["value_template"]
+
+
+def test_ha_choices_are_kept_across_a_controller_restart(tmp_path: Path) -> None:
+    kept = tmp_path / CHOICES_FILE
+    first = HomeAssistantBridge(TOPICS, Published(), "1.0", None, lambda: 100.0, choices_file=kept)
+    first.on_command(command(action="set_schedule_delay", value=7.25))
+    first.on_command(command(action="set_adaptive_delay", enabled=True))
+
+    published = Published()
+    again = HomeAssistantBridge(TOPICS, published, "1.0", None, lambda: 200.0, choices_file=kept)
+    again.on_connected()
+    [state] = published.states()  # the first retained state already holds the kept choices
+    assert (state.schedule_delay_s, state.adaptive_delay) == (7.25, True)
+    assert again.on_command(command(action="capture_scheduled")) == ScheduledCapture(None)
+    again.on_command(command(action="set_adaptive_delay", enabled=False))
+    assert again.on_command(command(action="capture_scheduled")) == ScheduledCapture(7.25)
+
+
+@pytest.mark.parametrize(
+    "content", [b"{not json", b'{"schedule_delay_s": 1e9}', b'{"adaptive_delay": "maybe"}']
+)
+def test_ha_choices_unreadable_start_from_the_defaults(
+    tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    kept = tmp_path / CHOICES_FILE
+    kept.write_bytes(content)
+    published = Published()
+    bridge = HomeAssistantBridge(TOPICS, published, "1.0", None, lambda: 100.0, choices_file=kept)
+    bridge.on_connected()
+    assert published.states()[-1] == ControllerState()
+    assert "ignoring" in caplog.text
+    bridge.on_command(command(action="set_schedule_delay", value=2.0))  # and it is rewritten
+    assert json.loads(kept.read_bytes())["schedule_delay_s"] == 2.0
