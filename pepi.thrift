@@ -56,6 +56,23 @@ exception Unauthorized {
     1: string message,
 }
 
+/* What a camera applied to one frame, read back from its metadata (libcamera's controls);
+   a field the camera did not report is unset. */
+struct FrameControls {
+    1: optional i64 exposure_time_us,
+    2: optional double analogue_gain,
+    3: optional double red_gain,             /* fixed or automatic white balance gains */
+    4: optional double blue_gain,
+    5: optional i32 colour_temperature_k,
+    6: optional double lens_position,        /* dioptres (1 / focus distance in m) */
+    7: optional i64 frame_duration_us,
+    8: optional bool auto_exposure,
+    9: optional bool auto_white_balance,
+    10: optional string af_mode,             /* manual | auto | continuous */
+}
+
+/* Fields 8 and on came later: optional, so older readers skip them and a reply without
+   them (an older node) still reads. */
 struct FrameInfo {
     1: i32 camera,
     2: double timestamp,   /* wall clock (Unix s) of the frame on the node */
@@ -64,6 +81,9 @@ struct FrameInfo {
     5: string format,      /* jpeg | png | raw */
     6: i64 size,           /* bytes of the stored file */
     7: string sha256,
+    8: optional bool in_sync,               /* taken frame-locked (libcamera SyncReady);
+                                               unset: the camera does not use frame sync */
+    9: optional FrameControls controls,     /* unset: the camera reported none */
 }
 
 struct CaptureInfo {

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import threading
+import uuid
+from pathlib import Path
 
 from bench.procs import terminate
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+"""The folder holding bench/: the sender runs from there (under the wheel's test run too)."""
 
 LISTEN_HOST = "127.0.0.1"
 BLOCK = 4 * 1024 * 1024
@@ -61,6 +68,49 @@ def fetch(port: int, count: int) -> int:
     return received
 
 
+def fetch_hashed(port: int, count: int, store: Path | None = None) -> int:
+    """``fetch`` with the controller's per-byte work and none of its protocol: every piece
+    hashed (sha256) as it arrives and, with ``store``, written as the controller writes an
+    image (a temp file with writeback started as it goes, fsync'd, renamed into place, the
+    folder fsync'd). The bytes received."""
+    # the receiving side only: the sender process imports nothing of the package
+    from pepi_fleet.core.atomic import fsync_dir
+    from pepi_fleet.core.early_write import EarlyWriter
+
+    buffer = bytearray(1024 * 1024)
+    view = memoryview(buffer)
+    digest = hashlib.sha256()
+    received = 0
+    fd = -1
+    tmp = final = None
+    if store is not None:
+        final = store / f"raw-{uuid.uuid4().hex}.bin"
+        tmp = final.with_name(f".{final.name}.part")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        sink = EarlyWriter(fd) if fd >= 0 else None
+        with socket.create_connection((LISTEN_HOST, port)) as conn:
+            conn.sendall(_COUNT.pack(count))
+            while received < count:
+                got = conn.recv_into(view)
+                if got == 0:
+                    break
+                digest.update(view[:got])
+                if sink is not None:
+                    sink(view[:got])
+                received += got
+        digest.hexdigest()
+        if fd >= 0:
+            os.fsync(fd)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if tmp is not None and final is not None:
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    return received
+
+
 class RawServer:
     """The sender as a child process, like a node is one."""
 
@@ -76,7 +126,7 @@ class RawServer:
 
     def start(self) -> RawServer:
         cmd = [sys.executable, "-m", "bench.raw_tcp", "--port", str(self.port)]
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=CHECKOUT)
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()
         if line.strip() != "ready":

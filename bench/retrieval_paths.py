@@ -16,7 +16,7 @@ import numpy.typing as npt
 from PIL import Image
 from thriftpy2.rpc import client_context
 
-from bench.raw_tcp import fetch
+from bench.raw_tcp import fetch, fetch_hashed
 from pepi_fleet.controller.downloader import Downloader
 from pepi_fleet.controller.ledger import Ledger
 from pepi_fleet.controller.thrift_node_client import ThriftNodeClient
@@ -29,12 +29,25 @@ PEPI_JPEG_QUALITY = 85
 THRIFT_TIMEOUT_MS = 60_000
 
 
-def time_raw(port: int, sizes: list[int], workers: int = 8) -> float:
+def time_raw(
+    port: int,
+    sizes: list[int],
+    workers: int = 8,
+    *,
+    hashed: bool = False,
+    store: Path | None = None,
+) -> float:
     """Seconds to receive ``sizes`` bytes (one connection per node, in parallel) from the
-    raw sender: the same byte count on the same loopback path, with no protocol at all."""
+    raw sender: the same byte count on the same loopback path, with no protocol at all;
+    ``hashed``: each byte also hashed as it arrives, and with ``store`` written there
+    durably as the controller writes images (``fetch_hashed``)."""
+
+    def one(size: int) -> int:
+        return fetch_hashed(port, size, store) if hashed else fetch(port, size)
+
     began = time.perf_counter()
     with ThreadPoolExecutor(max_workers=min(workers, len(sizes))) as pool:
-        received = list(pool.map(lambda size: fetch(port, size), sizes))
+        received = list(pool.map(one, sizes))
     elapsed = time.perf_counter() - began
     if received != sizes:
         raise RuntimeError(f"raw TCP: received {received}, expected {sizes}")

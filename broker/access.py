@@ -33,9 +33,17 @@ def named_users(acl: str) -> list[str]:
     return users
 
 
-def node_section(root: str, node: str) -> str:
-    """The ``user`` section one node needs on top of the shared ``%u`` patterns."""
-    lines = [f"user {node}", *(f"topic read {topic.format(root=root)}" for topic in NODE_READS)]
+SITE_NODE_READS = ("{root}/sites/+/bridge",)
+"""What a node also reads on a site broker: the bridge state that broker holds (its own
+site's only), from which a node started without ``--site`` learns its site. Not on the
+central broker, which holds every site's: its nodes would take another site for theirs."""
+
+
+def node_section(root: str, node: str, site_broker: bool = False) -> str:
+    """The ``user`` section one node needs on top of the shared ``%u`` patterns (on a site
+    broker, with ``site_broker``, also that broker's bridge state)."""
+    reads = NODE_READS + (SITE_NODE_READS if site_broker else ())
+    lines = [f"user {node}", *(f"topic read {topic.format(root=root)}" for topic in reads)]
     return "\n".join(lines) + "\n"
 
 
@@ -65,9 +73,12 @@ def render_acl(
     anonymous_access: bool,
     nodes: Iterable[str] = (),
     sites: Mapping[str, Sequence[str]] | None = None,
+    *,
+    site_broker: bool = False,
 ) -> str:
     """The production ACL for ``root`` with a section per node in ``nodes`` and one per
-    bridged site in ``sites`` (site -> the nodes on its broker).
+    bridged site in ``sites`` (site -> the nodes on its broker). ``site_broker``: the ACL of
+    a site's own broker, whose nodes read its bridge state.
 
     With ``anonymous_access`` a section comes first that lets anonymous clients read
     everything under the root and publish the trigger topics (the loopback demo and tests).
@@ -78,7 +89,7 @@ def render_acl(
     clash = sorted(named.intersection(nodes))
     if clash:
         raise ValueError(f"node id {clash[0]!r} is taken by a broker user: rename the node")
-    sections = [node_section(root, node) for node in nodes]
+    sections = [node_section(root, node, site_broker) for node in nodes]
     if sections:
         body += "\n# one section per node: triggers, fleet settings, Home Assistant's birth\n"
         body += "\n".join(sections)

@@ -108,7 +108,7 @@ def init_broker_dir(
         )
         folder = directory / SITES_DIR / spec.site / BROKER_DIR
         _site_broker(folder, spec, ca, conf, made)
-        acl = render_acl(root, False, spec.nodes)
+        acl = render_acl(root, False, spec.nodes, site_broker=True)
         _write(folder / "acl", acl.encode(), SECRET_MODE, made)
         _write(folder / BRIDGE_CONF_NAME, bridge.encode(), SECRET_MODE, made)
         _write_password_file(folder / "passwd", site_passwords, passwd_tool)
@@ -211,6 +211,9 @@ def _site_steps(report: InitReport, spec: SiteSpec) -> list[str]:
         f"  pepi node --node-id {spec.nodes[0]} --site {spec.site} --broker "
         f"mqtts://{spec.hosts[0]}:8883 --ca-file /etc/pepi/ca.crt "
         f"--password-file /etc/pepi/{PASSWORD_NAME} ...",
+        f"  or on a Pi: sudo deploy/install-pi.sh --node-id {spec.nodes[0]} --site {spec.site} "
+        f"--broker mqtts://{spec.hosts[0]}:8883 --ca-file ./ca.crt "
+        f"--password-file ./{PASSWORD_NAME} ...",
     ]
 
 

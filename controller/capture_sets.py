@@ -58,9 +58,9 @@ class CaptureSetView:
     completed_at: float | None
     parts: tuple[NodePart, ...]
     cameras: Mapping[str, tuple[int, ...]] | None = None  # per node, where known at trigger
-    unreachable: frozenset[str] = frozenset()
-    """Nodes the trigger could not reach (their site's bridge was down): not waited for,
-    named missing in the summary."""
+    unreachable: Mapping[str, str] = field(default_factory=dict)
+    """node -> site of the nodes the trigger could not reach (their site's bridge was
+    down): not waited for, named per site in the summary."""
 
     @property
     def answered(self) -> frozenset[str]:
@@ -108,7 +108,7 @@ def build_summary(
     at: float | None = None,
     fire_tolerance_s: float = DEFAULT_FIRE_TOLERANCE_S,
     cameras: Mapping[str, Sequence[int]] | None = None,
-    unreachable: Iterable[str] = (),
+    unreachable: Mapping[str, str] | None = None,
 ) -> CaptureSetSummary:
     """A set's summary from each node's (kept) result; also used to rebuild it from the ledger.
 
@@ -124,7 +124,8 @@ def build_summary(
         cameras=cameras,
         unreachable=unreachable,
     )
-    named = expected | results.keys() | set(verdict.missing)
+    cut_off = {n for nodes in verdict.unreachable.values() for n in nodes}
+    named = expected | results.keys() | set(verdict.missing) | cut_off
     outcomes = [_outcome(n, results.get(n), verdict) for n in sorted(named)]
     return CaptureSetSummary(
         capture_id=set_id,
@@ -136,6 +137,7 @@ def build_summary(
         fired_spread_s=fired_spread_s,
         complete=bool(expected) and verdict.complete,
         missing=verdict.missing,
+        unreachable=verdict.unreachable,
         outliers=verdict.outliers,
         late_nodes=verdict.late,
         fire_tolerance_s=fire_tolerance_s,
@@ -228,19 +230,19 @@ class CaptureSetBook:
         *,
         at: float | None = None,
         cameras: Mapping[str, Sequence[int]] | None = None,
-        unreachable: Iterable[str] = (),
+        unreachable: Mapping[str, str] | None = None,
     ) -> CaptureSetView:
         """Open (or, for a repeated explicit id, reopen) the set for one trigger.
 
         ``expected``: nodes online at trigger time; a per-node trigger expects only
-        ``target_node``. ``unreachable``: nodes the trigger cannot reach (their site's
-        bridge is down): not waited for, named missing. An id-less trigger gets
+        ``target_node``. ``unreachable``: node -> site of the nodes the trigger cannot reach
+        (their site's bridge is down): not waited for, named apart. An id-less trigger gets
         ``auto-<UTC ms of triggered_at>``.
         """
-        cut_off = frozenset(unreachable)
+        cut_off = dict(unreachable or {})
         if target_node:
-            cut_off &= {target_node}
-        nodes = frozenset({target_node} if target_node else expected) - cut_off
+            cut_off = {n: s for n, s in cut_off.items() if n == target_node}
+        nodes = frozenset({target_node} if target_node else expected) - cut_off.keys()
         wanted = {n: tuple(c) for n, c in (cameras or {}).items() if n in nodes} or None
         deadline = max(triggered_at, at if at is not None else triggered_at) + self._timeout_s
         with self._lock:
@@ -256,7 +258,11 @@ class CaptureSetBook:
                     deadline=max(old.deadline, deadline),
                     completed_at=None,
                     cameras={**(old.cameras or {}), **(wanted or {})} or None,
-                    unreachable=(old.unreachable | cut_off) - old.expected - nodes,
+                    unreachable={
+                        n: s
+                        for n, s in {**old.unreachable, **cut_off}.items()
+                        if n not in old.expected | nodes
+                    },
                 )
                 self._complete_if_answered(existing)
                 return existing.view

@@ -12,10 +12,12 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pepi_fleet.controller.trigger_lead import LeadEstimate
+from pepi_fleet.core.atomic import write_atomic
 from pepi_fleet.core.decode import decode
 from pepi_fleet.schemas.controller import CaptureSetSummary
 from pepi_fleet.schemas.discovery import (
@@ -30,6 +32,9 @@ logger = logging.getLogger(__name__)
 MAX_COMMAND_BYTES = 1024
 DEFAULT_SCHEDULE_DELAY_S = 1.0
 MIN_SCHEDULE_DELAY_S, MAX_SCHEDULE_DELAY_S = 0.1, 60.0
+CHOICES_FILE = "home_assistant.json"
+"""In the controller's data dir: the schedule delay and adaptive switch chosen in Home
+Assistant, kept across restarts (as Home Assistant keeps a number's or a switch's value)."""
 
 Publish = Callable[[str, bytes | str, bool], object]
 """(topic, payload, retain)"""
@@ -50,6 +55,11 @@ class ControllerState(BaseModel):
     last_set_images_done: int = 0
     last_set_images_expected: int = 0
     schedule_delay_s: float = DEFAULT_SCHEDULE_DELAY_S
+    adaptive_delay: bool = Field(
+        default=False,
+        description="the scheduled capture fires trigger_lead_s ahead instead of "
+        "schedule_delay_s (Home Assistant's Adaptive delay switch)",
+    )
     trigger_lead_s: float | None = Field(
         default=None,
         description="how far ahead a capture without a time is scheduled (`pepi capture "
@@ -61,12 +71,17 @@ class ControllerState(BaseModel):
 
 
 class ControllerCommand(BaseModel):
-    """``<root>/controller/command``: what Home Assistant's button and number send."""
+    """``<root>/controller/command``: what Home Assistant's buttons, number and switch send."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    action: str = Field(pattern=r"^(capture_scheduled|set_schedule_delay|lock_exposure)$")
+    action: str = Field(
+        pattern=r"^(capture_scheduled|set_schedule_delay|set_adaptive_delay|lock_exposure)$"
+    )
     value: float | None = Field(default=None, allow_inf_nan=False)
+    enabled: bool | None = Field(
+        default=None, description="set_adaptive_delay: true = the adaptive lead, false = value"
+    )
     reference: str | None = Field(
         default=None,
         pattern=r"^[a-z0-9][a-z0-9_-]{0,31}(:[0-9]{1,2})?$",
@@ -74,11 +89,35 @@ class ControllerCommand(BaseModel):
     )
 
 
+class HomeAssistantChoices(BaseModel):
+    """What ``CHOICES_FILE`` holds."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    schedule_delay_s: float = Field(
+        default=DEFAULT_SCHEDULE_DELAY_S, ge=MIN_SCHEDULE_DELAY_S, le=MAX_SCHEDULE_DELAY_S
+    )
+    adaptive_delay: bool = False
+
+
+def load_choices(path: Path) -> HomeAssistantChoices:
+    """The choices kept in ``path``; the defaults if there are none or they are unreadable
+    (said in the log: a bad file must not stop the controller)."""
+    try:
+        return HomeAssistantChoices.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        return HomeAssistantChoices()
+    except (OSError, ValidationError) as exc:
+        logger.warning("ignoring %s (%s): Home Assistant's delay choices start anew", path, exc)
+        return HomeAssistantChoices()
+
+
 @dataclass(frozen=True)
 class ScheduledCapture:
-    """A command's outcome: trigger every node ``delay_s`` ahead, on the frame grid."""
+    """A command's outcome: trigger every node ``delay_s`` ahead, on the frame grid
+    (None: the adaptive trigger lead, which the controller knows)."""
 
-    delay_s: float
+    delay_s: float | None
 
 
 @dataclass(frozen=True)
@@ -100,6 +139,7 @@ class HomeAssistantBridge:
         clock: Callable[[], float],
         enabled: bool = True,
         min_interval_s: float = 1.0,
+        choices_file: Path | None = None,
     ) -> None:
         self.topics = topics
         self._publish = publish
@@ -108,7 +148,11 @@ class HomeAssistantBridge:
         self._clock = clock
         self.enabled = enabled
         self._min_interval_s = min_interval_s
-        self._state = ControllerState()
+        self._choices_file = choices_file
+        kept = HomeAssistantChoices() if choices_file is None else load_choices(choices_file)
+        self._state = ControllerState(
+            schedule_delay_s=kept.schedule_delay_s, adaptive_delay=kept.adaptive_delay
+        )
         self._published: ControllerState | None = None
         self._last_publish = -math.inf
 
@@ -161,10 +205,33 @@ class HomeAssistantBridge:
                 logger.warning("set_schedule_delay without a value ignored")
                 return None
             delay = min(max(command.value, MIN_SCHEDULE_DELAY_S), MAX_SCHEDULE_DELAY_S)
-            self._state = self._state.model_copy(update={"schedule_delay_s": delay})
-            self.flush(force=True)
+            self._choose(schedule_delay_s=delay)
             return None
+        if command.action == "set_adaptive_delay":
+            if command.enabled is None:
+                logger.warning("set_adaptive_delay without enabled (true or false) ignored")
+                return None
+            self._choose(adaptive_delay=command.enabled)
+            return None
+        if self._state.adaptive_delay:
+            return ScheduledCapture(None)
         return ScheduledCapture(self._state.schedule_delay_s)
+
+    def _choose(self, **choice: float | bool) -> None:
+        """A value chosen in Home Assistant: in the state at once, and kept for a restart."""
+        self._state = self._state.model_copy(update=choice)
+        if self._choices_file is not None:
+            kept = HomeAssistantChoices(
+                schedule_delay_s=self._state.schedule_delay_s,
+                adaptive_delay=self._state.adaptive_delay,
+            )
+            try:
+                write_atomic(self._choices_file, kept.model_dump_json().encode())
+            except OSError as exc:
+                logger.warning(
+                    "cannot keep Home Assistant's choice in %s: %s", self._choices_file, exc
+                )
+        self.flush(force=True)
 
     def update_counts(self, online: int, stale: int, offline: int, unreachable: int = 0) -> None:
         self._state = self._state.model_copy(

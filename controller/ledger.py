@@ -7,7 +7,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,7 +28,7 @@ CREATE TABLE capture_sets (
     set_id TEXT PRIMARY KEY, kind TEXT NOT NULL, triggered_at REAL NOT NULL, at REAL,
     target_node TEXT, expected TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'open',
     completed_at REAL, spread_s REAL, fired_spread_s REAL, manifest_at REAL,
-    summarized_at REAL, created_at REAL NOT NULL);
+    summarized_at REAL, created_at REAL NOT NULL, unreachable TEXT NOT NULL DEFAULT '{}');
 CREATE INDEX capture_sets_newest ON capture_sets (triggered_at DESC);
 CREATE TABLE node_results (
     set_id TEXT NOT NULL REFERENCES capture_sets (set_id), node_id TEXT NOT NULL,
@@ -98,6 +98,8 @@ class SetRecord:
     images_total: int
     images_done: int
     images_failed: int
+    unreachable: Mapping[str, str]
+    """node -> site of the nodes the trigger could not reach (their site's bridge was down)."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,8 @@ _SET_COLUMNS = """s.set_id, s.kind, s.triggered_at, s.at, s.target_node, s.expec
     s.completed_at, s.spread_s, s.fired_spread_s, s.manifest_at,
     (SELECT COUNT(*) FROM owed_images i WHERE i.set_id = s.set_id),
     (SELECT COUNT(*) FROM owed_images i WHERE i.set_id = s.set_id AND i.state = 'done'),
-    (SELECT COUNT(*) FROM owed_images i WHERE i.set_id = s.set_id AND i.state = 'failed')"""
+    (SELECT COUNT(*) FROM owed_images i WHERE i.set_id = s.set_id AND i.state = 'failed'),
+    s.unreachable"""
 _IMAGE_COLUMNS = """id, set_id, node_id, node_capture_id, camera, format, sha256, size, frame_ts,
     state, attempts, last_error, path"""
 
@@ -218,6 +221,11 @@ class Ledger:
                     self._db.execute("ROLLBACK")
                 raise
         with self._tx() as db:
+            columns = {str(r[1]) for r in db.execute("PRAGMA table_info(capture_sets)")}
+            if "unreachable" not in columns:  # a ledger from before sites: nobody cut off
+                db.execute(
+                    "ALTER TABLE capture_sets ADD COLUMN unreachable TEXT NOT NULL DEFAULT '{}'"
+                )
             # What a set still owes, read without visiting its verified images (a set of
             # 1000 nodes is asked after every download pass). Added to older ledgers too.
             db.execute(
@@ -307,18 +315,28 @@ class Ledger:
         kind: str = "explicit",
         at: float | None = None,
         target_node: str | None = None,
+        unreachable: Mapping[str, str] | None = None,
     ) -> None:
-        """Create a set, or merge ``expected`` into an existing one of that id."""
+        """Create a set, or merge ``expected`` into an existing one of that id.
+
+        ``unreachable``: node -> site of the nodes the trigger could not reach (their
+        site's bridge was down); merged too, less any node the set expects."""
         with self._tx() as db:
-            row = db.execute("SELECT expected FROM capture_sets WHERE set_id = ?", (set_id,))
+            row = db.execute(
+                "SELECT expected, unreachable FROM capture_sets WHERE set_id = ?", (set_id,)
+            )
             old = row.fetchone()
-            merged = json.dumps(sorted(set(expected) | set(json.loads(old[0]) if old else [])))
+            nodes = set(expected) | set(json.loads(old[0]) if old else [])
+            cut_off = {**(json.loads(old[1]) if old else {}), **(unreachable or {})}
+            cut_off = {n: s for n, s in sorted(cut_off.items()) if n not in nodes}
             db.execute(
                 "INSERT INTO capture_sets (set_id, kind, triggered_at, at, target_node, expected,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (set_id) DO UPDATE SET"
-                " expected = excluded.expected, at = COALESCE(excluded.at, at)",
-                (set_id, kind, triggered_at, at, target_node, merged, self._clock()),
-            )
+                " created_at, unreachable) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (set_id)"
+                " DO UPDATE SET expected = excluded.expected, at = COALESCE(excluded.at, at),"
+                " unreachable = excluded.unreachable",
+                (set_id, kind, triggered_at, at, target_node, json.dumps(sorted(nodes)),
+                 self._clock(), json.dumps(cut_off)),
+            )  # fmt: skip
 
     def record_result(
         self, set_id: str, result: CaptureResult, node_capture_id: str | None = None
@@ -344,6 +362,12 @@ class Ledger:
             ).fetchone()
             if previous is not None and previous[0] == CaptureStatus.OK:
                 return False
+            # a node cut off at trigger time that answered after all is not cut off
+            db.execute(
+                "UPDATE capture_sets SET unreachable = json_remove(unreachable, ?)"
+                " WHERE set_id = ? AND unreachable != '{}'",
+                (f'$."{result.node_id}"', set_id),
+            )
             db.execute(
                 "INSERT OR REPLACE INTO node_results (set_id, node_id, node_capture_id, status,"
                 " fired_at, result_json, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -568,4 +592,5 @@ def _image(row: tuple[object, ...]) -> OwedImage:
 def _set_record(row: tuple[object, ...]) -> SetRecord:
     values = list(row)
     values[5] = tuple(json.loads(str(values[5])))
+    values[14] = json.loads(str(values[14]))
     return SetRecord(*values)  # type: ignore[arg-type]

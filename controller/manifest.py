@@ -78,6 +78,8 @@ class Manifest(BaseModel):
     complete: bool | None = None
     """Every expected node delivered every camera within the fire tolerance (None: open)."""
     missing: list[str] = []
+    unreachable: dict[str, list[str]] = {}
+    """site -> its nodes the trigger could not reach (the site's bridge was down)."""
     outliers: list[str] = []
     problems: list[str] = []
     """Why the set is incomplete, one line each."""
@@ -125,6 +127,7 @@ def build_manifest(
         {r.node_id: r.result for r in detail.results},
         at=record.at,
         tolerance_s=fire_tolerance_s,
+        unreachable=record.unreachable,
     )
     return Manifest(
         capture_id=record.set_id,
@@ -143,6 +146,7 @@ def build_manifest(
         if record.completed_at is None
         else bool(record.expected) and verdict.complete,
         missing=verdict.missing,
+        unreachable=verdict.unreachable,
         outliers=verdict.outliers,
         problems=verdict.problems,
         written_at=written_at,

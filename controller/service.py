@@ -25,7 +25,7 @@ from pepi_fleet.controller.clock_probe import ClockBook, ClockEstimate, ProbeRot
 from pepi_fleet.controller.config import ControllerConfig
 from pepi_fleet.controller.downloader import RECONCILE_BUDGET_PER_S, Downloader
 from pepi_fleet.controller.events import EventHub
-from pepi_fleet.controller.home_assistant import HomeAssistantBridge, LockExposure
+from pepi_fleet.controller.home_assistant import CHOICES_FILE, HomeAssistantBridge, LockExposure
 from pepi_fleet.controller.ledger import Ledger, SetDetail
 from pepi_fleet.controller.node_client import Endpoint, NodeClient, NodeClientFactory
 from pepi_fleet.controller.presence import NodeState, NodeView, PresenceTracker, StateChange
@@ -164,6 +164,7 @@ class Controller:
             _page_url(config.web_host, config.web_port, https=config.tls_cert is not None),
             clock,
             enabled=config.discovery,
+            choices_file=config.data_dir / CHOICES_FILE,
         )
         self.camera_settings = CameraSettingsDesk(
             t,
@@ -477,8 +478,10 @@ class Controller:
             views = self.presence.nodes()
             online = [v for v in views if v.state is NodeState.ONLINE]
             expected = {v.node_id for v in online}
-            # behind a bridge that is down: not waited for, named missing in the summary
-            unreachable = {v.node_id for v in views if v.state is NodeState.UNREACHABLE}
+            # behind a bridge that is down: not waited for, named per site in the summary
+            unreachable = {
+                v.node_id: v.site for v in views if v.state is NodeState.UNREACHABLE and v.site
+            }
             cameras = {
                 v.node_id: command.cameras or [c.index for c in v.status.cameras]
                 for v in online
@@ -500,6 +503,7 @@ class Controller:
             kind=str(view.kind),
             at=view.at,
             target_node=view.target_node,
+            unreachable=view.unreachable,
         )
         warnings = self.clock_warnings(view.expected) if view.at is not None else []
         for warning in warnings:
@@ -639,9 +643,16 @@ class Controller:
             return
         if scheduled is None:
             return
-        at = align_to_frame_grid(self._clock() + scheduled.delay_s, self.config.align_fps)
+        delay = scheduled.delay_s
+        if delay is None:
+            delay = self.trigger_lead().lead_s
+        at = align_to_frame_grid(self._clock() + delay, self.config.align_fps)
         capture_id = self.trigger(at=at)
-        logger.info("Home Assistant: capture %s scheduled at %.3f", capture_id, at)
+        how = "fixed" if scheduled.delay_s is not None else "adaptive"
+        logger.info(
+            "Home Assistant: capture %s scheduled at %.3f (%s delay %.3f s)",
+            capture_id, at, how, delay,
+        )  # fmt: skip
 
     def _lock_from_command(self, command: LockExposure) -> None:
         try:
@@ -785,6 +796,7 @@ def summary_from_ledger(
         record.fired_spread_s,
         at=record.at,
         fire_tolerance_s=fire_tolerance_s,
+        unreachable=record.unreachable,
     )
 
 

@@ -24,11 +24,20 @@ class Assessment:
     short: dict[str, list[int]] = field(default_factory=dict)  # node -> cameras not delivered
     offsets: dict[str, float] = field(default_factory=dict)  # fired_at - reference, per node
     late: list[str] = field(default_factory=list)  # scheduled: received the trigger after ``at``
+    unreachable: dict[str, list[str]] = field(default_factory=dict)  # site -> nodes cut off
     problems: list[str] = field(default_factory=list)  # one line each, for people
 
     @property
     def complete(self) -> bool:
-        return not (self.missing or self.failed or self.outliers or self.short)
+        return not (self.missing or self.failed or self.outliers or self.short or self.unreachable)
+
+
+def by_site(unreachable: Mapping[str, str]) -> dict[str, list[str]]:
+    """node -> site as site -> its nodes, both sorted (how sets name the nodes cut off)."""
+    sites: dict[str, list[str]] = {}
+    for node in sorted(unreachable):
+        sites.setdefault(unreachable[node], []).append(node)
+    return dict(sorted(sites.items()))
 
 
 def assess(
@@ -38,12 +47,13 @@ def assess(
     at: float | None = None,
     tolerance_s: float = DEFAULT_FIRE_TOLERANCE_S,
     cameras: Mapping[str, Sequence[int]] | None = None,
-    unreachable: Iterable[str] = (),
+    unreachable: Mapping[str, str] | None = None,
 ) -> Assessment:
     """Judge one set from each node's kept result.
 
-    ``unreachable``: nodes the trigger could not reach (their site's bridge was down), not
-    waited for but missing all the same, unless they answered after all.
+    ``unreachable``: node -> site of the nodes the trigger could not reach (their site's
+    bridge was down): not waited for, and named per site apart from the ``missing`` (a site
+    cut off is one problem, not one per node), unless they answered after all.
 
     The reference time is ``at`` for a scheduled set (each node should fire then on its own
     clock), else the median ``fired_at`` of the nodes that fired. ``cameras``: the camera
@@ -52,16 +62,19 @@ def assess(
     expected = sorted(set(expected))
     ok = {n: r for n, r in results.items() if r.status is CaptureStatus.OK}
     a = Assessment()
-    cut_off = sorted(set(unreachable) - set(expected) - set(results))
+    answered = set(expected) | set(results)
+    cut_off = {n: s for n, s in (unreachable or {}).items() if n not in answered}
+    a.unreachable.update(by_site(cut_off))
     if not expected and not results and not cut_off:
         a.problems.append("no node was online to capture")
     for node in expected:
         if node not in results:
             a.missing.append(node)
             a.problems.append(f"{node} never answered")
-    for node in cut_off:
-        a.missing.append(node)
-        a.problems.append(f"{node} was unreachable (its site's bridge was down): not triggered")
+    for site, nodes in a.unreachable.items():
+        a.problems.append(
+            f"site {site} was cut off (its bridge was down): {', '.join(nodes)} not triggered"
+        )
     for node in sorted(results):
         result = results[node]
         if result.status is not CaptureStatus.OK:

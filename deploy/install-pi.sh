@@ -7,6 +7,9 @@
 #   sudo deploy/install-pi.sh --broker mqtt://rig-broker:1883 --node-id cam01 \
 #        --password-file ./cam01.password --time-server rig-broker
 #
+# A node of a site with a broker of its own, bridged to the controller's (pepi broker init
+# --site north=cam05,...): --broker mqtts://gw-north:8883 --ca-file ./ca.crt --site north
+#
 #   deploy/install-pi.sh --dry-run --root /tmp/pi ...   writes every file under /tmp/pi and
 #                                                       prints the commands instead of running them
 set -euo pipefail
@@ -23,6 +26,10 @@ usage() {
 usage: deploy/install-pi.sh [options]
   --broker URL            MQTT broker (mqtt://host:1883, mqtts://host:8883); required
   --node-id ID            node id (default: the Pi's CPU serial)
+  --site SITE             the site whose broker --broker is, when that broker is bridged to
+                          the controller's (pepi broker init --site SITE=...): the node
+                          reports it, so the controller shows it unreachable, not stale,
+                          while the site's bridge is down
   --password-file FILE    this node's MQTT password (copied to /etc/pepi/mqtt-password)
   --ca-file FILE          CA certificate of an mqtts:// broker (copied to /etc/pepi/ca.crt)
   --time-server HOST      the rig's NTP server for chrony (repeatable; replaces Debian's pool)
@@ -41,7 +48,7 @@ usage: deploy/install-pi.sh [options]
 EOF
 }
 
-BROKER="" NODE_ID="" PASSWORD_FILE="" CA_FILE="" SERVE_TIME="" CAMERA_COUNT=1
+BROKER="" NODE_ID="" SITE="" PASSWORD_FILE="" CA_FILE="" SERVE_TIME="" CAMERA_COUNT=1
 FRAME_LOCK=false SYNC_ROLE=auto CONTROLLER=false CONTROLLER_PASSWORD_FILE="" NODE=true
 PTP=false SOURCE=$REPO DRY_RUN=false ROOT=""
 TIME_SERVERS=()
@@ -53,6 +60,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --broker) need_arg "$@"; BROKER=$2; shift ;;
     --node-id) need_arg "$@"; NODE_ID=$2; shift ;;
+    --site) need_arg "$@"; SITE=$2; shift ;;
     --password-file) need_arg "$@"; PASSWORD_FILE=$2; shift ;;
     --ca-file) need_arg "$@"; CA_FILE=$2; shift ;;
     --time-server) need_arg "$@"; TIME_SERVERS+=("$2"); shift ;;
@@ -80,6 +88,8 @@ done
 [[ "$BROKER" != *'"'* && "$BROKER" != *\\* ]] || die "--broker: no quotes or backslashes"
 [ -z "$NODE_ID" ] || [[ "$NODE_ID" =~ ^[a-z0-9][a-z0-9_-]{0,31}$ ]] \
   || die "--node-id '$NODE_ID': use 1-32 of a-z 0-9 _ - starting with a letter or digit"
+[ -z "$SITE" ] || [[ "$SITE" =~ ^[a-z0-9][a-z0-9_-]{0,31}$ ]] \
+  || die "--site '$SITE': use 1-32 of a-z 0-9 _ - starting with a letter or digit"
 [[ "$CAMERA_COUNT" =~ ^[1-4]$ ]] || die "--camera-count: 1 to 4"
 [[ "$SYNC_ROLE" =~ ^(server|client|auto)$ ]] || die "--sync-role: server, client or auto"
 for file in "$PASSWORD_FILE" "$CA_FILE" "$CONTROLLER_PASSWORD_FILE"; do
@@ -90,6 +100,7 @@ for host in "${TIME_SERVERS[@]}"; do
 done
 [ -z "$SERVE_TIME" ] || [[ "$SERVE_TIME" =~ ^[0-9A-Fa-f.:/]+$ ]] || die "--serve-time: a subnet, e.g. 192.168.10.0/24"
 $NODE || $CONTROLLER || die "--no-node without --controller installs nothing"
+$NODE || [ -z "$SITE" ] || die "--site is a node's setting: drop it or --no-node"
 if $CONTROLLER && [ -z "$CONTROLLER_PASSWORD_FILE" ]; then
   die "--controller needs --controller-password-file (the broker login 'controller')"
 fi
@@ -207,6 +218,7 @@ if $NODE; then
     echo "[node]"
     echo "broker = $(toml_string "$BROKER")"
     [ -z "$NODE_ID" ] || echo "node-id = $(toml_string "$NODE_ID")"
+    [ -z "$SITE" ] || echo "site = $(toml_string "$SITE")"
     [ -z "$PASSWORD_FILE" ] || echo "password-file = $(toml_string "$ETC/mqtt-password")"
     [ -z "$CA_FILE" ] || echo "ca-file = $(toml_string "$ETC/ca.crt")"
     echo "data-dir = $(toml_string "$DATA/node")"

@@ -13,6 +13,7 @@ from pepi_fleet.core.availability import OFFLINE, ONLINE
 from pepi_fleet.core.decode import decode
 from pepi_fleet.core.mqtt_link import BrokerAddress, InboundMessage, LinkOptions, MqttLink
 from pepi_fleet.node import __version__
+from pepi_fleet.node.broker_site import BrokerSite
 from pepi_fleet.node.camera.base import Camera, SyncableCamera
 from pepi_fleet.node.capture_service import CaptureRequest, CaptureService, CaptureSettings
 from pepi_fleet.node.clock_sync import clock_synchronised
@@ -144,6 +145,7 @@ class NodeAgent:
         self._syncs = config.frame_lock and isinstance(camera, SyncableCamera)
         """Frame-locked with libcamera camera sync (its role in the status)."""
         self._follows_election = self._syncs and config.sync_role == "elected"
+        self.site = BrokerSite(config.site)
         self.link = MqttLink(
             BrokerAddress.parse(config.broker),
             LinkOptions(
@@ -162,6 +164,9 @@ class NodeAgent:
                     *([(self.topics.sync_server(), 1)] if self._follows_election else []),
                     (self.topics.clock_ping(node), 0),
                     *([(self.announcer.birth_topic, 1)] if self.announcer else []),
+                    # a site broker's own bridge state names the site (the central broker's
+                    # ACL refuses this subscription: harmless)
+                    (self.topics.all_site_bridges(), 1),
                 ),
                 # so that a retained trigger (or the clearing of one) is seen as retained
                 retain_as_published=True,
@@ -263,7 +268,7 @@ class NodeAgent:
             sync_role=self.config.sync_role if self._syncs else None,
             health=self.watchdog.health.summary[:500],
             last_capture_at=self._last_capture_at,
-            site=self.config.site,
+            site=self.site.site,
         )
 
     # -- publishing -----------------------------------------------------------------------------
@@ -336,6 +341,13 @@ class NodeAgent:
             self._control.submit(self.settings.on_meter, msg, what="metering for an exposure lock")
         elif parsed.kind is TopicKind.CLOCK_PING:
             self._on_clock_ping(msg)
+        elif parsed.kind is TopicKind.SITE_BRIDGE and parsed.site:
+            self._on_bridge_state(parsed.site, msg.payload)
+
+    def _on_bridge_state(self, site: str, payload: bytes) -> None:
+        """The broker holds a site bridge's state: the site it names may be this node's."""
+        if self.site.on_bridge_state(site, payload):
+            self._control.submit(self.publish_status, what="status with the broker's site")
 
     def _on_capture(self, msg: InboundMessage) -> None:
         try:

@@ -265,7 +265,8 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     default=None,
     help="The site whose broker this node uses, when that broker is bridged to the "
     "controller's (pepi broker init --site): the controller then shows the node unreachable "
-    "while the site's bridge is down.",
+    "while the site's bridge is down. Without it the node learns the site from its broker "
+    "(the site broker's bridge state); a site broker naming another site wins, with a warning.",
 )
 @_opt(
     "--heartbeat",

@@ -44,6 +44,11 @@ class CaptureSetSummary(BaseModel):
     missing: list[str] = Field(
         default_factory=list, description="expected nodes that never answered"
     )
+    unreachable: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="site -> its nodes the trigger could not reach: the site's bridge to the "
+        "controller's broker was down, so they were not triggered (not in `missing`)",
+    )
     outliers: list[str] = Field(
         default_factory=list, description="nodes whose fired_at lies outside the tolerance"
     )

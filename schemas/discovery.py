@@ -201,7 +201,8 @@ def node_discovery(
 
 
 def controller_discovery(topics: Topics, version: str, url: str | None) -> DeviceDiscovery:
-    """The controller as a device: capture buttons, fleet and last-set sensors, set events."""
+    """The controller as a device: capture buttons, the schedule delay (fixed or adaptive),
+    fleet and last-set sensors, set events."""
     oid = controller_object_id(topics)
     state = topics.controller_state()
 
@@ -263,6 +264,22 @@ def controller_discovery(topics: Topics, version: str, url: str | None) -> Devic
             "step": 0.1,
             "unit_of_measurement": "s",
             "mode": "box",
+            "entity_category": "config",
+        },
+        "adaptive_delay": {
+            "p": "switch",
+            "unique_id": f"{oid}_adaptive_delay",
+            "default_entity_id": f"switch.{oid}_adaptive_delay",
+            "name": "Adaptive delay",
+            "command_topic": topics.controller_command(),
+            "payload_on": '{"action": "set_adaptive_delay", "enabled": true}',
+            "payload_off": '{"action": "set_adaptive_delay", "enabled": false}',
+            "state_topic": state,
+            # a state from a controller without the switch reads as off
+            "value_template": "{{ 'ON' if value_json.adaptive_delay | default(false) else 'OFF' }}",
+            "state_on": "ON",
+            "state_off": "OFF",
+            "icon": "mdi:timer-cog-outline",
             "entity_category": "config",
         },
         "nodes_online": sensor(

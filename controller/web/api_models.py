@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from pepi_fleet.controller.access import Role
 from pepi_fleet.controller.ledger import ImageState, SetRecord
+from pepi_fleet.controller.set_quality import by_site
 from pepi_fleet.schemas.capture import (
     DEFAULT_SCHEDULE_HORIZON_S,
     CaptureStatus,
@@ -154,6 +155,11 @@ class CaptureSetOut(BaseModel):
     at: float | None
     target_node: str | None
     expected: list[str]
+    unreachable: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="site -> its nodes the trigger could not reach: the site's bridge was "
+        "down, so they were not triggered (not expected, yet the set is incomplete)",
+    )
     completed_at: float | None
     spread_s: float | None = Field(description="max - min frame timestamp over all frames")
     fired_spread_s: float | None
@@ -168,6 +174,7 @@ class CaptureSetOut(BaseModel):
         """Build from a ledger record (``more``: the detail view's extra fields)."""
         base = f"{API}/captures/{record.set_id}"
         shared = {k: v for k, v in asdict(record).items() if k in CaptureSetOut.model_fields}
+        shared["unreachable"] = by_site(record.unreachable)
         urls = {"url": base, "zip_url": f"{base}/zip"}
         return cls.model_validate({**shared, "capture_id": record.set_id, **urls, **more})
 

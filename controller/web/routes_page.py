@@ -136,6 +136,11 @@ def capture_set(detail: CaptureSetDetail) -> Safe:
         else:
             text, cls = f"{r.status}{': ' + r.error if r.error else ''}", "bad"
         parts.append(tag("li", Safe(f"<b>{r.node_id}</b> {html.escape(text)}"), class_=cls))
+    for site, nodes in detail.unreachable.items():
+        text = f"cut off (its bridge was down): {', '.join(nodes)} not triggered"
+        parts.append(
+            tag("li", Safe(f"<b>site {html.escape(site)}</b> {html.escape(text)}"), class_="cut")
+        )
     thumbs = []
     for f in detail.files:
         label = f"{f.node_id} cam{f.camera}"

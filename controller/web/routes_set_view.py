@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
@@ -60,12 +61,16 @@ def tile(t: Tile) -> Safe:
     )
 
 
-def summary(tiles: SetTiles) -> str:
-    """One line about the set as a whole."""
+def summary(tiles: SetTiles, unreachable: Mapping[str, list[str]] | None = None) -> str:
+    """One line about the set as a whole; ``unreachable``: site -> its nodes cut off."""
     cameras = len(tiles.tiles)
     parts = [f"{cameras - tiles.missing}/{cameras} cameras"]
     if tiles.missing:
         parts.append(f"{tiles.missing} missing")
+    parts += [
+        f"site {site} cut off (its bridge was down): {', '.join(nodes)} not triggered"
+        for site, nodes in (unreachable or {}).items()
+    ]
     parts.append(
         f"{tiles.outliers} outside ±{tiles.tolerance_s * 1000:g} ms of the median"
         if tiles.outliers
@@ -95,7 +100,7 @@ def set_view(capture_id: CaptureIdPath, controller: ControllerDep) -> HTMLRespon
             state=api.state,
             when=when(api.triggered_at),
             median=when(tiles.median_ts),
-            summary=summary(tiles),
+            summary=summary(tiles, api.unreachable),
             tiles=join([tile(t) for t in tiles.tiles]),
             zip_url=api.zip_url,
         ),

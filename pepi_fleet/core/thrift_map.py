@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from pepi_fleet.core.idl import load
+from pepi_fleet.schemas.camera import CameraControls
 from pepi_fleet.schemas.capture import CaptureResult, CaptureStatus, Frame
+
+logger = logging.getLogger(__name__)
 
 
 class HeldCapture(Protocol):
@@ -35,6 +41,25 @@ def frame_info(frame: Frame) -> Any:
         format=frame.format,
         size=frame.bytes,
         sha256=frame.sha256,
+        in_sync=frame.in_sync,
+        controls=None if frame.controls is None else frame_controls(frame.controls),
+    )
+
+
+def frame_controls(controls: CameraControls) -> Any:
+    """A ``FrameControls`` struct of what a camera applied to a frame."""
+    red, blue = controls.colour_gains or (None, None)
+    return load().FrameControls(
+        exposure_time_us=controls.exposure_time_us,
+        analogue_gain=controls.analogue_gain,
+        red_gain=red,
+        blue_gain=blue,
+        colour_temperature_k=controls.colour_temperature_k,
+        lens_position=controls.lens_position,
+        frame_duration_us=controls.frame_duration_us,
+        auto_exposure=controls.auto_exposure,
+        auto_white_balance=controls.auto_white_balance,
+        af_mode=controls.af_mode,
     )
 
 
@@ -60,7 +85,35 @@ def frame_of(info: Any) -> Frame:
         format=info.format,
         bytes=info.size,
         sha256=info.sha256,
+        in_sync=info.in_sync,
+        controls=controls_of(info.controls),
     )
+
+
+def controls_of(info: Any) -> CameraControls | None:
+    """The ``CameraControls`` a ``FrameControls`` describes; None if unset or unreadable.
+
+    Unreadable controls are logged and dropped rather than failing the frame: they describe
+    the image, and a frame left out would be an image never retrieved.
+    """
+    if info is None:
+        return None
+    red, blue = info.red_gain, info.blue_gain
+    try:
+        return CameraControls(
+            exposure_time_us=info.exposure_time_us,
+            analogue_gain=info.analogue_gain,
+            colour_gains=None if red is None or blue is None else (red, blue),
+            colour_temperature_k=info.colour_temperature_k,
+            lens_position=info.lens_position,
+            frame_duration_us=info.frame_duration_us,
+            auto_exposure=info.auto_exposure,
+            auto_white_balance=info.auto_white_balance,
+            af_mode=info.af_mode,
+        )
+    except ValidationError as exc:
+        logger.warning("frame controls unreadable, left out: %s", exc)
+        return None
 
 
 def result_of(node_id: str, info: Any) -> CaptureResult:

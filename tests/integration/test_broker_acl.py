@@ -7,6 +7,7 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from support.controllers import automation_credentials
 
 from pepi_fleet.broker.runner import EmbeddedBroker
 
@@ -83,3 +84,26 @@ def test_acl_wrong_password_is_refused(broker: EmbeddedBroker, node_creds: tuple
         assert refused.wait(10)
     finally:
         client.loop_stop()
+
+
+@pytest.fixture
+def automation_creds(broker: EmbeddedBroker) -> tuple[str, str]:
+    creds = automation_credentials(broker)
+    return creds.username, creds.password
+
+
+def test_acl_automation_may_send_controller_commands(
+    broker: EmbeddedBroker, root: str, automation_creds: tuple[str, str]
+) -> None:
+    """Home Assistant's controller buttons, number and switch publish there."""
+    code = publish_reason(broker, *automation_creds, f"{root}/controller/command")
+    assert code != NOT_AUTHORIZED
+
+
+@pytest.mark.parametrize(
+    "leaf", ["controller/state", "controller/availability", "controller/captures"]
+)
+def test_acl_automation_cannot_speak_for_the_controller(
+    broker: EmbeddedBroker, root: str, automation_creds: tuple[str, str], leaf: str
+) -> None:
+    assert publish_reason(broker, *automation_creds, f"{root}/{leaf}") == NOT_AUTHORIZED

@@ -2,7 +2,7 @@
 
 Fleet settings (retained) reach every node, one started later included; a node's own
 settings reach only it; ``pepi settings lock`` makes every camera report the reference's
-values, and a capture's result and JPEG EXIF carry them.
+values, and a capture's result, its JPEG EXIF and the Thrift extension carry them.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from support.controllers import controller_credentials
 from support.mqtt_watch import Seen, Watcher
 from support.nodes import NodeProcess
 from support.processes import PEPI
+from support.thrift_clients import camera_server, fleet_server
 
 from pepi_fleet.broker.runner import EmbeddedBroker
+from pepi_fleet.core.thrift_map import frame_of
 from pepi_fleet.schemas.camera import CameraControls
 from pepi_fleet.schemas.capture import CaptureResult, CaptureStatus
 from pepi_fleet.schemas.status import NodeSettings, NodeStatus
@@ -221,3 +223,34 @@ def test_settings_lock_names_a_reference_that_is_not_online(
     assert out.returncode == 1
     assert "gone is not online" in out.stderr and "here-a" in out.stderr
     assert not [s for s in watcher.messages if s.topic == f"{root}/settings"]
+
+
+def test_settings_fixed_controls_reach_a_thrift_only_client(
+    broker: EmbeddedBroker, root: str, watcher: Watcher, start_node: StartNode
+) -> None:
+    node = start_node("thr-a")
+    pepi_settings(
+        broker, root, "--node", node.node_id,
+        "--exposure-us", "7000", "--gain", "1.5", "--colour-gains", "2.1,1.3",
+    )  # fmt: skip
+    wait_status(watcher, root, node, fixed(7000, 1.5, (2.1, 1.3)))
+
+    began = time.time()
+    with camera_server(node.thrift_port) as pepi:  # PEPI's way: no MQTT on the client's side
+        pepi.start_capture("thr-1")
+    seen = watcher.wait_topic(f"{root}/nodes/{node.node_id}/result", after=began)
+    published = CaptureResult.model_validate_json(seen.payload)
+    assert published.status is CaptureStatus.OK, published.error
+    (sent,) = published.frames
+
+    with fleet_server(node.thrift_port, node.data_dir) as server:
+        (got,) = server.get_capture("thr-1").frames
+        (listed,) = [c for c in server.list_captures() if c.capture_id == "thr-1"]
+        image = server.fetch_image("thr-1", 0, "jpeg")
+    controls = got.controls
+    assert (controls.exposure_time_us, controls.analogue_gain) == (7000, 1.5)
+    assert (controls.red_gain, controls.blue_gain) == (2.1, 1.3)
+    assert controls.auto_exposure is False and controls.auto_white_balance is False
+    assert got.in_sync is None  # the synthetic camera does not frame-sync
+    # what a Thrift-only client reads is what the node published over MQTT
+    assert frame_of(got) == frame_of(listed.frames[0]) == frame_of(image.frame) == sent

@@ -1,25 +1,36 @@
 """Adaptive lead: ``pepi capture --delay auto`` schedules far enough ahead for every node to
-arm in time, a node behind a slow link raises the lead, and a node that armed late is named."""
+arm in time, a node behind a slow link raises the lead, and a node that armed late is named;
+Home Assistant's *Adaptive delay* switch makes its scheduled capture use the lead too."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from conftest import StartNode
-from support.controllers import ControllerProcess, StartController, wait_summary, wait_until
+from support.controllers import (
+    ControllerProcess,
+    StartController,
+    automation_credentials,
+    wait_summary,
+    wait_until,
+)
 from support.expect import wait_result
 from support.mqtt_watch import Seen, Watcher
 from support.processes import PEPI
+from support.pub import mosquitto_pub
 
 from pepi_fleet.broker.runner import EmbeddedBroker, free_port
 from pepi_fleet.controller.home_assistant import ControllerState
-from pepi_fleet.schemas import CaptureSetSummary, CaptureStatus
+from pepi_fleet.controller.trigger_lead import CEILING_S
+from pepi_fleet.schemas import CaptureCommand, CaptureSetSummary, CaptureStatus
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
@@ -152,3 +163,68 @@ def test_trigger_lead_auto_delay_arms_every_node_and_slow_link_raises_it(
     auto = wait_summary(watcher, root, "auto-2")
     assert auto.expected == ["cam1", "cam2", "slow"]
     _armed_in_time(watcher, root, auto)
+
+
+def _ha_command(broker: EmbeddedBroker, root: str, **fields: object) -> float:
+    """What Home Assistant's controller entities send, as its ``automation`` login; when."""
+    creds = automation_credentials(broker)
+    sent = time.time()
+    topic = f"{root}/controller/command"
+    mosquitto_pub(
+        broker.port, topic, json.dumps(fields), username=creds.username, password=creds.password
+    )
+    return sent
+
+
+def _ha_state(
+    watcher: Watcher, root: str, check: Callable[[ControllerState], bool], after: float
+) -> ControllerState:
+    def match(seen: Seen) -> bool:
+        if seen.topic != f"{root}/controller/state" or seen.at < after:
+            return False
+        return check(ControllerState.model_validate_json(seen.payload))
+
+    seen = watcher.wait_for(match, 10, what="the controller's state")
+    return ControllerState.model_validate_json(seen.payload)
+
+
+def _ha_trigger(watcher: Watcher, root: str, after: float) -> CaptureCommand:
+    seen = watcher.wait_topic(f"{root}/capture", after=after)
+    return CaptureCommand.model_validate_json(seen.payload)
+
+
+def test_trigger_lead_home_assistant_adaptive_delay_switch(
+    broker: EmbeddedBroker,
+    root: str,
+    watcher: Watcher,
+    start_node: StartNode,
+    start_controller: StartController,
+) -> None:
+    start_node("cam1")
+    ctl = start_controller()
+    ctl.wait_nodes(lambda n: n.get("cam1", {}).get("state") == "online", "cam1 online")
+    fixed_s = 60.0
+    sent = _ha_command(broker, root, action="set_schedule_delay", value=fixed_s)
+    _ha_state(watcher, root, lambda s: s.schedule_delay_s == fixed_s, sent)
+
+    # Switched on: the scheduled capture fires the adaptive lead ahead, not the fixed 60 s,
+    # and the retained state says so.
+    sent = _ha_command(broker, root, action="set_adaptive_delay", enabled=True)
+    state = _ha_state(watcher, root, lambda s: s.adaptive_delay, sent)
+    assert state.schedule_delay_s == fixed_s and state.trigger_lead_s is not None
+    sent = _ha_command(broker, root, action="capture_scheduled")
+    trigger = _ha_trigger(watcher, root, sent)
+    assert trigger.at is not None and trigger.capture_id is not None
+    assert trigger.at - sent < CEILING_S < fixed_s  # never more than the lead's ceiling
+    summary = wait_summary(watcher, root, trigger.capture_id)
+    assert summary.expected == ["cam1"] and summary.complete
+    result = wait_result(watcher, root, "cam1", trigger.capture_id)
+    assert result.status is CaptureStatus.OK and result.at == trigger.at
+    assert result.received_at < trigger.at  # armed in time
+
+    # Switched off: back to the fixed delay.
+    sent = _ha_command(broker, root, action="set_adaptive_delay", enabled=False)
+    _ha_state(watcher, root, lambda s: not s.adaptive_delay, sent)
+    sent = _ha_command(broker, root, action="capture_scheduled")
+    trigger = _ha_trigger(watcher, root, sent)
+    assert trigger.at is not None and trigger.at - sent >= fixed_s

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,18 +40,27 @@ class BreakingHandler(CameraServerHandler):
     drops the connection, as when a node dies or a link fails mid-transfer."""
 
     break_next = 0
+    stall_next = 0
+    """...or send half and then nothing, the connection left open (a node hung mid-send)."""
+    stalled = threading.Event()  # set by the test: the hung node lets go
 
     def send_stream(self, conn: socket.socket) -> None:
         pending = getattr(self._streams, "pending", None)
-        if pending is None or self.break_next == 0:
+        if pending is None or self.break_next == self.stall_next == 0:
             super().send_stream(conn)
             return
-        self.break_next -= 1
+        stall = self.stall_next > 0
+        if stall:
+            self.stall_next -= 1
+        else:
+            self.break_next -= 1
         self._streams.pending = None
         assert conn.recv(1) == image_stream.GO
         assert not isinstance(pending.source, bytes)
         conn.sendall(pending.source.read(pending.size // 2))
         pending.close()
+        if stall:
+            self.stalled.wait(30)
         raise ConnectionError("the test broke the stream off")
 
 
@@ -177,6 +187,28 @@ def test_stream_broken_off_midway_raises_node_unreachable_and_the_next_call_reco
         client.receive_image("img-1", 0, "jpeg", sink, 10**8)
         assert bytes(sink.data) == served.stored_file("img-1").read_bytes()
     finally:
+        client.close()
+
+
+def test_stream_that_stalls_midway_times_out_and_the_next_call_reconnects(
+    served: Served,
+) -> None:
+    served.take("img-1")
+    served.handler.stall_next = 1
+    client = ThriftNodeClient(NODE, ("127.0.0.1", served.port), 500, secret=lambda: SECRET)
+    try:
+        began = time.monotonic()
+        with pytest.raises(NodeUnreachable, match=r"after \d+ of \d+ bytes"):
+            client.receive_image("img-1", 0, "jpeg", Collect(), 10**8)
+        # the client's 0.5 s timeout ended the wait, not the node (which holds on for 30 s)
+        assert time.monotonic() - began < 10
+        sink = Collect()
+        client.receive_image("img-1", 0, "jpeg", sink, 10**8)
+        assert bytes(sink.data) == served.stored_file("img-1").read_bytes()
+        # the kept connection is back in Python's timeout mode for the next Thrift call
+        assert client.get_capture("img-1") is not None
+    finally:
+        served.handler.stalled.set()
         client.close()
 
 

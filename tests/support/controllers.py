@@ -28,6 +28,7 @@ from support.processes import PEPI, PepiProcess, pepi_env, resume, suspend
 from support.thrift_clients import fleet_server
 
 CONTROLLER_USER = "controller"
+AUTOMATION_USER = "automation"
 
 
 @dataclass
@@ -144,6 +145,12 @@ def controller_credentials(broker: EmbeddedBroker) -> Credentials:
     return Credentials(CONTROLLER_USER, password) if password else broker.add_user(CONTROLLER_USER)
 
 
+def automation_credentials(broker: EmbeddedBroker) -> Credentials:
+    """The broker's ``automation`` login (Home Assistant's, scripts'), created once."""
+    password = broker.users.get(AUTOMATION_USER)
+    return Credentials(AUTOMATION_USER, password) if password else broker.add_user(AUTOMATION_USER)
+
+
 def controller_process(
     broker: EmbeddedBroker,
     root: str,
@@ -252,8 +259,10 @@ def assert_set_on_disk(data_dir: Path, set_id: str, results: list[CaptureResult]
     """Every frame of ``results`` is in ``<data_dir>/<set_id>/`` once, PEPI-named, byte-exact.
 
     Checks the sha256 against the node's result and the manifest, the EXIF frame time
-    against the result, that nothing else (no half-written temp file) is in the folder, and
-    that the manifest records how well the clocks agreed (see ``assert_manifest_clocks``).
+    against the result, that nothing else (no half-written temp file) is in the folder,
+    that the manifest keeps each frame's applied camera controls and sync state as the
+    node reported them, and that it records how well the clocks agreed (see
+    ``assert_manifest_clocks``).
     """
     folder = data_dir / set_id
     frames = {pepi_name(set_id, r.node_id, f.camera): f for r in results for f in r.frames}
@@ -271,6 +280,10 @@ def assert_set_on_disk(data_dir: Path, set_id: str, results: list[CaptureResult]
         f.file: f.sha256 for node in manifest.nodes for f in node.frames if f.file is not None
     }
     assert listed == {name: f.sha256 for name, f in frames.items()}
+    described = {
+        f.file: (f.controls, f.in_sync) for node in manifest.nodes for f in node.frames if f.file
+    }
+    assert described == {name: (f.controls, f.in_sync) for name, f in frames.items()}
 
 
 CLOCK_KEYS = {"clock_uncertainty_s", "fired_spread_s"}

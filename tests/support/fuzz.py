@@ -35,7 +35,9 @@ from pepi_fleet.node.store import CaptureStore, StoreLimits
 from pepi_fleet.schemas import CaptureResult, CaptureStatus, NodeSettings
 from pepi_fleet.schemas.ids import CAPTURE_ID_PATTERN, is_capture_id
 
-TOPIC_KINDS = ("capture", "node_capture", "set", "clock_ping", "settings", "meter")
+TOPIC_KINDS = (
+    "capture", "node_capture", "set", "clock_ping", "settings", "meter", "site_bridge",
+)  # fmt: skip
 RESOLUTION = (64, 48)
 FPS = 240.0
 JPEG_QUALITY = 90
@@ -158,6 +160,8 @@ STRUCTURED: dict[str, st.SearchStrategy[Any]] = {
     "clock_ping": _optional(seq=st.one_of(NUMBERS, ANY_JSON), t1=st.one_of(NUMBERS, ANY_JSON)),
 }
 STRUCTURED["node_capture"] = STRUCTURED["capture"]
+# a site broker's bridge state: mosquitto publishes 1 or 0; anything else must be ignored
+STRUCTURED["site_bridge"] = st.one_of(st.sampled_from([1, 0, "1", "0", True]), NUMBERS)
 STRUCTURED["settings"] = STRUCTURED["set"]
 
 
@@ -311,6 +315,7 @@ class FuzzNode:
             "clock_ping": topics.clock_ping(node_id),
             "settings": topics.fleet_settings(),
             "meter": topics.meter(node_id),
+            "site_bridge": topics.site_bridge("north"),
         }
         self.tap = ResultTap(broker.port, topics.result(node_id))
         self.stats = FuzzStats()

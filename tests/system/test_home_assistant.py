@@ -21,7 +21,9 @@ from support.nodes import NodeProcess, node_process
 from support.processes import PEPI, pepi_env
 
 from pepi_fleet.broker.runner import EmbeddedBroker
-from pepi_fleet.schemas import CaptureResult, CaptureStatus
+from pepi_fleet.controller.home_assistant import ControllerState
+from pepi_fleet.controller.trigger_lead import CEILING_S
+from pepi_fleet.schemas import CaptureCommand, CaptureResult, CaptureStatus
 
 pytestmark = [
     pytest.mark.system,
@@ -96,6 +98,7 @@ def test_home_assistant_sees_every_node_and_the_controller_and_drives_them(
         "sensor.pepi_controller_trigger_lead",
         "event.pepi_controller_capture_set",
         "number.pepi_controller_schedule_delay",
+        "switch.pepi_controller_adaptive_delay",
     ]
     states = ha.wait_states(lambda s: _available(s, *wanted), 90, f"entities {wanted}")
     assert states["sensor.pepi_cam01_health"]["state"] == "ok"
@@ -115,6 +118,7 @@ def test_home_assistant_sees_every_node_and_the_controller_and_drives_them(
         lambda s: s["sensor.pepi_controller_nodes_online"]["state"] == "2", 30, "2 nodes online"
     )
     assert states["sensor.pepi_controller_nodes_unreachable"]["state"] == "0"
+    assert states["switch.pepi_controller_adaptive_delay"]["state"] == "off"
     # no node measured yet: the default lead, 1 s (pepi capture --delay auto)
     assert states["sensor.pepi_controller_trigger_lead"]["state"] == "1000"
 
@@ -193,3 +197,50 @@ def test_home_assistant_devices_come_back_after_its_birth_and_go_when_forgotten(
     )  # fmt: skip
     assert out.returncode == 0 and "cam02" in out.stdout + out.stderr, out.stderr
     ha.wait_states(lambda s: "button.pepi_cam02_capture" not in s, 30, "cam02 forgotten")
+
+
+def test_home_assistant_adaptive_delay_switch_drives_the_scheduled_capture(
+    rig: dict[str, Any],
+) -> None:
+    ha, watcher = _connected(rig)
+    switch = "switch.pepi_controller_adaptive_delay"
+    scheduled = "button.pepi_controller_capture_all_scheduled_aligned"
+    ha.wait_states(lambda s: _available(s, switch, scheduled), 90, "the controller's entities")
+    ha.post("/api/services/number/set_value",
+            {"entity_id": "number.pepi_controller_schedule_delay", "value": 30})  # fmt: skip
+
+    def state_says(adaptive: bool, after: float) -> None:
+        watcher.wait_for(
+            lambda m: (
+                m.topic == f"{ROOT}/controller/state"
+                and m.at >= after
+                and ControllerState.model_validate_json(m.payload).adaptive_delay is adaptive
+                and ControllerState.model_validate_json(m.payload).schedule_delay_s == 30
+            ),
+            30,
+            f"the controller's retained state with adaptive_delay {adaptive}",
+        )
+
+    def press_scheduled() -> tuple[float, CaptureCommand]:
+        pressed = time.time()
+        ha.press(scheduled)
+        seen = watcher.wait_for(
+            lambda m: m.topic == f"{ROOT}/capture" and m.at >= pressed, 30, "the trigger"
+        )
+        return pressed, CaptureCommand.model_validate_json(seen.payload)
+
+    # On: the controller confirms on its retained state, which is what the switch shows.
+    turned = time.time()
+    ha.post("/api/services/switch/turn_on", {"entity_id": switch})
+    state_says(True, turned)
+    ha.wait_states(lambda s: s[switch]["state"] == "on", 30, "the switch on")
+    pressed, trigger = press_scheduled()
+    assert trigger.at is not None and trigger.at - pressed < CEILING_S  # the lead, not 30 s
+
+    # Off: the fixed delay again.
+    turned = time.time()
+    ha.post("/api/services/switch/turn_off", {"entity_id": switch})
+    state_says(False, turned)
+    ha.wait_states(lambda s: s[switch]["state"] == "off", 30, "the switch off")
+    pressed, trigger = press_scheduled()
+    assert trigger.at is not None and trigger.at - pressed >= 30

@@ -193,6 +193,22 @@ def test_production_broker_camera_settings_written_by_controller_and_automation_
     ]
 
 
+def test_production_broker_controller_commands_from_automation_not_nodes(
+    rig: Rig, probes: Callable[[Probe], Probe]
+) -> None:
+    """Home Assistant (the automation login) drives the controller's scheduled capture,
+    delay and lock entities; it cannot speak for the controller, nor can a node command it."""
+    cam01 = probes(rig.connect("cam01", "cam01"))
+    assert cam01.connect_code() == 0
+    assert cam01.publish_code("pepi/v1/controller/command") == NOT_AUTHORIZED
+    automation = probes(rig.connect("automation", "automation"))
+    assert automation.connect_code() == 0
+    command = b'{"action": "set_adaptive_delay", "enabled": true}'
+    assert automation.publish_code("pepi/v1/controller/command", command) in ACCEPTED
+    for topic in ("pepi/v1/controller/state", "pepi/v1/controller/availability"):
+        assert automation.publish_code(topic) == NOT_AUTHORIZED, topic
+
+
 def test_production_broker_node_writes_only_its_own_subtree(
     rig: Rig, probes: Callable[[Probe], Probe]
 ) -> None:

@@ -27,6 +27,7 @@ from support.web import wait_set_downloaded
 from pepi_fleet.broker.bridge import SiteSpec
 from pepi_fleet.broker.init import init_broker_dir
 from pepi_fleet.broker.runner import Credentials, free_port
+from pepi_fleet.controller.manifest import MANIFEST_FILE, Manifest
 from pepi_fleet.schemas.controller import CaptureSetSummary
 
 pytestmark = pytest.mark.skipif(
@@ -38,6 +39,8 @@ ROOT = "pepi/v1"
 CENTRAL_NODES = ("cam01",)
 SITE = "north"
 SITE_NODES = ("cam05", "cam06")
+LEARNS_SITE = "cam06"
+"""Started without --site: it learns its site from its broker's bridge state."""
 
 
 @dataclass
@@ -120,7 +123,8 @@ def rig(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
         for node_id in CENTRAL_NODES:
             nodes[node_id] = node(secrets, tmp_path, node_id, central.tls_port, None).start()
         for node_id in SITE_NODES:
-            nodes[node_id] = node(secrets, tmp_path, node_id, site.tls_port, SITE).start()
+            given = None if node_id == LEARNS_SITE else SITE
+            nodes[node_id] = node(secrets, tmp_path, node_id, site.tls_port, given).start()
         automation = (secrets / "logins" / "automation" / "password").read_text().strip()
         watcher = Watcher(central.plain_port, [f"{ROOT}/#"], "automation", automation)
         yield Rig(secrets, central, site, bridge_link, controller, nodes, watcher)
@@ -161,10 +165,13 @@ def test_site_bridge_presence_capture_cut_and_restore(rig: Rig) -> None:
         lambda n: (
             states(n) == every("online", everyone)
             and all(n[i]["clock_rtt_s"] is not None for i in everyone)
+            and n[LEARNS_SITE]["site"] is not None
         ),
-        "every node online with a measured clock",
+        "every node online with a measured clock, cam06 with a site",
         timeout=60,
     )
+    # cam06, started without --site, learnt it from its broker; cam01 on the central broker
+    # (whose ACL keeps the sites' bridge states from nodes) has none
     assert {i: nodes[i]["site"] for i in everyone} == {"cam01": None, "cam05": SITE, "cam06": SITE}
     assert bridge_state(rig) == {SITE: True}
     # a node without a site publishes the status controllers before sites read
@@ -193,17 +200,34 @@ def test_site_bridge_presence_capture_cut_and_restore(rig: Rig) -> None:
     time.sleep(4)
     assert states(ctl.api_nodes() or {}) == every("unreachable", SITE_NODES)
 
-    # a capture meanwhile expects only the reachable node and names the others missing
+    # a capture meanwhile expects only the reachable node and names the site cut off,
+    # apart from nodes that are merely missing
     began = time.time()
     accepted = client.post("/api/captures", json={"capture_id": "during-cut"})
     assert accepted.status_code == 202, accepted.text
     summary: CaptureSetSummary = wait_summary(rig.watcher, ROOT, "during-cut", 30, began)
     assert summary.expected == list(CENTRAL_NODES)
-    assert summary.missing == list(SITE_NODES)
+    assert summary.missing == []
+    assert summary.unreachable == {SITE: list(SITE_NODES)}
     assert not summary.complete
-    assert any("cam05 was unreachable" in p for p in summary.problems)
+    assert f"site {SITE} was cut off (its bridge was down): cam05, cam06 not triggered" in (
+        summary.problems
+    )
     # not held back by the set timeout (20 s) for nodes that cannot answer
     assert summary.completed_at - summary.triggered_at < 10
+    # kept with the set: the API, the set view and the manifest say so too
+    listed = client.get("/api/captures").json()["items"]
+    assert {s["capture_id"]: s["unreachable"] for s in listed}["during-cut"] == {
+        SITE: list(SITE_NODES)
+    }
+    assert client.get("/api/captures/during-cut").json()["state"] == "incomplete"
+    assert f"site {SITE} cut off" in client.get("/sets/during-cut").text
+    # the manifest is written before the summary that says the images are in
+    wait_summary(rig.watcher, ROOT, "during-cut", 30, began, downloaded=True)
+    manifest = Manifest.model_validate_json(
+        (ctl.data_dir / "during-cut" / MANIFEST_FILE).read_text()
+    )
+    assert manifest.unreachable == {SITE: list(SITE_NODES)} and manifest.missing == []
 
     # restore: the bridge reconnects, the site's state flows again, the nodes are back
     rig.bridge_link.restore()

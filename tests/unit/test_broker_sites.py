@@ -133,6 +133,11 @@ def test_broker_init_site_makes_a_bridged_broker(tmp_path: Path) -> None:
     assert central == ["controller", "automation", "cam01", "bridge-north"]
     assert "user bridge-north" in (d / "broker" / "acl").read_text()
     assert named_users((site / "acl").read_text())[-2:] == ["cam05", "cam06"]
+    # the site's nodes read its bridge state there (to learn their site); the central
+    # broker's nodes read no site's, or cam01 would take north for its own
+    site_rules = uncommented((site / "acl").read_text())
+    assert site_rules.count("topic read pepi/v1/sites/+/bridge") == 2
+    assert "sites/+/bridge" not in uncommented((d / "broker" / "acl").read_text())
 
 
 @needs_passwd
@@ -174,7 +179,14 @@ def test_broker_init_cli_sites(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "pepi-bridge.conf /etc/mosquitto/conf.d/pepi-bridge.conf" in result.output
     assert "pepi node --node-id cam05 --site north --broker mqtts://gw-north:8883" in result.output
+    assert "install-pi.sh --node-id cam05 --site north --broker mqtts://gw-north:8883" in (
+        result.output
+    )
     assert password(d, "bridge-north") not in result.output
     result = CliRunner().invoke(main, [*args, "--site-host", "south=gw"])
     assert result.exit_code != 0
     assert "no --site south" in result.output
+
+
+def uncommented(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.startswith("#"))

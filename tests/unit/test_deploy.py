@@ -139,6 +139,26 @@ def test_install_dry_run_node_config_is_one_pepi_node_accepts(
     assert "ExecStart=/opt/pepi/venv/bin/pepi-node --config /etc/pepi/node.toml" in unit
 
 
+def test_install_dry_run_site_reaches_the_node_config(
+    tmp_path: Path, secrets: dict[str, Path]
+) -> None:
+    """A node on a bridged site's broker (pepi broker init --site): ``--site`` ends up in
+    node.toml, which the unit runs ``pepi-node --config`` with, as ``pepi node --site``."""
+    root = tmp_path / "root"
+    args = ["--root", str(root), "--broker", "mqtts://gw-north:8883", "--node-id", "cam05"]
+    done = dry_run(tmp_path, *args, "--password-file", str(secrets["node"]), "--site", "north")
+    assert done.returncode == 0, done.stderr
+    path = root / "etc/pepi/node.toml"
+    section = tomllib.loads(path.read_text())["node"]
+    assert section["site"] == "north"
+    defaults = config_defaults(node_command, section, path)
+    defaults.pop("password_file")
+    assert NodeConfig.model_validate(defaults).site == "north"
+    without = dry_run(tmp_path, "--root", str(tmp_path / "plain"), "--broker", "mqtt://rig:1883")
+    assert without.returncode == 0, without.stderr
+    assert "site" not in tomllib.loads((tmp_path / "plain/etc/pepi/node.toml").read_text())["node"]
+
+
 def test_install_dry_run_keeps_an_existing_config(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "etc/pepi").mkdir(parents=True)
@@ -189,6 +209,12 @@ def test_install_dry_run_controller_and_time_server(
         (["--broker", "mqtt://rig", "--controller"], "--controller-password-file"),
         (["--broker", "mqtt://rig", "--password-file", "/nonexistent"], "cannot read"),
         (["--broker", "mqtt://rig", "--bogus"], "unknown option '--bogus'"),
+        (["--broker", "mqtt://rig", "--site", "North"], "--site 'North'"),
+        (["--broker", "mqtt://rig", "--site"], "--site needs a value"),
+        (
+            ["--broker", "mqtt://rig", "--site", "north", "--no-node", "--controller"],
+            "--site is a node's setting",
+        ),
     ],
 )
 def test_install_refuses_bad_options_with_one_line_saying_why(

@@ -48,15 +48,18 @@ def test_discovery_node_device_has_every_entity_and_points_at_its_topics() -> No
     assert data["dev"]["via_device"] == controller_object_id(TOPICS)  # type: ignore[index]
 
 
-def test_discovery_controller_device_has_buttons_sensors_event_and_number() -> None:
+def test_discovery_controller_device_has_buttons_sensors_event_number_and_switch() -> None:
     data = _check_components(controller_discovery(TOPICS, "1.2.3", "http://rig:8080/"))
     cmps = data["cmps"]
     assert isinstance(cmps, dict)
     platforms = sorted({c["p"] for c in cmps.values()})
-    assert platforms == ["button", "event", "number", "sensor"]
+    assert platforms == ["button", "event", "number", "sensor", "switch"]
     assert cmps["capture_all"]["command_topic"] == "pepi/v1/capture"
     assert cmps["capture_set"]["event_types"] == ["complete", "incomplete"]
     assert cmps["schedule_delay"]["entity_category"] == "config"
+    adaptive = cmps["adaptive_delay"]
+    assert adaptive["entity_category"] == "config" and adaptive["name"] == "Adaptive delay"
+    assert ControllerCommand.model_validate_json(adaptive["payload_on"]).enabled is True
     lock = cmps["lock_exposure"]
     assert lock["command_topic"] == "pepi/v1/controller/command"
     assert ControllerCommand.model_validate_json(lock["payload_press"]).action == "lock_exposure"
