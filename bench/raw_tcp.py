@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.procs import terminate
@@ -53,8 +54,9 @@ def _recv_exact(conn: socket.socket, size: int) -> bytes:
     return data
 
 
-def fetch(port: int, count: int) -> int:
-    """Receive ``count`` bytes from the server into a reused buffer; the bytes received."""
+def fetch(port: int, count: int, sink: Callable[[memoryview], object] | None = None) -> int:
+    """Receive ``count`` bytes from the server into a reused buffer, each piece handed to
+    ``sink`` if one is given; the bytes received."""
     buffer = bytearray(1024 * 1024)
     view = memoryview(buffer)
     received = 0
@@ -64,6 +66,8 @@ def fetch(port: int, count: int) -> int:
             got = conn.recv_into(view)
             if got == 0:
                 break
+            if sink is not None:
+                sink(view[:got])
             received += got
     return received
 
@@ -77,37 +81,28 @@ def fetch_hashed(port: int, count: int, store: Path | None = None) -> int:
     from pepi_fleet.core.atomic import fsync_dir
     from pepi_fleet.core.early_write import EarlyWriter
 
-    buffer = bytearray(1024 * 1024)
-    view = memoryview(buffer)
     digest = hashlib.sha256()
-    received = 0
-    fd = -1
-    tmp = final = None
-    if store is not None:
-        final = store / f"raw-{uuid.uuid4().hex}.bin"
-        tmp = final.with_name(f".{final.name}.part")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        sink = EarlyWriter(fd) if fd >= 0 else None
-        with socket.create_connection((LISTEN_HOST, port)) as conn:
-            conn.sendall(_COUNT.pack(count))
-            while received < count:
-                got = conn.recv_into(view)
-                if got == 0:
-                    break
-                digest.update(view[:got])
-                if sink is not None:
-                    sink(view[:got])
-                received += got
+    if store is None:
+        received = fetch(port, count, digest.update)
         digest.hexdigest()
-        if fd >= 0:
-            os.fsync(fd)
+        return received
+    final = store / f"raw-{uuid.uuid4().hex}.bin"
+    tmp = final.with_name(f".{final.name}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        write = EarlyWriter(fd)
+
+        def hash_and_write(piece: memoryview) -> None:
+            digest.update(piece)
+            write(piece)
+
+        received = fetch(port, count, hash_and_write)
+        digest.hexdigest()
+        os.fsync(fd)
     finally:
-        if fd >= 0:
-            os.close(fd)
-    if tmp is not None and final is not None:
-        os.replace(tmp, final)
-        fsync_dir(final.parent)
+        os.close(fd)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
     return received
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import StartNode
+from conftest import StartCam1, StartNode
 from support.controllers import (
     ControllerProcess,
     StartController,
@@ -197,12 +197,9 @@ def test_trigger_lead_home_assistant_adaptive_delay_switch(
     broker: EmbeddedBroker,
     root: str,
     watcher: Watcher,
-    start_node: StartNode,
-    start_controller: StartController,
+    start_cam1: StartCam1,
 ) -> None:
-    start_node("cam1")
-    ctl = start_controller()
-    ctl.wait_nodes(lambda n: n.get("cam1", {}).get("state") == "online", "cam1 online")
+    start_cam1()
     fixed_s = 60.0
     sent = _ha_command(broker, root, action="set_schedule_delay", value=fixed_s)
     _ha_state(watcher, root, lambda s: s.schedule_delay_s == fixed_s, sent)
