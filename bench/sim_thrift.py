@@ -58,7 +58,7 @@ class SimHandler:
         self._idl = pepi_idl.load()
         self._store = store
         self.fetches = 0
-        self._streams = threading.local()  # per connection thread, as the node's handler
+        self._streams = image_stream.PendingStreams()  # as the node's handler
         self.refused = 0
 
     def ping(self) -> bool:
@@ -112,15 +112,12 @@ class SimHandler:
     ) -> Any:
         self._authorise("stream_image", secret)
         data, frame = self._image(capture_id, camera, format)
-        self._streams.pending = image_stream.PendingStream(data, len(data))
+        self._streams.announce(image_stream.PendingStream(data, len(data)))
         return self._idl.ImageStream(size=len(data), sha256=frame.sha256, frame=frame_info(frame))
 
     def send_stream(self, conn: socket.socket) -> None:
         """After a ``stream_image`` reply on this thread's connection: send its image."""
-        pending = getattr(self._streams, "pending", None)
-        if pending is not None:
-            self._streams.pending = None
-            image_stream.serve(conn, pending)
+        self._streams.send(conn)
 
     def release(self, capture_id: str, secret: str | None = None) -> bool:
         self._authorise("release", secret)

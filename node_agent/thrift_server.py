@@ -98,7 +98,7 @@ class CameraServerHandler:
         # a host that keeps calling without the secret is logged once a minute, not per call
         self._refusals = LogThrottle(60.0)
         # per connection thread: the image a ``stream_image`` reply announced, sent after it
-        self._streams = threading.local()
+        self._streams = image_stream.PendingStreams()
 
     # -- PEPI CameraServer ----------------------------------------------------------------------
 
@@ -203,23 +203,16 @@ class CameraServerHandler:
                 raise self._idl.ImageUnavailable(message=str(exc)) from exc
             size, sha256 = len(data), hashlib.sha256(data).hexdigest()
             pending = image_stream.PendingStream(data, size)
-        self.drop_stream()
-        self._streams.pending = pending
+        self._streams.announce(pending)
         return self._idl.ImageStream(size=size, sha256=sha256, frame=frame_info(frame))
 
     def send_stream(self, conn: socket.socket) -> None:
         """After a ``stream_image`` reply on this thread's connection: send its image."""
-        pending: image_stream.PendingStream | None = getattr(self._streams, "pending", None)
-        if pending is not None:
-            self._streams.pending = None
-            image_stream.serve(conn, pending)
+        self._streams.send(conn)
 
     def drop_stream(self) -> None:
         """Forget (and close) an announced image that will not be sent."""
-        pending: image_stream.PendingStream | None = getattr(self._streams, "pending", None)
-        self._streams.pending = None
-        if pending is not None:
-            pending.close()
+        self._streams.drop()
 
     def release(self, capture_id: str, secret: str | None = None) -> bool:
         self._authorise("release", secret)

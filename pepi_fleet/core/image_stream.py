@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -35,6 +36,38 @@ class PendingStream:
     def close(self) -> None:
         if not isinstance(self.source, bytes):
             self.source.close()
+
+
+class PendingStreams:
+    """The image a ``stream_image`` reply announced, per connection thread of a server: the
+    handler announces it, the connection's loop sends it after the reply (or drops it when
+    the connection ends)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def announce(self, pending: PendingStream) -> None:
+        """Keep ``pending`` for this thread's connection (closing one announced before)."""
+        self.drop()
+        self._local.pending = pending
+
+    def take(self) -> PendingStream | None:
+        """This thread's announced image, forgotten here (the caller sends or closes it)."""
+        pending: PendingStream | None = getattr(self._local, "pending", None)
+        self._local.pending = None
+        return pending
+
+    def send(self, conn: socket.socket) -> None:
+        """After the reply on ``conn``: send the image it announced, if any."""
+        pending = self.take()
+        if pending is not None:
+            serve(conn, pending)
+
+    def drop(self) -> None:
+        """Forget (and close) an announced image that will not be sent."""
+        pending = self.take()
+        if pending is not None:
+            pending.close()
 
 
 def serve(conn: socket.socket, pending: PendingStream) -> int:

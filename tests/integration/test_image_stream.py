@@ -45,16 +45,17 @@ class BreakingHandler(CameraServerHandler):
     stalled = threading.Event()  # set by the test: the hung node lets go
 
     def send_stream(self, conn: socket.socket) -> None:
-        pending = getattr(self._streams, "pending", None)
-        if pending is None or self.break_next == self.stall_next == 0:
+        if self.break_next == self.stall_next == 0:
             super().send_stream(conn)
+            return
+        pending = self._streams.take()
+        if pending is None:
             return
         stall = self.stall_next > 0
         if stall:
             self.stall_next -= 1
         else:
             self.break_next -= 1
-        self._streams.pending = None
         assert conn.recv(1) == image_stream.GO
         assert not isinstance(pending.source, bytes)
         conn.sendall(pending.source.read(pending.size // 2))
