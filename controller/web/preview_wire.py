@@ -13,7 +13,7 @@ import struct
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pepi_fleet.controller.preview_relay import PreviewFrame, SourceStats, Viewer, ViewerStats
+from pepi_fleet.controller.preview_relay import PreviewFrame, Viewer
 from pepi_fleet.schemas.errors import PayloadError
 
 MAX_MESSAGE_CHARS = 64 * 1024
@@ -112,7 +112,9 @@ def error_message(text: str) -> str:
 
 
 class SourceOut(BaseModel):
-    """One camera the relay pulls."""
+    """One camera the relay pulls (read from the relay's ``SourceStats``)."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     key: str
     node_id: str
@@ -126,23 +128,11 @@ class SourceOut(BaseModel):
     )
     error: str | None = Field(description="why the last connection ended or failed")
 
-    @classmethod
-    def of(cls, s: SourceStats) -> SourceOut:
-        return cls(
-            key=s.key,
-            node_id=s.node_id,
-            camera=s.camera,
-            viewers=s.viewers,
-            frames_in=s.frames_in,
-            bytes_in=s.bytes_in,
-            connects=s.connects,
-            upstream_state=str(s.upstream_state),
-            error=s.error,
-        )
-
 
 class ViewerOut(BaseModel):
-    """One connected viewer."""
+    """One connected viewer (read from the relay's ``ViewerStats``)."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     viewer: str
     kind: str = Field(description="ws, mjpeg or snapshot")
@@ -150,17 +140,6 @@ class ViewerOut(BaseModel):
     watching: list[str]
     taken: int = Field(description="frames handed to this viewer")
     dropped: dict[str, int] = Field(description="frames it missed, per key (cumulative)")
-
-    @classmethod
-    def of(cls, v: ViewerStats) -> ViewerOut:
-        return cls(
-            viewer=v.viewer,
-            kind=v.kind,
-            user=v.user,
-            watching=v.watching,
-            taken=v.taken,
-            dropped=v.dropped,
-        )
 
 
 class RelayStatsOut(BaseModel):

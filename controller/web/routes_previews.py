@@ -70,8 +70,8 @@ async def relay_stats(request: Request) -> RelayStatsOut:
     viewer with the frames it missed per camera."""
     relay = relay_of(request.app)
     return RelayStatsOut(
-        sources=[SourceOut.of(s) for s in relay.sources()],
-        viewers=[ViewerOut.of(v) for v in relay.viewers()],
+        sources=[SourceOut.model_validate(s) for s in relay.sources()],
+        viewers=[ViewerOut.model_validate(v) for v in relay.viewers()],
     )
 
 
