@@ -19,7 +19,9 @@ from pepi_fleet.broker.runner import EmbeddedBroker
 TEST_ROOT_PATTERN = "pepi-t/+"
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
-    sys.path.append(str(REPO))  # bench/ is a folder of the checkout, not of the wheel
+    # bench/ is a folder of the checkout, not of the wheel: importable by every test module;
+    # appended, so that pepi_fleet stays whichever one the suite runs against
+    sys.path.append(str(REPO))
 from bench.chromium import CHROMIUM, CHROMIUM_ARGS, chromium_missing  # noqa: E402
 
 

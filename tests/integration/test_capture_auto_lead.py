@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,17 +25,11 @@ from support.mqtt_watch import Seen, Watcher
 from support.processes import PEPI
 from support.pub import mosquitto_pub
 
+from bench.delay_proxy import PROFILES, ProxyProcess, Route
 from pepi_fleet.broker.runner import EmbeddedBroker, free_port
 from pepi_fleet.controller.home_assistant import ControllerState
 from pepi_fleet.controller.trigger_lead import CEILING_S
 from pepi_fleet.schemas import CaptureCommand, CaptureSetSummary, CaptureStatus
-
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    # bench/ is a folder of the checkout, not of the wheel; appended, so that pepi_fleet
-    # stays whichever one the suite runs against (see test_controller_fleet_burst)
-    sys.path.append(str(REPO))
-from bench.delay_proxy import PROFILES, ProxyProcess, Route  # noqa: E402
 
 FAR = PROFILES["far"]
 SLOW_ONE_WAY_MS = FAR.delay_ms

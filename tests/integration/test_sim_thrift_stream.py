@@ -4,7 +4,6 @@ the controller's Downloader streams, verifies and releases from it over real Thr
 from __future__ import annotations
 
 import hashlib
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,19 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from bench.fleet_sim import HeldCapture, jpeg_for
+from bench.sim_thrift import SimHandler, ThriftHost
 from pepi_fleet.controller.downloader import Downloader
 from pepi_fleet.controller.ledger import Ledger, image_path
 from pepi_fleet.controller.node_client import AccessRefused
 from pepi_fleet.controller.thrift_node_client import ThriftNodeClient
 from pepi_fleet.core.thrift_map import capture_info, result_of
 from pepi_fleet.schemas.capture import Frame
-
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    # bench/ is a folder of the checkout, not of the wheel (see test_controller_fleet_burst)
-    sys.path.append(str(REPO))
-from bench.fleet_sim import HeldCapture, jpeg_for  # noqa: E402
-from bench.sim_thrift import SimHandler, ThriftHost  # noqa: E402
 
 NODE = "sim1"
 

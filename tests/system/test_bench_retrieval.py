@@ -6,17 +6,10 @@ reports each path and target. Figures are not checked (timings are never pass/fa
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    # bench/ is a folder of the checkout, not of the wheel; appended, so that pepi_fleet
-    # stays whichever one the suite runs against
-    sys.path.append(str(REPO))
-from bench import retrieval  # noqa: E402
+from bench import retrieval
 
 pytestmark = pytest.mark.system
 

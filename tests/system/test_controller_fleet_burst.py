@@ -4,24 +4,17 @@ retained burst at start-up and a full-fleet capture's burst of results are all d
 from __future__ import annotations
 
 import secrets
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from bench.fleet_sim import FleetSim, start_sim_broker
 from pepi_fleet.broker.runner import EmbeddedBroker, shipped_setting
 from pepi_fleet.controller.config import ControllerConfig
 from pepi_fleet.controller.presence import NodeState
 from pepi_fleet.controller.service import Controller
-
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    # bench/ is a folder of the checkout, not of the wheel; appended, so that pepi_fleet
-    # stays whichever one the suite runs against
-    sys.path.append(str(REPO))
-from bench.fleet_sim import FleetSim, start_sim_broker  # noqa: E402
 
 pytestmark = pytest.mark.system
 

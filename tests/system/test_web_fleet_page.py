@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,13 +14,11 @@ from playwright.sync_api import Browser, expect
 from support.controllers import ControllerProcess
 from support.web import controller_process, event_stream, serving, wait_until
 
+from bench.fleet_sim import FleetSim, start_sim_broker
 from pepi_fleet.broker.runner import EmbeddedBroker
 from pepi_fleet.core.availability import OFFLINE
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.append(str(REPO))  # bench/ is a folder of the checkout, not of the wheel
-from bench.fleet_sim import FleetSim, start_sim_broker  # noqa: E402
 
 pytestmark = pytest.mark.system
 
