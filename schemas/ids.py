@@ -14,22 +14,22 @@ _CAPTURE_ID = re.compile(CAPTURE_ID_PATTERN)
 
 def validate_node_id(value: str) -> str:
     """Return ``value`` if it is a valid node id, else raise PayloadError."""
+    return _valid_id(value, "node id")
+
+
+def _valid_id(value: str, what: str) -> str:
     if not _NODE_ID.fullmatch(value):
         raise PayloadError(
-            f"invalid node id {value[:40]!r}: "
+            f"invalid {what} {value[:40]!r}: "
             "use 1-32 of a-z 0-9 _ - starting with a letter or digit"
         )
     return value
 
 
 def validate_site_id(value: str) -> str:
-    """Return ``value`` if it is a valid site id (a topic level and a broker login's suffix)."""
-    if not _NODE_ID.fullmatch(value):
-        raise PayloadError(
-            f"invalid site id {value[:40]!r}: "
-            "use 1-32 of a-z 0-9 _ - starting with a letter or digit"
-        )
-    return value
+    """Return ``value`` if it is a valid site id (a topic level and a broker login's suffix):
+    the node ids' rule, else raise PayloadError."""
+    return _valid_id(value, "site id")
 
 
 def validate_capture_id(value: str) -> str:
