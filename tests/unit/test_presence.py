@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 from support.clock import ManualClock
+from support.controller_rig import status as rig_status
 
 from pepi_fleet.controller.presence import NodeState, PresenceTracker, StateChange
 from pepi_fleet.schemas import NodeStatus
 
 
 def status(node_id: str, heartbeat_s: float = 5.0, sent_at: float = 0.0) -> NodeStatus:
-    return NodeStatus.model_validate(
-        {
-            "node_id": node_id,
-            "sent_at": sent_at,
-            "heartbeat_s": heartbeat_s,
-            "version": "test",
-            "thrift": {"host": "127.0.0.1", "port": 6000},
-            "cameras": [],
-            "stream_urls": [],
-            "store": {"captures": 0, "bytes": 0, "free_bytes": 1},
-            "clock": {"synced": True},
-        }
-    )
+    return rig_status(node_id, sent_at, heartbeat_s)
 
 
 def test_presence_new_node_known_when_retained_status_arrives() -> None:
